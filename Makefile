@@ -1,0 +1,27 @@
+# One command to check, one to test. `make setup` is implied by both.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup check test test-all demo bench format
+
+setup:
+	@scripts/bootstrap
+
+check: setup
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: setup
+	$(BIN)/pytest -q
+
+demo: setup
+	@scripts/demo
+
+bench: setup
+	$(BIN)/python bench/compare.py
+
+format: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench

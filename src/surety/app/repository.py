@@ -1,0 +1,44 @@
+"""Open or create a repository from its location and a passphrase."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from surety.core.errors import RepositoryNotFound, UsageError
+from surety.repo.crypto import KdfParams
+from surety.repo.format import CHUNK_SIZE_DEFAULT
+from surety.repo.repository import Repository
+from surety.repo.storage import LocalStorage, Storage
+
+__all__ = ["create_repository", "open_repository", "storage_for"]
+
+
+def storage_for(location: str | None, create: bool = False) -> Storage:
+    if not location:
+        raise UsageError("no repository given: use --repo or set SURETY_REPOSITORY")
+    if "://" in location:
+        raise UsageError(f"{location}: unsupported repository location (use a local path)")
+    path = Path(location).expanduser()
+    if create:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path} exists and is not a directory")
+        if not path.parent.is_dir():
+            raise UsageError(f"{path.parent} does not exist")
+        path.mkdir(exist_ok=True)
+    elif not path.is_dir():
+        raise RepositoryNotFound(f"{path}: no such repository (create one with `surety init`)")
+    return LocalStorage(path)
+
+
+def open_repository(location: str | None, passphrase: str) -> Repository:
+    return Repository.open(storage_for(location), passphrase)
+
+
+def create_repository(
+    location: str | None,
+    passphrase: str,
+    chunk_size: int = CHUNK_SIZE_DEFAULT,
+    kdf: KdfParams | None = None,
+) -> Repository:
+    storage = storage_for(location, create=True)
+    return Repository.init(storage, passphrase, chunk_size, kdf)

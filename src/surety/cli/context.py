@@ -1,0 +1,23 @@
+"""Shared helpers for commands: open the repository, show its notes."""
+
+from __future__ import annotations
+
+import click
+
+from surety.app.repository import open_repository
+from surety.cli.options import GlobalOptions, read_passphrase
+from surety.cli.render import err_console
+from surety.repo.repository import Repository
+
+__all__ = ["open_repo", "show_notes"]
+
+
+def open_repo(ctx: click.Context) -> Repository:
+    options: GlobalOptions = ctx.obj
+    return open_repository(options.repo, read_passphrase(options))
+
+
+def show_notes(repo: Repository) -> None:
+    for note in repo.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    repo.notes.clear()

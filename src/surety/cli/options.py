@@ -1,0 +1,40 @@
+"""Global options, resolved once into a frozen value passed to commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from surety.core.errors import UsageError
+
+__all__ = ["GlobalOptions", "read_passphrase"]
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    repo: str | None
+    passphrase_file: Path | None
+
+
+def read_passphrase(options: GlobalOptions, confirm: bool = False) -> str:
+    """From --passphrase-file, SURETY_PASSPHRASE, or a prompt on a terminal."""
+    if options.passphrase_file is not None:
+        try:
+            text = options.passphrase_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read passphrase file: {exc.strerror}") from exc
+        if not text:
+            raise UsageError(f"{options.passphrase_file} is empty")
+        return text
+    from_env = os.environ.get("SURETY_PASSPHRASE")
+    if from_env:
+        return from_env
+    if sys.stdin.isatty():
+        return str(
+            click.prompt("repository passphrase", hide_input=True, confirmation_prompt=confirm)
+        )
+    raise UsageError("no passphrase: set SURETY_PASSPHRASE or use --passphrase-file")

@@ -1,0 +1,85 @@
+"""Rendering: progress bars (rich) on a terminal, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgress
+
+__all__ = ["RichProgressSink", "emit_json", "err_console", "out_console", "progress_for"]
+
+# Piped output is not wrapped at 80 columns: long lines stay whole for scripts and logs.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class RichProgressSink:
+    """Implements ``surety.core.progress.Progress`` with rich bars on stderr."""
+
+    def __init__(self, bars: RichProgress) -> None:
+        self.bars = bars
+        self.task: TaskID | None = None
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        if self.task is not None:
+            self.bars.update(self.task, visible=self.bars.tasks[-1].total is not None)
+            self.bars.stop_task(self.task)
+        self.task = self.bars.add_task(name, total=total)
+
+    def advance(self, amount: int) -> None:
+        if self.task is not None:
+            self.bars.advance(self.task, amount)
+
+    def note(self, message: str) -> None:
+        self.bars.console.print(f"[yellow]note:[/] {message}")
+
+
+class QuietSink:
+    def __init__(self, show_notes: bool) -> None:
+        self.show_notes = show_notes
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        if self.show_notes:
+            err_console.print(f"note: {message}", highlight=False)
+
+
+@contextmanager
+def progress_for(json_output: bool) -> Iterator[RichProgressSink | QuietSink]:
+    """Bars on an interactive stderr; silence (notes only) otherwise."""
+    if json_output or not err_console.is_terminal:
+        yield QuietSink(show_notes=True)
+        return
+    bars = RichProgress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with bars:
+        yield RichProgressSink(bars)
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")

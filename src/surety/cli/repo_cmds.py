@@ -1,0 +1,157 @@
+"""``surety init``, ``check``, ``forget``, ``prune``."""
+
+from __future__ import annotations
+
+import click
+
+from surety.app.repository import create_repository
+from surety.cli.context import open_repo, show_notes
+from surety.cli.options import GlobalOptions, read_passphrase
+from surety.cli.render import emit_json, out_console, progress_for
+from surety.core.errors import IntegrityError
+from surety.core.units import format_size, parse_size
+from surety.repo.check import check_repository
+from surety.repo.prune import prune_repository
+from surety.repo.retention import RetentionPolicy, apply_policy
+
+__all__ = ["COMMANDS"]
+
+
+@click.command()
+@click.option(
+    "--chunk-size",
+    default="1M",
+    show_default=True,
+    help="Fixed chunk size of disk images (power of two, 64K..16M).",
+)
+@click.pass_context
+def init(ctx: click.Context, chunk_size: str) -> None:
+    """Create a new, empty, encrypted repository."""
+    options: GlobalOptions = ctx.obj
+    size = parse_size(chunk_size)
+    repo = create_repository(options.repo, read_passphrase(options, confirm=True), size)
+    out_console.print(
+        f"created repository {repo.config.id[:12]} at {repo.storage.describe()} "
+        f"(chunk size {format_size(size)})",
+        highlight=False,
+    )
+    out_console.print("keep the passphrase safe: without it the data cannot be read")
+
+
+@click.command()
+@click.option("--read-data", is_flag=True, help="Also read and verify every stored chunk.")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def check(ctx: click.Context, read_data: bool, json_output: bool) -> None:
+    """Check the repository's structure (and with --read-data, every stored byte)."""
+    repo = open_repo(ctx)
+    with repo.lock(exclusive=False, operation="check"), progress_for(json_output) as progress:
+        report = check_repository(repo, read_data, progress)
+    show_notes(repo)
+    if json_output:
+        emit_json(
+            {
+                "ok": report.ok,
+                "errors": report.errors,
+                "warnings": report.warnings,
+                "points": report.points,
+                "chunks": report.chunks,
+                "packs": report.packs,
+                "bytes_read": report.bytes_read,
+            }
+        )
+    else:
+        for warning in report.warnings:
+            out_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        for error in report.errors:
+            out_console.print(f"[red]error:[/] {error}", highlight=False)
+        out_console.print(
+            f"{report.points} restore points, {report.chunks} chunks in "
+            f"{report.packs} packs"
+            + (f", {format_size(report.bytes_read)} read" if read_data else "")
+        )
+    if not report.ok:
+        raise IntegrityError(f"check found {len(report.errors)} error(s)")
+    if not json_output:
+        out_console.print("[green]no errors found[/]")
+
+
+def _keep_options(f: click.decorators.FC) -> click.decorators.FC:
+    for period in ("yearly", "monthly", "weekly", "daily", "hourly", "last"):
+        what = "newest restore points" if period == "last" else f"{period} restore points"
+        f = click.option(
+            f"--keep-{period}",
+            type=click.IntRange(min=0),
+            default=0,
+            help=f"Keep this many {what} per name.",
+        )(f)
+    return f
+
+
+@click.command()
+@_keep_options
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be forgotten.")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def forget(
+    ctx: click.Context,
+    keep_last: int,
+    keep_hourly: int,
+    keep_daily: int,
+    keep_weekly: int,
+    keep_monthly: int,
+    keep_yearly: int,
+    dry_run: bool,
+    json_output: bool,
+) -> None:
+    """Forget restore points by a retention policy (then `surety prune` frees space)."""
+    policy = RetentionPolicy(
+        keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly
+    )
+    repo = open_repo(ctx)
+    with repo.lock(exclusive=not dry_run, operation="forget"):
+        decisions = apply_policy(repo.points(), policy)
+        if not dry_run:
+            for decision in decisions:
+                if not decision.keep:
+                    repo.forget(decision.point.id)
+    show_notes(repo)
+    if json_output:
+        emit_json(
+            [
+                {"id": d.point.id, "name": d.point.name, "keep": d.keep, "reasons": list(d.reasons)}
+                for d in decisions
+            ]
+        )
+        return
+    verb = "would forget" if dry_run else "forgot"
+    for d in decisions:
+        when = d.point.finished.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        state = f"keep ({', '.join(d.reasons)})" if d.keep else verb
+        out_console.print(f"{d.point.id[:12]}  {d.point.name:<20} {when}  {state}", highlight=False)
+    dropped = sum(not d.keep for d in decisions)
+    out_console.print(f"{verb} {dropped} of {len(decisions)} restore points")
+
+
+@click.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be deleted.")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def prune(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
+    """Delete data that no restore point references (takes the exclusive lock)."""
+    repo = open_repo(ctx)
+    with repo.lock(exclusive=True, operation="prune"), progress_for(json_output) as progress:
+        report = prune_repository(repo, progress, dry_run=dry_run)
+    show_notes(repo)
+    if json_output:
+        emit_json({"dry_run": dry_run, **report.__dict__})
+        return
+    out_console.print(
+        f"{'would delete' if dry_run else 'deleted'} {report.deleted_packs} packs, "
+        f"repacked {report.repacked_packs}, {report.deleted_images} image indexes; "
+        f"{'would free' if dry_run else 'freed'} {format_size(report.freed_bytes)}",
+        highlight=False,
+    )
+
+
+COMMANDS = [init, check, forget, prune]

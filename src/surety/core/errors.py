@@ -1,0 +1,115 @@
+"""The one error tree of surety, with its exit codes.
+
+Every error a user can cause or meet carries a one-line message and a distinct
+exit code; the CLI prints the message and exits with the code, never a
+traceback. Anything that is *not* a ``SuretyError`` is a bug and is shown with
+its traceback (exit code 1).
+
+    SuretyError                      exit 1   (base; never raised itself)
+    +-- UsageError                   exit 2   bad option or argument combination
+    +-- RepositoryNotFound           exit 3   path/bucket is not a surety repository
+    +-- RepositoryExists             exit 3   init on a path that already holds one
+    +-- WrongPassphrase              exit 4   no key file opens with this passphrase
+    +-- RestorePointNotFound         exit 5   unknown id, prefix or NAME@latest
+    |   +-- AmbiguousRestorePoint    exit 5   prefix matches several
+    +-- DiskNotFound                 exit 5   restore point has no such disk
+    +-- IntegrityError               exit 6   a stored byte does not match its hash/tag
+    +-- RepositoryLocked             exit 7   a conflicting lock is held
+    +-- StorageFull                  exit 8   the backend ran out of space
+    +-- StorageError                 exit 9   the backend failed (I/O, network)
+    |   +-- ObjectNotFound           exit 9   a named object is missing from storage
+    +-- SourceError                  exit 10  the thing to back up cannot be read
+    +-- TargetError                  exit 11  the restore target cannot be written
+    +-- Interrupted                  exit 130 SIGINT/SIGTERM; nothing was committed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousRestorePoint",
+    "DiskNotFound",
+    "IntegrityError",
+    "Interrupted",
+    "ObjectNotFound",
+    "RepositoryExists",
+    "RepositoryLocked",
+    "RepositoryNotFound",
+    "RestorePointNotFound",
+    "SourceError",
+    "StorageError",
+    "StorageFull",
+    "SuretyError",
+    "TargetError",
+    "UsageError",
+    "WrongPassphrase",
+]
+
+
+class SuretyError(Exception):
+    """Base of every expected failure; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class UsageError(SuretyError):
+    exit_code = 2
+
+
+class RepositoryNotFound(SuretyError):
+    exit_code = 3
+
+
+class RepositoryExists(SuretyError):
+    exit_code = 3
+
+
+class WrongPassphrase(SuretyError):
+    exit_code = 4
+
+
+class RestorePointNotFound(SuretyError):
+    exit_code = 5
+
+
+class AmbiguousRestorePoint(RestorePointNotFound):
+    pass
+
+
+class DiskNotFound(SuretyError):
+    exit_code = 5
+
+
+class IntegrityError(SuretyError):
+    """Stored data failed authentication or its hash: never restored silently."""
+
+    exit_code = 6
+
+
+class RepositoryLocked(SuretyError):
+    exit_code = 7
+
+
+class StorageFull(SuretyError):
+    exit_code = 8
+
+
+class StorageError(SuretyError):
+    """The backend failed; may be transient (a retry wrapper may retry it)."""
+
+    exit_code = 9
+
+
+class ObjectNotFound(StorageError):
+    """The named object does not exist. Never transient: do not retry."""
+
+
+class SourceError(SuretyError):
+    exit_code = 10
+
+
+class TargetError(SuretyError):
+    exit_code = 11
+
+
+class Interrupted(SuretyError):
+    exit_code = 130

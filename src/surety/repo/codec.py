@@ -1,0 +1,60 @@
+"""Payload codec: one leading byte says how the rest is encoded.
+
+``CODEC_ZSTD`` when zstd makes the payload smaller, else ``CODEC_RAW`` (random
+or already-compressed data is stored as is, so it costs no decompression).
+Compressor objects are per thread: zstandard's are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from surety.core.errors import IntegrityError
+from surety.repo.format import CODEC_RAW, CODEC_ZSTD
+
+__all__ = ["decode", "encode"]
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    found: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if found is None:
+        found = _local.decompressor = zstandard.ZstdDecompressor()
+    return found
+
+
+def encode(data: bytes | memoryview, level: int) -> bytes:
+    packed: bytes = _compressor(level).compress(data)
+    if len(packed) < len(data):
+        return bytes([CODEC_ZSTD]) + packed
+    return bytes([CODEC_RAW]) + bytes(data)
+
+
+def decode(payload: bytes, raw_length: int, what: str) -> bytes:
+    if not payload:
+        raise IntegrityError(f"{what}: empty payload")
+    codec, body = payload[0], memoryview(payload)[1:]
+    if codec == CODEC_RAW:
+        data = bytes(body)
+    elif codec == CODEC_ZSTD:
+        try:
+            data = _decompressor().decompress(body, max_output_size=raw_length)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{what}: cannot decompress ({exc})") from exc
+    else:
+        raise IntegrityError(f"{what}: unknown codec {codec}")
+    if len(data) != raw_length:
+        raise IntegrityError(f"{what}: length {len(data)} != recorded {raw_length}")
+    return data

@@ -1,0 +1,126 @@
+"""Keys and sealing: every stored object is authenticated-encrypted.
+
+* ``MasterKeys``: 32-byte AES-256-GCM key for sealing, 32-byte BLAKE3 key
+  for chunk ids. Random at ``init``; never stored in the clear.
+* ``seal``/``unseal``: ``version(1) || nonce(12) || ciphertext||tag(16)``.
+  The associated data binds the blob to its *kind* (and a chunk to its id),
+  so a blob cannot be swapped for another one unnoticed.
+* Key files wrap the master keys under a key derived from the passphrase
+  with argon2id (memory-hard); their parameters live in the key file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from surety.core.errors import IntegrityError, WrongPassphrase
+from surety.repo.format import SEAL_VERSION
+
+__all__ = ["KdfParams", "MasterKeys", "unwrap_master", "wrap_master"]
+
+_NONCE = 12
+_OVERHEAD = 1 + _NONCE + 16
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """argon2id cost; the defaults take ~0.15 s and 64 MiB on a 2-core host."""
+
+    time_cost: int = 3
+    memory_kib: int = 64 * 1024
+    parallelism: int = 2
+
+
+class MasterKeys:
+    def __init__(self, material: bytes) -> None:
+        if len(material) != 64:
+            raise ValueError("master key material must be 64 bytes")
+        self.material = material
+        self._aead = AESGCM(material[:32])
+        self._id_key = material[32:]
+
+    @classmethod
+    def generate(cls) -> MasterKeys:
+        return cls(secrets.token_bytes(64))
+
+    def chunk_id(self, data: bytes | memoryview) -> bytes:
+        """Keyed BLAKE3 of plaintext: equal content -> equal id, unguessable without the key."""
+        return blake3.blake3(data, key=self._id_key, max_threads=1).digest()
+
+    def object_id(self, data: bytes) -> str:
+        return blake3.blake3(data, key=self._id_key).hexdigest()
+
+    def seal(self, kind: bytes, plaintext: bytes | memoryview) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return bytes([SEAL_VERSION]) + nonce + self._aead.encrypt(nonce, bytes(plaintext), kind)
+
+    def unseal(self, kind: bytes, sealed: bytes | memoryview, what: str) -> bytes:
+        if len(sealed) < _OVERHEAD or sealed[0] != SEAL_VERSION:
+            raise IntegrityError(f"{what}: not a sealed object (damaged or foreign)")
+        try:
+            return self._aead.decrypt(
+                bytes(sealed[1 : 1 + _NONCE]), bytes(sealed[1 + _NONCE :]), kind
+            )
+        except InvalidTag as exc:
+            raise IntegrityError(f"{what}: authentication failed (data is damaged)") from exc
+
+
+def _kek(passphrase: str, salt: bytes, params: KdfParams) -> AESGCM:
+    raw = hash_secret_raw(
+        passphrase.encode(),
+        salt,
+        time_cost=params.time_cost,
+        memory_cost=params.memory_kib,
+        parallelism=params.parallelism,
+        hash_len=32,
+        type=Type.ID,
+    )
+    return AESGCM(raw)
+
+
+def wrap_master(
+    keys: MasterKeys, passphrase: str, params: KdfParams, extra: dict[str, Any]
+) -> bytes:
+    """A key file (JSON): KDF parameters + master keys sealed under the passphrase key."""
+    salt = secrets.token_bytes(16)
+    nonce = os.urandom(_NONCE)
+    sealed = _kek(passphrase, salt, params).encrypt(nonce, keys.material, b"keyfile")
+    doc = {
+        "version": 1,
+        "kdf": "argon2id",
+        "time_cost": params.time_cost,
+        "memory_kib": params.memory_kib,
+        "parallelism": params.parallelism,
+        "salt": base64.b64encode(salt).decode(),
+        "nonce": base64.b64encode(nonce).decode(),
+        "master": base64.b64encode(sealed).decode(),
+        **extra,
+    }
+    return json.dumps(doc, indent=1).encode()
+
+
+def unwrap_master(keyfile: bytes, passphrase: str, what: str) -> MasterKeys:
+    """Open a key file; ``WrongPassphrase`` if the passphrase does not fit."""
+    try:
+        doc = json.loads(keyfile)
+        params = KdfParams(doc["time_cost"], doc["memory_kib"], doc["parallelism"])
+        salt, nonce, sealed = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "master"))
+        if doc["kdf"] != "argon2id":
+            raise IntegrityError(f"{what}: unknown key derivation {doc['kdf']!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{what}: damaged key file") from exc
+    try:
+        material = _kek(passphrase, salt, params).decrypt(nonce, sealed, b"keyfile")
+    except InvalidTag as exc:
+        raise WrongPassphrase("wrong passphrase for this repository") from exc
+    return MasterKeys(material)

@@ -1,0 +1,85 @@
+"""Manifests: one per restore point; writing it is the atomic commit.
+
+A manifest is JSON, zstd-compressed and sealed (kind b"point"), stored at
+``points/<id>`` where the id is the keyed hash of its plaintext. It names the
+source, every disk with its size and image index, the VM configuration blobs,
+the consistency level reached (and why), application metadata and times.
+Unknown keys are kept (a newer writer may add some); ``format`` guards the
+rest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from surety.core.errors import IntegrityError
+from surety.repo.format import FORMAT_VERSION
+
+__all__ = ["CONSISTENCY_LEVELS", "DiskRecord", "Manifest"]
+
+CONSISTENCY_LEVELS = ("crash", "filesystem", "application")
+
+
+@dataclass(frozen=True)
+class DiskRecord:
+    name: str
+    size: int
+    image: str  # id of the images/<id> object
+    source: str = ""
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    kind: str  # "image" | "vm"
+    started: datetime
+    finished: datetime
+    host: str
+    disks: tuple[DiskRecord, ...]
+    consistency: str = "crash"
+    consistency_reason: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+    applications: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+    id: str = ""  # set from the stored object's name, not part of the plaintext
+
+    def disk(self, name: str) -> DiskRecord | None:
+        return next((d for d in self.disks if d.name == name), None)
+
+    def encode(self) -> bytes:
+        doc = asdict(self)
+        doc.pop("id")
+        doc["format"] = FORMAT_VERSION
+        doc["started"] = self.started.isoformat()
+        doc["finished"] = self.finished.isoformat()
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, point_id: str) -> Manifest:
+        try:
+            doc = json.loads(data)
+            if doc.pop("format") != FORMAT_VERSION:
+                raise IntegrityError(f"restore point {point_id[:12]}: unknown format")
+            disks = tuple(DiskRecord(**d) for d in doc.pop("disks"))
+            return cls(
+                name=doc["name"],
+                kind=doc["kind"],
+                started=datetime.fromisoformat(doc["started"]),
+                finished=datetime.fromisoformat(doc["finished"]),
+                host=doc["host"],
+                disks=disks,
+                consistency=doc.get("consistency", "crash"),
+                consistency_reason=doc.get("consistency_reason", ""),
+                config=doc.get("config", {}),
+                applications=doc.get("applications", {}),
+                parent=doc.get("parent"),
+                stats=doc.get("stats", {}),
+                id=point_id,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"restore point {point_id[:12]}: damaged manifest") from exc

@@ -1,0 +1,249 @@
+"""The repository: config, keys, chunk index, image indexes and restore points.
+
+Object names in storage::
+
+    config           CONFIG_MAGIC + sealed JSON (format, id, chunk size, ...)
+    keys/<id>        key files: the master keys wrapped by a passphrase
+    data/<id>        packs of sealed chunks            (id = BLAKE3 of the pack)
+    index/<id>       sealed index objects              (id = keyed hash)
+    images/<id>      sealed image indexes              (id = keyed hash)
+    points/<id>      sealed manifests = restore points (id = keyed hash)
+    locks/<id>       JSON locks
+
+Commit order of a backup: packs -> index -> image indexes -> manifest, each
+durable before the next starts; the manifest is the commit. Readers trust only
+what a manifest reaches, so a crash before it leaves garbage, never a
+half-visible restore point.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from surety.core.errors import (
+    AmbiguousRestorePoint,
+    IntegrityError,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    RestorePointNotFound,
+    UsageError,
+    WrongPassphrase,
+)
+from surety.repo import codec
+from surety.repo.crypto import KdfParams, MasterKeys, unwrap_master, wrap_master
+from surety.repo.format import (
+    CHUNK_SIZE_DEFAULT,
+    CHUNK_SIZE_MAX,
+    CHUNK_SIZE_MIN,
+    CONFIG_MAGIC,
+    FORMAT_VERSION,
+    PACK_SIZE_TARGET,
+)
+from surety.repo.image import ImageIndex
+from surety.repo.index import ChunkIndex, Location, decode_index, encode_index
+from surety.repo.lock import hold_lock
+from surety.repo.manifest import Manifest
+from surety.repo.pack import PackEntry, chunk_kind
+from surety.repo.storage.base import Storage
+
+__all__ = ["RepoConfig", "Repository"]
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    id: str
+    chunk_size: int
+    pack_size: int = PACK_SIZE_TARGET
+    compression_level: int = 1
+    created: str = ""
+
+
+class Repository:
+    def __init__(self, storage: Storage, keys: MasterKeys, config: RepoConfig) -> None:
+        self.storage = storage
+        self.keys = keys
+        self.config = config
+        self.notes: list[str] = []  # remarks for the user (stale locks removed, ...)
+        self._index: ChunkIndex | None = None
+
+    # -- creation and opening -------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        passphrase: str,
+        chunk_size: int = CHUNK_SIZE_DEFAULT,
+        kdf: KdfParams | None = None,
+    ) -> Repository:
+        if storage.exists("config"):
+            raise RepositoryExists(f"{storage.describe()}: already a surety repository")
+        if any(True for _ in storage.list("")):
+            raise RepositoryExists(f"{storage.describe()}: not empty; refusing to init here")
+        _check_chunk_size(chunk_size)
+        if not passphrase:
+            raise UsageError("an empty passphrase is not allowed")
+        keys = MasterKeys.generate()
+        config = RepoConfig(
+            secrets.token_hex(16), chunk_size, created=datetime.now(UTC).isoformat()
+        )
+        extra = {"host": socket.gethostname(), "created": config.created}
+        storage.put(
+            f"keys/{secrets.token_hex(16)}",
+            wrap_master(keys, passphrase, kdf or KdfParams(), extra),
+        )
+        body = json.dumps({"format": FORMAT_VERSION, **config.__dict__}).encode()
+        storage.put("config", CONFIG_MAGIC + keys.seal(b"config", body))
+        return cls(storage, keys, config)
+
+    @classmethod
+    def open(cls, storage: Storage, passphrase: str) -> Repository:
+        try:
+            raw_config = storage.get("config")
+        except ObjectNotFound:
+            raise RepositoryNotFound(
+                f"{storage.describe()}: not a surety repository (no config); "
+                "create one with `surety init`"
+            ) from None
+        if not raw_config.startswith(CONFIG_MAGIC):
+            raise RepositoryNotFound(f"{storage.describe()}: not a surety repository")
+        keys = _open_keys(storage, passphrase)
+        body = keys.unseal(b"config", raw_config[len(CONFIG_MAGIC) :], "config")
+        doc = json.loads(body)
+        if doc.pop("format") != FORMAT_VERSION:
+            raise IntegrityError("config: repository format version not supported")
+        return cls(storage, keys, RepoConfig(**doc))
+
+    @contextmanager
+    def lock(self, exclusive: bool, operation: str) -> Iterator[None]:
+        with hold_lock(self.storage, exclusive, operation, self.notes):
+            yield
+
+    # -- sealed objects -----------------------------------------------------------
+    def put_object(self, kind: str, plaintext: bytes) -> str:
+        """Compress, seal and store a small object under ``<kind>/<keyed hash>``."""
+        object_id = self.keys.object_id(plaintext)
+        payload = codec.encode(plaintext, 3)
+        sealed = self.keys.seal(kind.encode(), len(plaintext).to_bytes(8, "little") + payload)
+        self.storage.put(f"{kind}/{object_id}", sealed)
+        return object_id
+
+    def get_object(self, kind: str, object_id: str) -> bytes:
+        what = f"{kind}/{object_id[:12]}"
+        body = self.keys.unseal(kind.encode(), self.storage.get(f"{kind}/{object_id}"), what)
+        plaintext = codec.decode(body[8:], int.from_bytes(body[:8], "little"), what)
+        if self.keys.object_id(plaintext) != object_id:
+            raise IntegrityError(f"{what}: content does not match its name")
+        return plaintext
+
+    # -- chunk index --------------------------------------------------------------
+    def index(self) -> ChunkIndex:
+        if self._index is None:
+            index = ChunkIndex()
+            for name, _size in self.storage.list("index/"):
+                for pack_id, entries in decode_index(self.get_object("index", name[6:]), name):
+                    index.add_pack(pack_id, entries)
+                index.index_names.add(name)
+            self._index = index
+        return self._index
+
+    def forget_index(self) -> None:
+        """Drop the cached index (after prune rewrote it)."""
+        self._index = None
+
+    def write_index(self, packs: list[tuple[str, list[PackEntry]]]) -> str:
+        name = self.put_object("index", encode_index(packs))
+        index = self.index()
+        for pack_id, entries in packs:
+            index.add_pack(pack_id, entries)
+        index.index_names.add(f"index/{name}")
+        return name
+
+    # -- chunks -------------------------------------------------------------------
+    def read_chunk(self, chunk_id: bytes, location: Location | None = None) -> bytes:
+        """Fetch, authenticate, decompress and hash-check one chunk."""
+        loc = location or self.index().get(chunk_id)
+        what = f"chunk {chunk_id.hex()[:12]}"
+        if loc is None:
+            raise IntegrityError(f"{what}: missing from the index")
+        try:
+            sealed = self.storage.get(f"data/{loc.pack}", loc.offset, loc.length)
+        except ObjectNotFound:
+            raise IntegrityError(f"{what}: pack {loc.pack[:12]} is missing") from None
+        return self.open_chunk(chunk_id, sealed, loc.raw_length, f"{what} in pack {loc.pack[:12]}")
+
+    def open_chunk(self, chunk_id: bytes, sealed: bytes, raw_length: int, what: str) -> bytes:
+        data = codec.decode(self.keys.unseal(chunk_kind(chunk_id), sealed, what), raw_length, what)
+        if self.keys.chunk_id(data) != chunk_id:
+            raise IntegrityError(f"{what}: content does not match its hash")
+        return data
+
+    # -- image indexes and restore points -----------------------------------------
+    def put_image(self, image: ImageIndex) -> str:
+        return self.put_object("images", image.encode())
+
+    def get_image(self, image_id: str) -> ImageIndex:
+        return ImageIndex.decode(self.get_object("images", image_id), f"image {image_id[:12]}")
+
+    def commit(self, manifest: Manifest) -> str:
+        """Write the manifest: the atomic commit of a restore point."""
+        return self.put_object("points", manifest.encode())
+
+    def points_get(self, point_id: str) -> Manifest:
+        return Manifest.decode(self.get_object("points", point_id), point_id)
+
+    def points(self) -> list[Manifest]:
+        found = [self.points_get(name[7:]) for name, _ in self.storage.list("points/")]
+        return sorted(found, key=lambda m: (m.finished, m.id))
+
+    def resolve(self, ref: str) -> Manifest:
+        """A restore point by id, unique id prefix, or ``NAME@latest``."""
+        points = self.points()
+        if ref.endswith("@latest"):
+            name = ref[: -len("@latest")]
+            named = [p for p in points if p.name == name]
+            if not named:
+                raise RestorePointNotFound(f"no restore point named {name!r}")
+            return named[-1]
+        if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
+            raise RestorePointNotFound(
+                f"{ref!r} is not a restore point id (use an id prefix of 4+ hex digits "
+                "or NAME@latest)"
+            )
+        matches = [p for p in points if p.id.startswith(ref)]
+        if not matches:
+            raise RestorePointNotFound(f"no restore point {ref!r}")
+        if len(matches) > 1:
+            raise AmbiguousRestorePoint(
+                f"{ref!r} matches {len(matches)} restore points; give more digits"
+            )
+        return matches[0]
+
+    def forget(self, point_id: str) -> None:
+        self.storage.delete(f"points/{point_id}")
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if not CHUNK_SIZE_MIN <= chunk_size <= CHUNK_SIZE_MAX or chunk_size & (chunk_size - 1):
+        raise UsageError(
+            f"chunk size must be a power of two between {CHUNK_SIZE_MIN // 1024} KiB "
+            f"and {CHUNK_SIZE_MAX >> 20} MiB"
+        )
+
+
+def _open_keys(storage: Storage, passphrase: str) -> MasterKeys:
+    names = [name for name, _ in storage.list("keys/")]
+    if not names:
+        raise RepositoryNotFound(f"{storage.describe()}: repository has no key files")
+    for name in names:
+        try:
+            return unwrap_master(storage.get(name), passphrase, name)
+        except WrongPassphrase:
+            continue
+    raise WrongPassphrase("wrong passphrase for this repository")

@@ -1,0 +1,167 @@
+"""``surety restore image``: write one disk of a restore point to a file or device.
+
+File targets are written sparse (zero chunks become holes) to a temporary
+name beside the target, fsynced, then renamed: an interrupted or failed
+restore never leaves a half-written file under the target's name. Block
+device targets are written in place, zero chunks included.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from surety.core.errors import DiskNotFound, Interrupted, TargetError, UsageError
+from surety.core.progress import Progress
+from surety.repo.format import ZERO_ID
+from surety.repo.image import ImageIndex
+from surety.repo.manifest import Manifest
+from surety.repo.repository import Repository
+
+__all__ = ["ImageRestoreOptions", "RestoreResult", "restore_image"]
+
+
+@dataclass(frozen=True)
+class ImageRestoreOptions:
+    point: str
+    target: Path
+    disk: str | None = None
+    overwrite: bool = False
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    point: Manifest
+    disk: str
+    target: Path
+    size: int
+    written: int
+
+
+def pick_disk(point: Manifest, disk: str | None) -> str:
+    names = [d.name for d in point.disks]
+    if disk is None:
+        if len(names) != 1:
+            raise UsageError(f"restore point has disks {', '.join(names)}: choose one with --disk")
+        return names[0]
+    if disk not in names:
+        raise DiskNotFound(
+            f"restore point {point.id[:12]} has no disk {disk!r} (it has {', '.join(names)})"
+        )
+    return disk
+
+
+def restore_image(
+    repo: Repository, options: ImageRestoreOptions, progress: Progress
+) -> RestoreResult:
+    with repo.lock(exclusive=False, operation="restore image"):
+        point = repo.resolve(options.point)
+        disk = pick_disk(point, options.disk)
+        record = point.disk(disk)
+        assert record is not None
+        image = repo.get_image(record.image)
+        written = _write_target(repo, image, options, progress)
+    return RestoreResult(point, disk, options.target, image.size, written)
+
+
+def _open_target(target: Path, overwrite: bool) -> tuple[int, Path | None, bool]:
+    """Returns (fd, temporary path or None for devices, is_block)."""
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise TargetError(f"{target}: {exc.strerror}") from exc
+    if mode is not None and stat.S_ISBLK(mode):
+        return _os(lambda: os.open(target, os.O_WRONLY), target), None, True
+    if mode is not None and not stat.S_ISREG(mode):
+        raise TargetError(f"{target} is neither a regular file nor a block device")
+    if mode is not None and not overwrite:
+        raise TargetError(f"{target} exists; use --overwrite to replace it")
+    if not target.parent.is_dir():
+        raise TargetError(f"{target.parent} is not a directory")
+    temporary = target.with_name(f".{target.name}.surety-partial")
+    fd = _os(lambda: os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), target)
+    return fd, temporary, False
+
+
+def _os(call: object, target: Path) -> int:
+    try:
+        return call()  # type: ignore[operator,no-any-return]
+    except OSError as exc:
+        raise TargetError(f"{target}: {exc.strerror}") from exc
+
+
+def _write_target(
+    repo: Repository, image: ImageIndex, options: ImageRestoreOptions, progress: Progress
+) -> int:
+    fd, temporary, is_block = _open_target(options.target, options.overwrite)
+    done = False
+    try:
+        if not is_block:
+            os.ftruncate(fd, image.size)
+        written = _write_chunks(
+            repo, image=image, fd=fd, is_block=is_block, threads=options.threads, progress=progress
+        )
+        os.fsync(fd)
+        if temporary is not None:
+            os.replace(temporary, options.target)
+        done = True
+        return written
+    except KeyboardInterrupt:
+        raise Interrupted("restore interrupted; the target was not created") from None
+    except OSError as exc:
+        raise TargetError(f"writing {options.target}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+        if temporary is not None and not done:
+            temporary.unlink(missing_ok=True)
+
+
+def _write_chunks(
+    repo: Repository,
+    *,
+    image: ImageIndex,
+    fd: int,
+    is_block: bool,
+    threads: int | None,
+    progress: Progress,
+) -> int:
+    progress.phase("restore", image.size)
+    index = repo.index()
+    workers = threads or os.cpu_count() or 2
+    zero = bytes(image.chunk_size)
+    window: deque[tuple[int, Future[bytes]]] = deque()
+    written = 0
+
+    def drain_one() -> None:
+        nonlocal written
+        number, future = window.popleft()
+        data = future.result()
+        os.pwrite(fd, data, number * image.chunk_size)
+        written += len(data)
+        progress.advance(len(data))
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-restore") as pool:
+        try:
+            for number, chunk_id in enumerate(image.chunk_ids):
+                length = image.chunk_length(number)
+                if chunk_id == ZERO_ID:
+                    if is_block:
+                        os.pwrite(fd, zero[:length], number * image.chunk_size)
+                    progress.advance(length)
+                    continue
+                window.append((number, pool.submit(repo.read_chunk, chunk_id, index.get(chunk_id))))
+                if len(window) >= workers * 2 + 2:
+                    drain_one()
+            while window:
+                drain_one()
+        finally:
+            for _number, future in window:
+                future.cancel()
+    return written

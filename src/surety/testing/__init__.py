@@ -1,0 +1,1 @@
+"""Test kit: conformance suites and fakes. Never imported by production code."""
