@@ -2,8 +2,8 @@
 
 A lock is a small JSON object ``locks/<random id>`` (host, pid, process start
 time, kind, operation, refreshed-at). To take a lock we write ours, then list
-all locks: a conflicting one that is *stale* is removed; a live one makes us
-withdraw ours and raise ``RepositoryLocked``. A lock is stale when
+all locks. Every *stale* lock (of any kind) is removed; a live conflicting one
+makes us withdraw ours and raise ``RepositoryLocked``. A lock is stale when
 
 * it names this host and its process is gone (or the pid was reused: the
   process start time differs), or
@@ -105,13 +105,11 @@ def _write(storage: Storage, name: str, exclusive: bool, operation: str) -> None
     storage.put(name, json.dumps(doc).encode())
 
 
-def _conflicts(storage: Storage, mine: str, exclusive: bool) -> list[LockInfo]:
+def _others(storage: Storage, mine: str) -> list[LockInfo]:
     found = []
     for name, _size in storage.list("locks/"):
-        if name == mine:
-            continue
-        info = _read(storage, name)
-        if info is not None and (exclusive or info.exclusive):
+        info = _read(storage, name) if name != mine else None
+        if info is not None:
             found.append(info)
     return found
 
@@ -137,9 +135,10 @@ def hold_lock(
     name = f"locks/{secrets.token_hex(16)}"
     _write(storage, name, exclusive, operation)
     try:
-        live = _remove_stale(storage, _conflicts(storage, name, exclusive), notes)
-        if live:
-            raise RepositoryLocked(f"repository is locked: {live[0].describe()}")
+        live = _remove_stale(storage, _others(storage, name), notes)
+        conflicting = [info for info in live if exclusive or info.exclusive]
+        if conflicting:
+            raise RepositoryLocked(f"repository is locked: {conflicting[0].describe()}")
     except BaseException:
         with suppress(StorageError):
             storage.delete(name)

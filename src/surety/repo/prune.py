@@ -82,9 +82,10 @@ def prune_repository(
     report.freed_bytes -= sum(
         repo.storage.size(f"data/{p}") for p, _ in keep if f"data/{p}" not in kept_names
     )
-    old_indexes = sorted(index.index_names)
     progress.phase("write index")
-    repo.put_object("index", encode_index(keep))
+    new_index = f"index/{repo.put_object('index', encode_index(keep))}"
+    # content-addressed: the new index may be byte-identical to an old one
+    old_indexes = sorted(index.index_names - {new_index})
     progress.phase("delete", len(old_indexes) + len(doomed) + len(unused_images))
     for name in [*old_indexes, *doomed, *unused_images]:
         with suppress(ObjectNotFound):

@@ -1,0 +1,5 @@
+"""``python -m surety``: the same as the ``surety`` command."""
+
+from surety.cli.main import main
+
+main()
