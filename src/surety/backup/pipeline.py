@@ -1,8 +1,8 @@
 """Chunk a disk source into the repository: the backup data path.
 
-Reads happen in the calling thread (``os.pread`` releases the GIL), hashing,
-compression and sealing in a pool of worker threads, pack stores in the
-writer's background thread. At most ``window`` chunks are in flight, so
+Worker threads read (``os.pread`` releases the GIL), hash, compress and seal
+chunks; the calling thread only collects results in order and appends them to
+packs; pack stores happen in the writer's background thread. At most ``window`` chunks are in flight, so
 memory is bounded by ``window * chunk_size`` plus two packs.
 """
 
@@ -73,7 +73,7 @@ def backup_disk(
     ids: list[bytes] = [ZERO_ID] * count
     stats = DiskStats()
     zero = bytes(chunk_size)
-    workers = threads or os.cpu_count() or 2
+    workers = threads or (os.cpu_count() or 2) + 1
     window: deque[tuple[int, Future[PreparedChunk]]] = deque()
     progress.phase(f"backup {source.name}", source.size)
 
@@ -87,6 +87,10 @@ def backup_disk(
         progress.advance(chunk.raw_length)
 
     level = repo.config.compression_level
+
+    def read_and_prepare(offset: int, length: int) -> PreparedChunk:
+        return prepare_chunk(repo.keys, source.read(offset, length), zero, writer, level)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-chunk") as pool:
         try:
             for number in range(count):
@@ -97,10 +101,9 @@ def backup_disk(
                     stats.zero_bytes += length if known is None else 0
                     progress.advance(length)
                     continue
-                data = source.read(number * chunk_size, length)
                 stats.read_bytes += length
                 window.append(
-                    (number, pool.submit(prepare_chunk, repo.keys, data, zero, writer, level))
+                    (number, pool.submit(read_and_prepare, number * chunk_size, length))
                 )
                 if len(window) >= workers * 2 + 2:
                     drain_one()
