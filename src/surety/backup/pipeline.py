@@ -2,8 +2,9 @@
 
 Worker threads read (``os.pread`` releases the GIL), hash, compress and seal
 chunks; the calling thread only collects results in order and appends them to
-packs; pack stores happen in the writer's background thread. At most ``window`` chunks are in flight, so
-memory is bounded by ``window * chunk_size`` plus two packs.
+packs; pack stores happen in the writer's background thread. At most
+``2 * workers + 2`` chunks are in flight, so memory is bounded by that many
+chunks plus three packs.
 """
 
 from __future__ import annotations
@@ -102,9 +103,7 @@ def backup_disk(
                     progress.advance(length)
                     continue
                 stats.read_bytes += length
-                window.append(
-                    (number, pool.submit(read_and_prepare, number * chunk_size, length))
-                )
+                window.append((number, pool.submit(read_and_prepare, number * chunk_size, length)))
                 if len(window) >= workers * 2 + 2:
                     drain_one()
             while window:

@@ -134,18 +134,21 @@ def _write_chunks(
 ) -> int:
     progress.phase("restore", image.size)
     index = repo.index()
-    workers = threads or os.cpu_count() or 2
+    workers = threads or (os.cpu_count() or 2) + 1
     zero = bytes(image.chunk_size)
-    window: deque[tuple[int, Future[bytes]]] = deque()
+    window: deque[Future[int]] = deque()
     written = 0
+
+    def fetch_and_write(chunk_id: bytes, offset: int) -> int:
+        data = repo.read_chunk(chunk_id, index.get(chunk_id))
+        os.pwrite(fd, data, offset)
+        return len(data)
 
     def drain_one() -> None:
         nonlocal written
-        number, future = window.popleft()
-        data = future.result()
-        os.pwrite(fd, data, number * image.chunk_size)
-        written += len(data)
-        progress.advance(len(data))
+        length = window.popleft().result()
+        written += length
+        progress.advance(length)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-restore") as pool:
         try:
@@ -156,12 +159,12 @@ def _write_chunks(
                         os.pwrite(fd, zero[:length], number * image.chunk_size)
                     progress.advance(length)
                     continue
-                window.append((number, pool.submit(repo.read_chunk, chunk_id, index.get(chunk_id))))
+                window.append(pool.submit(fetch_and_write, chunk_id, number * image.chunk_size))
                 if len(window) >= workers * 2 + 2:
                     drain_one()
             while window:
                 drain_one()
         finally:
-            for _number, future in window:
+            for future in window:
                 future.cancel()
     return written
