@@ -35,8 +35,7 @@ class RichProgressSink:
 
     def phase(self, name: str, total: int | None = None) -> None:
         if self.task is not None:
-            self.bars.update(self.task, visible=self.bars.tasks[-1].total is not None)
-            self.bars.stop_task(self.task)
+            self.bars.remove_task(self.task)
         self.task = self.bars.add_task(name, total=total)
 
     def advance(self, amount: int) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import blake3
+from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -117,10 +118,30 @@ def unwrap_master(keyfile: bytes, passphrase: str, what: str) -> MasterKeys:
         salt, nonce, sealed = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "master"))
         if doc["kdf"] != "argon2id":
             raise IntegrityError(f"{what}: unknown key derivation {doc['kdf']!r}")
-    except (ValueError, KeyError, TypeError) as exc:
+        _check_params(params, salt, nonce)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"{what}: damaged key file") from exc
     try:
         material = _kek(passphrase, salt, params).decrypt(nonce, sealed, b"keyfile")
     except InvalidTag as exc:
         raise WrongPassphrase("wrong passphrase for this repository") from exc
+    except (HashingError, ValueError) as exc:
+        raise IntegrityError(f"{what}: damaged key file ({exc})") from exc
+    if len(material) != 64:
+        raise IntegrityError(f"{what}: damaged key file (key length)")
     return MasterKeys(material)
+
+
+def _check_params(params: KdfParams, salt: bytes, nonce: bytes) -> None:
+    """Refuse parameters no surety writes (and that could exhaust memory)."""
+    numbers = (params.time_cost, params.memory_kib, params.parallelism)
+    if not all(type(n) is int for n in numbers):
+        raise ValueError("KDF parameters must be integers")
+    if not (
+        1 <= params.time_cost <= 64
+        and 8 * params.parallelism <= params.memory_kib <= 4 * 1024 * 1024
+        and 1 <= params.parallelism <= 64
+    ):
+        raise ValueError("KDF parameters out of range")
+    if len(salt) < 8 or len(nonce) != _NONCE:
+        raise ValueError("salt or nonce length")

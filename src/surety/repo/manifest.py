@@ -11,7 +11,7 @@ rest.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,9 @@ class DiskRecord:
     image: str  # id of the images/<id> object
     source: str = ""
     stats: dict[str, int] = field(default_factory=dict)
+
+
+_DISK_FIELDS = frozenset(f.name for f in fields(DiskRecord))
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,14 @@ class Manifest:
     def decode(cls, data: bytes, point_id: str) -> Manifest:
         try:
             doc = json.loads(data)
+            if not isinstance(doc, dict):
+                raise TypeError("manifest is not a JSON object")
             if doc.pop("format") != FORMAT_VERSION:
                 raise IntegrityError(f"restore point {point_id[:12]}: unknown format")
-            disks = tuple(DiskRecord(**d) for d in doc.pop("disks"))
+            disks = tuple(
+                DiskRecord(**{k: v for k, v in d.items() if k in _DISK_FIELDS})
+                for d in doc.pop("disks")
+            )
             return cls(
                 name=doc["name"],
                 kind=doc["kind"],
@@ -81,5 +89,5 @@ class Manifest:
                 stats=doc.get("stats", {}),
                 id=point_id,
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IntegrityError(f"restore point {point_id[:12]}: damaged manifest") from exc

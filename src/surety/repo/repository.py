@@ -241,9 +241,14 @@ def _open_keys(storage: Storage, passphrase: str) -> MasterKeys:
     names = [name for name, _ in storage.list("keys/")]
     if not names:
         raise RepositoryNotFound(f"{storage.describe()}: repository has no key files")
+    damaged: list[IntegrityError] = []
     for name in names:
         try:
             return unwrap_master(storage.get(name), passphrase, name)
         except WrongPassphrase:
             continue
+        except IntegrityError as exc:  # try the others; report only if none opens
+            damaged.append(exc)
+    if len(damaged) == len(names):
+        raise damaged[0]
     raise WrongPassphrase("wrong passphrase for this repository")
