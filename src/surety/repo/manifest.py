@@ -49,6 +49,7 @@ class Manifest:
     applications: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)  # e.g. libvirt uuid, checkpoint
     id: str = ""  # set from the stored object's name, not part of the plaintext
 
     def disk(self, name: str) -> DiskRecord | None:
@@ -87,6 +88,7 @@ class Manifest:
                 applications=doc.get("applications", {}),
                 parent=doc.get("parent"),
                 stats=doc.get("stats", {}),
+                source=doc.get("source", {}),
                 id=point_id,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -1,0 +1,127 @@
+"""The guardian: a process outside the backup job that cleans up if the job dies.
+
+A backup job spawns ``python -m surety.hypervisor.guardian URI DOMAIN WINDOW``
+just before it freezes the guest, in its own session (a signal to the job's
+process group does not reach it), and talks to it over the guardian's stdin:
+
+* ``thawed``  - the job thawed the guest itself (within the window).
+* ``done``    - the job ended its backup job itself; the guardian exits.
+
+The guardian acts on its own when
+
+* the freeze window ends before ``thawed`` arrives: it thaws the guest, so a
+  guest is never frozen longer than the window, whatever the job is doing;
+* its stdin reaches EOF before ``done`` (the job died, e.g. kill -9): it thaws
+  the guest if still frozen and aborts the libvirt backup job, so no NBD
+  export or scratch file outlives the job.
+
+It prints one JSON line per action to stdout (the job reads it afterwards when
+it is still alive) and logs to stderr, which the job points at a log file.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from typing import IO
+
+from surety.core.errors import SuretyError
+
+__all__ = ["Guardian"]
+
+
+class Guardian:
+    """The job's side: start the guardian, tell it what was done."""
+
+    def __init__(self, uri: str, domain: str, window: float, log: IO[bytes] | None = None):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "surety.hypervisor.guardian", uri, domain, str(window)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log or subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline()  # the guardian is connected and armed
+        if not ready.startswith(b'{"armed"'):
+            self.proc.kill()
+            raise SuretyError(f"the thaw guardian did not start ({ready!r})")
+
+    def _say(self, word: str) -> None:
+        assert self.proc.stdin is not None
+        with suppress(BrokenPipeError):
+            self.proc.stdin.write(word.encode() + b"\n")
+            self.proc.stdin.flush()
+
+    def thawed(self) -> None:
+        self._say("thawed")
+
+    def done(self) -> list[dict[str, object]]:
+        """Release the guardian; returns the actions it had to take itself."""
+        self._say("done")
+        out, _ = self.proc.communicate(timeout=30)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _report(action: str, **fields: object) -> None:
+    sys.stdout.write(json.dumps({action: True, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def _wait_line(deadline: float | None) -> str | None:
+    """Next stdin line; ``""`` on EOF; ``None`` when the deadline passes first."""
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    ready, _, _ = select.select([sys.stdin], [], [], timeout)
+    if not ready:
+        return None
+    return sys.stdin.readline()
+
+
+def main(argv: list[str]) -> int:
+    from surety.hypervisor.libvirt_host import connect  # noqa: PLC0415 - keep import lazy
+
+    uri, name, window = argv[0], argv[1], float(argv[2])
+    domain = connect(uri).domain(name)
+    deadline = time.monotonic() + window
+    _report("armed", window=window)
+    line = _wait_line(deadline)
+    if line is None or line == "":
+        _thaw(domain, "freeze window ended" if line is None else "job died while frozen")
+        if line == "":
+            _abort(domain)
+            return 0
+        line = _wait_line(None)
+    while line not in ("", "done\n"):
+        line = _wait_line(None)
+    if line == "":
+        _abort(domain)
+    return 0
+
+
+def _thaw(domain: object, why: str) -> None:
+    for attempt in range(5):
+        try:
+            thawed = domain.fs_thaw()  # type: ignore[attr-defined]
+            _report("thawed", reason=why, filesystems=thawed)
+            return
+        except SuretyError as exc:
+            sys.stderr.write(f"guardian: thaw attempt {attempt + 1} failed: {exc}\n")
+            time.sleep(1)
+    _report("thaw_failed", reason=why)
+
+
+def _abort(domain: object) -> None:
+    try:
+        if domain.has_job():  # type: ignore[attr-defined]
+            domain.abort_job()  # type: ignore[attr-defined]
+            _report("aborted_job", reason="job died")
+    except SuretyError as exc:
+        sys.stderr.write(f"guardian: abort failed: {exc}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
