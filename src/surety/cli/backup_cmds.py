@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from surety.backup.image import ImageBackupOptions, backup_image
+from surety.backup.vm import VmBackupOptions, backup_vm
 from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
@@ -46,6 +47,8 @@ def render_point_summary(point: Manifest, json_output: bool) -> None:
                 "id": point.id,
                 "name": point.name,
                 "consistency": point.consistency,
+                "consistency_reason": point.consistency_reason,
+                "source": point.source,
                 "seconds": round(seconds, 3),
                 **stats,
             }
@@ -54,12 +57,67 @@ def render_point_summary(point: Manifest, json_output: bool) -> None:
     size = sum(d.size for d in point.disks)
     out_console.print(
         f"restore point {point.id[:12]} ({point.name}, {point.consistency}-consistent) committed\n"
-        f"  {format_size(size)} disk, {format_size(stats.get('read_bytes', 0))} read, "
+        + (f"  {point.consistency_reason}\n" if point.kind == "vm" else "")
+        + f"  {format_size(size)} disk, {format_size(stats.get('read_bytes', 0))} read, "
         f"{format_size(stats.get('new_bytes', 0))} new "
         f"-> {format_size(stats.get('stored_bytes', 0))} stored, "
         f"in {seconds:.1f} s ({format_size(size / seconds)}/s)",
         highlight=False,
     )
+
+
+@backup.command("vm")
+@click.argument("domain")
+@click.option(
+    "--consistency",
+    type=click.Choice(["crash", "filesystem", "application"]),
+    default="filesystem",
+    show_default=True,
+    help="Consistency level wanted (the level reached is recorded).",
+)
+@click.option(
+    "--on-quiesce-failure",
+    type=click.Choice(["fail", "crash"]),
+    default="fail",
+    show_default=True,
+    help="If the guest cannot be frozen: fail, or take a crash-consistent point.",
+)
+@click.option("--full", is_flag=True, help="Read every allocated block (no incremental).")
+@click.option(
+    "--freeze-window",
+    type=click.FloatRange(min=0.5, max=600),
+    default=10.0,
+    show_default=True,
+    help="Longest time the guest may stay frozen (seconds).",
+)
+@click.option(
+    "--connect",
+    "-c",
+    "uri",
+    default="qemu:///system",
+    show_default=True,
+    envvar="LIBVIRT_DEFAULT_URI",
+    help="libvirt connection URI.",
+)
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def backup_vm_command(
+    ctx: click.Context,
+    domain: str,
+    consistency: str,
+    on_quiesce_failure: str,
+    full: bool,
+    freeze_window: float,
+    uri: str,
+    json_output: bool,
+) -> None:
+    """Back up a running libvirt VM: all its disks at one instant, with its configuration."""
+    repo = open_repo(ctx)
+    options = VmBackupOptions(domain, uri, consistency, on_quiesce_failure, full, freeze_window)
+    with progress_for(json_output) as progress:
+        point = backup_vm(repo, options, progress)
+    show_notes(repo)
+    render_point_summary(point, json_output)
 
 
 COMMANDS = [backup]

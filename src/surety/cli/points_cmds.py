@@ -40,6 +40,7 @@ def points(ctx: click.Context, name: str | None, json_output: bool) -> None:
                         for d in p.disks
                     ],
                     "stats": p.stats,
+                    "source": p.source,
                     "applications": p.applications,
                 }
                 for p in found

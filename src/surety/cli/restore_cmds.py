@@ -30,6 +30,14 @@ def restore() -> None:
     help="Target file (written sparse) or block device.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing target file.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["raw", "qcow2"]),
+    default="raw",
+    show_default=True,
+    help="Image format of a file target.",
+)
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def restore_image_command(
@@ -38,11 +46,12 @@ def restore_image_command(
     disk: str | None,
     target: Path,
     overwrite: bool,
+    fmt: str,
     json_output: bool,
 ) -> None:
     """Restore one disk of POINT (id, id prefix or NAME@latest) to a file or device."""
     repo = open_repo(ctx)
-    options = ImageRestoreOptions(point, target, disk, overwrite)
+    options = ImageRestoreOptions(point, target, disk, overwrite, format=fmt)
     with progress_for(json_output) as progress:
         result = restore_image(repo, options, progress)
     show_notes(repo)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from surety.core.errors import DiskNotFound, Interrupted, TargetError, UsageError
 from surety.core.progress import Progress
+from surety.hypervisor.images import convert_raw
 from surety.repo.format import ZERO_ID
 from surety.repo.image import ImageIndex
 from surety.repo.manifest import Manifest
@@ -32,6 +33,7 @@ class ImageRestoreOptions:
     disk: str | None = None
     overwrite: bool = False
     threads: int | None = None
+    format: str = "raw"  # raw | qcow2
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ def pick_disk(point: Manifest, disk: str | None) -> str:
 def restore_image(
     repo: Repository, options: ImageRestoreOptions, progress: Progress
 ) -> RestoreResult:
+    if options.format not in ("raw", "qcow2"):
+        raise UsageError(f"unknown image format {options.format!r} (raw or qcow2)")
     with repo.lock(exclusive=False, operation="restore image"):
         point = repo.resolve(options.point)
         disk = pick_disk(point, options.disk)
@@ -69,7 +73,7 @@ def restore_image(
     return RestoreResult(point, disk, options.target, image.size, written)
 
 
-def _open_target(target: Path, overwrite: bool) -> tuple[int, Path | None, bool]:
+def _open_target(target: Path, overwrite: bool, fmt: str) -> tuple[int, Path | None, bool]:
     """Returns (fd, temporary path or None for devices, is_block)."""
     try:
         mode = target.stat().st_mode
@@ -78,6 +82,8 @@ def _open_target(target: Path, overwrite: bool) -> tuple[int, Path | None, bool]
     except OSError as exc:
         raise TargetError(f"{target}: {exc.strerror}") from exc
     if mode is not None and stat.S_ISBLK(mode):
+        if fmt != "raw":
+            raise UsageError("a block device target takes raw data only (--format raw)")
         return _os(lambda: os.open(target, os.O_WRONLY), target), None, True
     if mode is not None and not stat.S_ISREG(mode):
         raise TargetError(f"{target} is neither a regular file nor a block device")
@@ -100,8 +106,7 @@ def _os(call: object, target: Path) -> int:
 def _write_target(
     repo: Repository, image: ImageIndex, options: ImageRestoreOptions, progress: Progress
 ) -> int:
-    fd, temporary, is_block = _open_target(options.target, options.overwrite)
-    done = False
+    fd, temporary, is_block = _open_target(options.target, options.overwrite, options.format)
     try:
         if not is_block:
             os.ftruncate(fd, image.size)
@@ -109,9 +114,15 @@ def _write_target(
             repo, image=image, fd=fd, is_block=is_block, threads=options.threads, progress=progress
         )
         os.fsync(fd)
-        if temporary is not None:
+        if temporary is not None and options.format != "raw":
+            converted = temporary.with_name(temporary.name + f".{options.format}")
+            try:
+                convert_raw(temporary, converted, options.format)
+                os.replace(converted, options.target)
+            finally:
+                converted.unlink(missing_ok=True)
+        elif temporary is not None:
             os.replace(temporary, options.target)
-        done = True
         return written
     except KeyboardInterrupt:
         raise Interrupted("restore interrupted; the target was not created") from None
@@ -119,7 +130,7 @@ def _write_target(
         raise TargetError(f"writing {options.target}: {exc.strerror}") from exc
     finally:
         os.close(fd)
-        if temporary is not None and not done:
+        if temporary is not None:  # gone already when it was renamed to the target
             temporary.unlink(missing_ok=True)
 
 
