@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup check test test-all demo bench format
+.PHONY: setup check test test-vm guest demo bench format
 
 setup:
 	@scripts/bootstrap
@@ -14,7 +14,11 @@ check: setup
 	$(BIN)/lint-imports
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not vm"
+
+# Real guests under libvirt (root, QEMU, libvirt; builds the cached guest first).
+test-vm: setup guest
+	$(BIN)/pytest -q -m vm tests/vm
 
 demo: setup
 	@scripts/demo

@@ -2,65 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-PASSPHRASE = "correct horse battery staple"
+from tests.cli import Cli, cli_for
 
-
-@dataclass
-class Cli:
-    repo: Path
-    env: dict[str, str]
-
-    def run(
-        self,
-        *args: str | Path,
-        check: bool = True,
-        timeout: float = 300,
-        env: dict[str, str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "surety", *map(str, args)],
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"surety {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
-
-    def json(self, *args: str | Path) -> Any:
-        return json.loads(self.run(*args, "--json").stdout)
-
-    def popen(self, *args: str | Path) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "surety", *map(str, args)],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+__all__ = ["Cli", "rewrite_blocks", "write_image"]
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURETY_")}
-    env.update(SURETY_REPOSITORY=str(tmp_path / "repo"), SURETY_PASSPHRASE=PASSPHRASE)
-    return Cli(tmp_path / "repo", env)
+    return cli_for(tmp_path / "repo", dict(os.environ))
 
 
 @pytest.fixture

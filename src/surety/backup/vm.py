@@ -110,7 +110,9 @@ class _Run:
             None,
         )
         self.chain = decide_chain(self.parent, self.info, self.domain, force_full=self.options.full)
-        self.checkpoint = f"{CHECKPOINT_PREFIX}{self.started.strftime('%Y%m%dT%H%M%S%f')}"
+        # one checkpoint series per repository: jobs writing elsewhere keep their own chain
+        self.checkpoint_prefix = f"{CHECKPOINT_PREFIX}{self.repo.config.id[:8]}-"
+        self.checkpoint = f"{self.checkpoint_prefix}{self.started.strftime('%Y%m%dT%H%M%S%f')}"
 
 
 def _backup_locked(
@@ -145,7 +147,7 @@ def _backup_locked(
         job.end()
         if not committed and job.started:
             _drop_checkpoint(domain, run.checkpoint)
-    _prune_checkpoints(domain, keep=run.checkpoint)
+    _prune_checkpoints(domain, prefix=run.checkpoint_prefix, keep=run.checkpoint)
     return replace(manifest, id=point_id)
 
 
@@ -328,8 +330,8 @@ def _drop_checkpoint(domain: LibvirtDomain, name: str) -> None:
         domain.delete_checkpoint(name)
 
 
-def _prune_checkpoints(domain: LibvirtDomain, keep: str) -> None:
-    """Delete surety's older checkpoints: only the newest committed one is needed."""
+def _prune_checkpoints(domain: LibvirtDomain, prefix: str, keep: str) -> None:
+    """Delete this repository's older checkpoints: only the newest committed one is needed."""
     for name in domain.checkpoint_names():
-        if name.startswith(CHECKPOINT_PREFIX) and name != keep:
+        if name.startswith(prefix) and name != keep:
             _drop_checkpoint(domain, name)

@@ -1,0 +1,58 @@
+"""Run the real ``surety`` command as a subprocess (shared by CLI-level tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PASSPHRASE = "correct horse battery staple"
+
+
+@dataclass
+class Cli:
+    repo: Path
+    env: dict[str, str]
+
+    def run(
+        self,
+        *args: str | Path,
+        check: bool = True,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "surety", *map(str, args)],
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"surety {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def json(self, *args: str | Path) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def popen(self, *args: str | Path) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "surety", *map(str, args)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def cli_for(repo: Path, environ: dict[str, str]) -> Cli:
+    """A ``Cli`` for ``repo`` with the test passphrase and no stray SURETY_* settings."""
+    env = {k: v for k, v in environ.items() if not k.startswith("SURETY_")}
+    env.update(SURETY_REPOSITORY=str(repo), SURETY_PASSPHRASE=PASSPHRASE)
+    return Cli(repo, env)
