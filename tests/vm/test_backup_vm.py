@@ -32,7 +32,7 @@ def test_restore_point_holds_the_data_of_its_instant(
     guest: Guest, vm_cli: Cli, tmp_path: Path
 ) -> None:
     guest.sh("head -c 8M /dev/urandom > /root/before.bin && sync")
-    digest = guest.sh("sha256sum /root/before.bin").stdout.split()[0]
+    digest = guest.sh("sha256sum /root/before.bin").stdout.split()[0].decode()
     point = vm_cli.json("backup", "vm", guest.name, "--consistency", "filesystem")
     assert point["consistency"] == "filesystem", point
     assert "frozen" in point["consistency_reason"]

@@ -103,8 +103,6 @@ def backup_image(repo: Repository, options: ImageBackupOptions, progress: Progre
             except BaseException:
                 writer.abort()
                 raise
-            stats.new_chunks, stats.new_bytes = writer.new_chunks, writer.new_bytes
-            stats.stored_bytes = writer.stored_bytes
             disk = DiskRecord(
                 disk_name,
                 source.size,

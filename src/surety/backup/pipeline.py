@@ -88,6 +88,7 @@ def backup_disk(
         progress.advance(chunk.raw_length)
 
     level = repo.config.compression_level
+    before = (writer.new_chunks, writer.new_bytes, writer.stored_bytes)
 
     def read_and_prepare(offset: int, length: int) -> PreparedChunk:
         return prepare_chunk(repo.keys, source.read(offset, length), zero, writer, level)
@@ -111,4 +112,7 @@ def backup_disk(
         finally:
             for _number, future in window:
                 future.cancel()
+    stats.new_chunks = writer.new_chunks - before[0]
+    stats.new_bytes = writer.new_bytes - before[1]
+    stats.stored_bytes = writer.stored_bytes - before[2]
     return ImageIndex(chunk_size, source.size, tuple(ids)), stats

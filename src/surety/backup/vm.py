@@ -56,7 +56,6 @@ class Quiesce:
     reason: str = "no guest help requested"
     frozen_seconds: float | None = None
     filesystems: int = 0
-    guardian: list[dict[str, Any]] = field(default_factory=list)
 
 
 def backup_vm(repo: Repository, options: VmBackupOptions, progress: Progress) -> Manifest:
@@ -130,9 +129,12 @@ def _backup_locked(
         work_root=options.work_root,
     )
     writer = ChunkWriter(repo)
+    # The guardian outlives a killed job: it thaws the guest and ends the libvirt job.
+    guardian = Guardian(domain.host.uri, domain.name, options.freeze_window)
+    quiesce = Quiesce()
     committed = False
     try:
-        exports, quiesce = _snapshot(domain, job, options, progress)
+        exports = _snapshot(domain, job, guardian, options, progress, quiesce)
         images, stats = _copy(run, writer, exports)
         progress.phase("commit")
         writer.finish()
@@ -145,35 +147,37 @@ def _backup_locked(
         if not committed:
             writer.abort()
         job.end()
+        guardian.done()
         if not committed and job.started:
             _drop_checkpoint(domain, run.checkpoint)
     _prune_checkpoints(domain, prefix=run.checkpoint_prefix, keep=run.checkpoint)
     return replace(manifest, id=point_id)
 
 
-def _snapshot(
-    domain: LibvirtDomain, job: PullBackup, options: VmBackupOptions, progress: Progress
-) -> tuple[dict[str, Any], Quiesce]:
+def _snapshot(  # noqa: PLR0917 - the steps' collaborators, passed explicitly
+    domain: LibvirtDomain,
+    job: PullBackup,
+    guardian: Guardian,
+    options: VmBackupOptions,
+    progress: Progress,
+    quiesce: Quiesce,
+) -> dict[str, Any]:
     """Freeze (if asked and possible), fix the point in time, thaw - always."""
-    quiesce = Quiesce()
     if options.consistency == "crash":
         progress.phase("snapshot")
-        return job.begin(), quiesce
+        exports = job.begin()
+        guardian.thawed()
+        return exports
     progress.phase("freeze")
     try:
         domain.agent("guest-ping", timeout=5)
+        frozen_at = time.monotonic()
+        quiesce.filesystems = domain.fs_freeze(int(max(1, options.freeze_window)))
     except GuestAgentError as exc:
-        return _no_freeze(job, options, quiesce, f"guest agent not answering: {exc}", progress)
-    guardian = Guardian(domain.host.uri, domain.name, options.freeze_window)
-    frozen_at = time.monotonic()
+        domain_thaw_quietly(domain)  # a partial freeze must not stay behind
+        guardian.thawed()
+        return _no_freeze(job, options, quiesce, f"guest agent: {exc}", progress)
     try:
-        try:
-            quiesce.filesystems = domain.fs_freeze(int(max(1, options.freeze_window)))
-        except GuestAgentError as exc:
-            domain_thaw_quietly(domain)
-            guardian.thawed()
-            guardian.done()
-            return _no_freeze(job, options, quiesce, f"fs-freeze failed: {exc}", progress)
         progress.phase("snapshot")
         exports = job.begin()
         snapshot_at = time.monotonic()
@@ -181,15 +185,12 @@ def _snapshot(
         domain_thaw_quietly(domain)
         thawed_at = time.monotonic()
         guardian.thawed()
-        quiesce.guardian = guardian.done()
     quiesce.frozen_seconds = round(thawed_at - frozen_at, 3)
-    if snapshot_at - frozen_at > options.freeze_window or quiesce.guardian:
-        quiesce.level, quiesce.reason = (
-            "crash",
-            (
-                f"the snapshot came {snapshot_at - frozen_at:.1f} s after the freeze, beyond the "
-                f"{options.freeze_window:g} s window (the guest was thawed on time)"
-            ),
+    if snapshot_at - frozen_at > options.freeze_window:
+        quiesce.level = "crash"
+        quiesce.reason = (
+            f"the snapshot came {snapshot_at - frozen_at:.1f} s after the freeze, beyond the "
+            f"{options.freeze_window:g} s window (the guest was thawed on time)"
         )
     else:
         quiesce.level = "filesystem"
@@ -197,12 +198,12 @@ def _snapshot(
             f"{quiesce.filesystems} guest file system(s) frozen through the "
             f"guest agent for {quiesce.frozen_seconds:.3f} s"
         )
-    return exports, quiesce
+    return exports
 
 
 def _no_freeze(
     job: PullBackup, options: VmBackupOptions, quiesce: Quiesce, why: str, progress: Progress
-) -> tuple[dict[str, Any], Quiesce]:
+) -> dict[str, Any]:
     if options.on_quiesce_failure != "crash":
         raise SourceError(
             f"cannot reach filesystem consistency: {why} "
@@ -211,7 +212,7 @@ def _no_freeze(
     progress.note(f"falling back to crash consistency: {why}")
     quiesce.level, quiesce.reason = "crash", f"fell back to crash consistency: {why}"
     progress.phase("snapshot")
-    return job.begin(), quiesce
+    return job.begin()
 
 
 def domain_thaw_quietly(domain: LibvirtDomain) -> None:
@@ -305,7 +306,6 @@ def _manifest(
             "skipped_disks": list(info.skipped_disks),
             "modes": run.chain.modes,
             "frozen_seconds": quiesce.frozen_seconds,
-            "guardian": quiesce.guardian,
         },
     )
 

@@ -118,5 +118,4 @@ class NbdDisk:
             for handle in self._handles:
                 with suppress(Exception):  # best effort on teardown
                     handle.shutdown()
-                handle.close()
-            self._handles.clear()
+            self._handles.clear()  # libnbd closes a handle when its last reference goes
