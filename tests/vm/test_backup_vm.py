@@ -168,6 +168,9 @@ def test_guardian_thaws_when_the_job_is_killed_while_frozen(guest: Guest) -> Non
         assert _wait_thawed(guest, within=10) < 10
     finally:
         proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
         guest.dom.fsThaw()
 
 
@@ -180,6 +183,8 @@ def test_guardian_thaws_at_the_end_of_the_window_while_the_job_hangs(guest: Gues
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
         guest.dom.fsThaw()
 
 
