@@ -29,3 +29,7 @@ bench: setup
 format: setup
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# Build (or reuse) the cached Debian test guest for integration tests (root).
+guest:
+	tests/guests/build.sh
