@@ -23,8 +23,10 @@ guest runs under TCG (``-cpu max``). ``SURETY_TESTVM_ACCEL=kvm|tcg`` forces it.
 ``NAME/backup/`` belongs to the QEMU user: QEMU must be able to create the
 NBD socket and scratch files of ``virsh backup-begin`` (pull mode) there.
 
-The databases are installed in the image but disabled; ``--app X`` enables and
-starts X through the guest agent and waits until it accepts connections.
+The databases are installed in the image but disabled. ``--app X`` adds
+``systemd.wants=X.service`` to the kernel command line (X starts during boot),
+enables X in the guest through the agent (so it also starts in a restored copy
+of the disk) and waits until X accepts connections.
 """
 
 from __future__ import annotations
