@@ -56,6 +56,7 @@ class Quiesce:
     reason: str = "no guest help requested"
     frozen_seconds: float | None = None
     filesystems: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def backup_vm(repo: Repository, options: VmBackupOptions, progress: Progress) -> Manifest:
@@ -173,6 +174,7 @@ def _snapshot(  # noqa: PLR0917 - the steps' collaborators, passed explicitly
         domain.agent("guest-ping", timeout=5)
         frozen_at = time.monotonic()
         quiesce.filesystems = domain.fs_freeze(int(max(1, options.freeze_window)))
+        freeze_done = time.monotonic()
     except GuestAgentError as exc:
         domain_thaw_quietly(domain)  # a partial freeze must not stay behind
         guardian.thawed()
@@ -186,6 +188,11 @@ def _snapshot(  # noqa: PLR0917 - the steps' collaborators, passed explicitly
         thawed_at = time.monotonic()
         guardian.thawed()
     quiesce.frozen_seconds = round(thawed_at - frozen_at, 3)
+    quiesce.timings = {
+        "freeze_call": round(freeze_done - frozen_at, 3),
+        "snapshot": round(snapshot_at - freeze_done, 3),
+        "thaw_call": round(thawed_at - snapshot_at, 3),
+    }
     if snapshot_at - frozen_at > options.freeze_window:
         quiesce.level = "crash"
         quiesce.reason = (
@@ -306,6 +313,7 @@ def _manifest(
             "skipped_disks": list(info.skipped_disks),
             "modes": run.chain.modes,
             "frozen_seconds": quiesce.frozen_seconds,
+            "freeze_timings": quiesce.timings,
         },
     )
 
