@@ -59,6 +59,7 @@ def test_restore_point_holds_the_data_of_its_instant(
     (listed,) = vm_cli.json("points")
     assert listed["kind"] == "vm"
     assert listed["source"]["uuid"] == guest.dom.UUIDString()
+    assert "domain.xml" in listed["config"]
     assert listed["source"]["modes"] == {"vda": "full"}
 
 

@@ -41,6 +41,7 @@ def points(ctx: click.Context, name: str | None, json_output: bool) -> None:
                     ],
                     "stats": p.stats,
                     "source": p.source,
+                    "config": sorted(p.config),
                     "applications": p.applications,
                 }
                 for p in found
