@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,7 +22,7 @@ from surety.repo.image import ImageIndex
 from surety.repo.repository import Repository
 from surety.repo.writer import ChunkWriter, PreparedChunk, prepare_chunk
 
-__all__ = ["DiskSource", "DiskStats", "backup_disk"]
+__all__ = ["ChangedBlocks", "DiskSource", "DiskStats", "backup_disk"]
 
 
 class DiskSource(Protocol):
@@ -35,6 +35,40 @@ class DiskSource(Protocol):
 
     def data_extents(self) -> Iterable[tuple[int, int]]:
         """(offset, length) ranges that may hold data; the rest reads as zeros."""
+
+
+@dataclass(frozen=True)
+class ChangedBlocks:
+    """Changed-block tracking for one disk: the parent's image index + dirty ranges.
+
+    ``dirty`` maps a chunk number to the (absolute offset, length) ranges written
+    since the parent. Clean chunks are taken from the parent unread; a dirty
+    chunk is rebuilt from the parent's chunk with only its dirty ranges read,
+    so the bytes read from the disk follow the bytes changed, not the chunk size.
+    """
+
+    parent: ImageIndex
+    dirty: dict[int, list[tuple[int, int]]]
+
+    @classmethod
+    def from_extents(cls, parent: ImageIndex, extents: Iterable[tuple[int, int]]) -> ChangedBlocks:
+        size = parent.chunk_size
+        dirty: dict[int, list[tuple[int, int]]] = {}
+        for start, length in extents:
+            position, end = start, start + length
+            while position < end:
+                stop = min(end, (position // size + 1) * size)
+                dirty.setdefault(position // size, []).append((position, stop - position))
+                position = stop
+        return cls(parent, dirty)
+
+    def action(self, number: int, length: int) -> tuple[str, int]:
+        """How to get chunk ``number``: ("parent", 0), ("patch", n) or ("read", n)."""
+        ranges = self.dirty.get(number)
+        if ranges is None:
+            return "parent", 0
+        dirty_bytes = sum(size for _, size in ranges)
+        return ("patch", dirty_bytes) if dirty_bytes < length else ("read", length)
 
 
 @dataclass
@@ -61,58 +95,91 @@ def backup_disk(
     source: DiskSource,
     progress: Progress,
     threads: int | None = None,
-    reuse: Callable[[int], bytes | None] | None = None,
+    changed: ChangedBlocks | None = None,
 ) -> tuple[ImageIndex, DiskStats]:
     """Store every chunk of ``source``; return its image index (a synthetic full).
 
-    ``reuse(i)`` may return the id of chunk ``i`` known unchanged (changed-block
-    tracking); such chunks are not read.
+    With ``changed`` (changed-block tracking against a parent of the same size),
+    only dirty ranges are read; everything else comes from the parent.
     """
-    chunk_size = repo.config.chunk_size
-    count = -(-source.size // chunk_size)
-    with_data = _chunks_with_data(source, chunk_size)
-    ids: list[bytes] = [ZERO_ID] * count
-    stats = DiskStats()
-    zero = bytes(chunk_size)
-    workers = threads or (os.cpu_count() or 2) + 1
-    window: deque[tuple[int, Future[PreparedChunk]]] = deque()
-    progress.phase(f"backup {source.name}", source.size)
-
-    def drain_one() -> None:
-        number, future = window.popleft()
-        chunk = future.result()
-        writer.add(chunk)
-        ids[number] = chunk.chunk_id
-        if chunk.chunk_id == ZERO_ID:
-            stats.zero_bytes += chunk.raw_length
-        progress.advance(chunk.raw_length)
-
-    level = repo.config.compression_level
+    run = _DiskBackup(repo, writer, source, progress, changed)
     before = (writer.new_chunks, writer.new_bytes, writer.stored_bytes)
+    run.run(threads or (os.cpu_count() or 2) + 1)
+    run.stats.new_chunks = writer.new_chunks - before[0]
+    run.stats.new_bytes = writer.new_bytes - before[1]
+    run.stats.stored_bytes = writer.stored_bytes - before[2]
+    return ImageIndex(run.chunk_size, source.size, tuple(run.ids)), run.stats
 
-    def read_and_prepare(offset: int, length: int) -> PreparedChunk:
-        return prepare_chunk(repo.keys, source.read(offset, length), zero, writer, level)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-chunk") as pool:
-        try:
-            for number in range(count):
-                length = min(chunk_size, source.size - number * chunk_size)
-                known = reuse(number) if reuse is not None else None
-                if number not in with_data or known is not None:
-                    ids[number] = known or ZERO_ID
-                    stats.zero_bytes += length if known is None else 0
-                    progress.advance(length)
-                    continue
-                stats.read_bytes += length
-                window.append((number, pool.submit(read_and_prepare, number * chunk_size, length)))
-                if len(window) >= workers * 2 + 2:
-                    drain_one()
-            while window:
-                drain_one()
-        finally:
-            for _number, future in window:
-                future.cancel()
-    stats.new_chunks = writer.new_chunks - before[0]
-    stats.new_bytes = writer.new_bytes - before[1]
-    stats.stored_bytes = writer.stored_bytes - before[2]
-    return ImageIndex(chunk_size, source.size, tuple(ids)), stats
+class _DiskBackup:
+    """The state of one disk's backup: chunk ids so far, stats, the in-flight window."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        writer: ChunkWriter,
+        source: DiskSource,
+        progress: Progress,
+        changed: ChangedBlocks | None,
+    ) -> None:
+        self.repo, self.writer, self.source = repo, writer, source
+        self.progress, self.changed = progress, changed
+        self.chunk_size = repo.config.chunk_size
+        self.ids: list[bytes] = [ZERO_ID] * -(-source.size // self.chunk_size)
+        self.stats = DiskStats()
+        self.zero = bytes(self.chunk_size)
+        self.level = repo.config.compression_level
+        self.window: deque[tuple[int, Future[PreparedChunk]]] = deque()
+
+    def run(self, workers: int) -> None:
+        with_data = _chunks_with_data(self.source, self.chunk_size)
+        self.progress.phase(f"backup {self.source.name}", self.source.size)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-chunk") as pool:
+            try:
+                for number in range(len(self.ids)):
+                    self._one(pool, number, number in with_data)
+                    if len(self.window) >= workers * 2 + 2:
+                        self._drain_one()
+                while self.window:
+                    self._drain_one()
+            finally:
+                for _number, future in self.window:
+                    future.cancel()
+
+    def _one(self, pool: ThreadPoolExecutor, number: int, has_data: bool) -> None:
+        length = min(self.chunk_size, self.source.size - number * self.chunk_size)
+        changed = self.changed
+        how, to_read = changed.action(number, length) if changed else ("read", length)
+        if how == "parent" and changed is not None:
+            self.ids[number] = changed.parent.chunk_ids[number]  # clean: taken unread
+        elif not has_data:  # a hole, or known zeros
+            self.stats.zero_bytes += length
+        else:
+            self.stats.read_bytes += to_read
+            work = self._patch if how == "patch" else self._read
+            self.window.append((number, pool.submit(work, number, length)))
+            return
+        self.progress.advance(length)
+
+    def _drain_one(self) -> None:
+        number, future = self.window.popleft()
+        chunk = future.result()
+        self.writer.add(chunk)
+        self.ids[number] = chunk.chunk_id
+        if chunk.chunk_id == ZERO_ID:
+            self.stats.zero_bytes += chunk.raw_length
+        self.progress.advance(chunk.raw_length)
+
+    def _read(self, number: int, length: int) -> PreparedChunk:
+        data = self.source.read(number * self.chunk_size, length)
+        return prepare_chunk(self.repo.keys, data, self.zero, self.writer, self.level)
+
+    def _patch(self, number: int, length: int) -> PreparedChunk:
+        """The parent's chunk with this chunk's dirty ranges read anew."""
+        assert self.changed is not None
+        parent_id = self.changed.parent.chunk_ids[number]
+        parent = self.zero[:length] if parent_id == ZERO_ID else self.repo.read_chunk(parent_id)
+        base, start = bytearray(parent), number * self.chunk_size
+        for offset, size in self.changed.dirty[number]:
+            base[offset - start : offset - start + size] = self.source.read(offset, size)
+        return prepare_chunk(self.repo.keys, bytes(base), self.zero, self.writer, self.level)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from surety.backup.chain import decide_chain
-from surety.backup.pipeline import DiskStats, backup_disk
+from surety.backup.pipeline import ChangedBlocks, DiskStats, backup_disk
 from surety.core.errors import Interrupted, SourceError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor.domain import DomainInfo, parse_domain
@@ -239,37 +239,29 @@ def _copy(
             export.socket, export.export, disk.target, export.bitmap if incremental else None
         )
         try:
-            reuse = (
-                _reuse_from_parent(run.repo, run.parent, source)
-                if incremental and run.parent is not None
-                else None
-            )
+            changed = _changed_blocks(run, source) if incremental else None
             images[disk.target], stats[disk.target] = backup_disk(
                 run.repo,
                 writer=writer,
                 source=source,
                 progress=run.progress,
                 threads=run.options.threads,
-                reuse=reuse,
+                changed=changed,
             )
         finally:
             source.close()
     return images, stats
 
 
-def _reuse_from_parent(repo: Repository, parent: Manifest, source: NbdDisk) -> Any:
-    record = parent.disk(source.name)
-    assert record is not None
-    parent_image = repo.get_image(record.image)
-    size = repo.config.chunk_size
-    dirty: set[int] = set()
-    for offset, length in source.dirty_extents():
-        dirty.update(range(offset // size, (offset + length - 1) // size + 1))
-
-    def reuse(number: int) -> bytes | None:
-        return None if number in dirty else parent_image.chunk_ids[number]
-
-    return reuse
+def _changed_blocks(run: _Run, source: NbdDisk) -> ChangedBlocks | None:
+    record = run.parent.disk(source.name) if run.parent is not None else None
+    if record is None:
+        return None
+    parent_image = run.repo.get_image(record.image)
+    if parent_image.size != source.size:
+        run.progress.note(f"{source.name} changed size since the last restore point: full read")
+        return None
+    return ChangedBlocks.from_extents(parent_image, source.dirty_extents())
 
 
 def _manifest(
