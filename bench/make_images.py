@@ -2,7 +2,7 @@
 
 Usage::
 
-    python3 bench/make_images.py OUTDIR [--size 4G] [--change 0.03] [--seed N]
+    python3 bench/make_images.py OUTDIR [--size 4G] [--change 0.03] [--seed N] [--hot 0]
 
 Outputs, in OUTDIR:
 
@@ -16,17 +16,22 @@ Outputs, in OUTDIR:
     ``base.img`` with ~``--change`` of its 4 KiB blocks rewritten in scattered runs
     of 1..64 blocks, placed the way a filesystem under a write workload dirties a
     disk: mostly rewrites of file data, some new allocations in free space, some
-    inode-table/bitmap/descriptor updates and a stretch of journal. See
+    inode-table/bitmap/descriptor updates and a stretch of journal. ``--hot`` sends
+    that share of the data rewrites to a small hot set instead. See
     ``plan_changes``.
 ``params.json``
     The parameters (and statistics) the two images were built with. An image whose
     parameters match is not rebuilt; a new ``--change`` only rebuilds
     ``changed.img``.
 
+``changed.img`` is a block-level model, not a consistent filesystem: metadata
+blocks get random bytes, so ``e2fsck`` complains about it. A backup tool that
+copies blocks does not care.
+
 Only the standard library and e2fsprogs (``mke2fs``, ``dumpe2fs``, ``debugfs``) are
-needed. The same ``--seed`` gives the same file sample, data and change pattern;
-``base.img`` differs between builds only in inode change times (``mke2fs -d``
-copies each source file's ctime, which cannot be set).
+needed. Builds are reproducible: with the same ``--seed``, ``--usr`` contents and
+e2fsprogs version, both images are bit-for-bit identical (UUID, hash seed and
+all timestamps are pinned; see ``pin_times``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ USR_FRACTION = 0.55  # share of the image filled with copies of real files
 RANDOM_FRACTION = 0.10  # share of the image filled with incompressible files
 MAX_RUN = 64  # longest run of rewritten blocks
 COPY_PIECE = 8 << 20  # streaming buffer
+FIXED_TIME = 1_700_000_000  # every timestamp mke2fs would otherwise take from the clock
 
 # Block classes in the layout map.
 FREE, DATA, META, RESERVED, JOURNAL = range(5)
@@ -63,6 +69,7 @@ CLASS_NAMES = {FREE: "free", DATA: "data", META: "metadata", JOURNAL: "journal"}
 # updates touch single inode-table/bitmap blocks; the journal is written as a log.
 CHANGE_MIX = {DATA: 0.75, FREE: 0.10, META: 0.05, JOURNAL: 0.10}
 RUN_MAX_BY_CLASS = {DATA: MAX_RUN, FREE: MAX_RUN, META: 4, JOURNAL: MAX_RUN}
+HOT_ZONES, HOT_ZONE_BLOCKS = 32, 2048  # with --hot: 32 zones of 8 MiB take that share of DATA
 
 
 def log(message: str) -> None:
@@ -133,15 +140,21 @@ def list_tree(root: Path) -> tuple[list[tuple[str, int]], int]:
 
 
 def copy_entry(source: Path, target: Path, stats: TreeStats) -> bool:
-    """Copy one file or symlink, creating parents; False if it cannot be read."""
+    """Copy one file or symlink, creating parents; False if it cannot be read.
+
+    atime is set to mtime: the host's atime of ``source`` changes as it is read.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        mtime = source.lstat().st_mtime_ns
         if source.is_symlink():
             target.symlink_to(os.readlink(source))
             stats.symlinks += 1
         else:
-            shutil.copy2(source, target)
+            shutil.copyfile(source, target)
+            shutil.copymode(source, target)
             stats.files += 1
+        os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
     except OSError:
         return False
     return True
@@ -192,6 +205,7 @@ def add_random_files(dest: Path, budget: int, rng: random.Random, stats: TreeSta
         with open(dest / f"blob-{number:05d}.bin", "wb") as out:
             for offset in range(0, size, 1 << 20):
                 out.write(rng.randbytes(min(1 << 20, size - offset)))
+        os.utime(dest / f"blob-{number:05d}.bin", (FIXED_TIME, FIXED_TIME))
         remaining -= size
         number += 1
         stats.files += 1
@@ -210,8 +224,54 @@ def make_filesystem(source: Path, image: Path, size: int, seed: int, inodes: int
         "-E", f"hash_seed={fs_uuid},root_owner=0:0,nodiscard",
         "-d", str(source), str(image),
     ]  # fmt: skip
-    env = {**os.environ, "E2FSPROGS_FAKE_TIME": "1700000000"}
+    env = {**os.environ, "E2FSPROGS_FAKE_TIME": str(FIXED_TIME)}
     subprocess.run(command, check=True, env=env)
+
+
+def used_inodes(dump: str) -> list[int]:
+    """Allocated inode numbers, from full ``dumpe2fs`` output."""
+    per_group = int(re.search(r"^Inodes per group:\s+(\d+)", dump, re.MULTILINE)[1])
+    used: list[int] = []
+    group = 0
+    for line in dump.splitlines():
+        if match := re.match(r"Group (\d+):", line):
+            group = int(match[1])
+        elif line.startswith("  Free inodes:"):
+            free = set()
+            for start, stop in parse_ranges(line.split(":", 1)[1]):
+                free.update(range(start, stop))
+            first = group * per_group + 1
+            used.extend(n for n in range(first, first + per_group) if n not in free)
+    return used
+
+
+def pin_times(image: Path) -> None:
+    """Set every inode's ctime and atime to FIXED_TIME with ``debugfs -w`` (no mount).
+
+    ``mke2fs -d`` copies the source files' ctime (the time of the copy, which
+    cannot be set from user space) and atime (which mke2fs itself bumps by
+    reading the file); without this, two builds with the same seed would differ
+    in their inode tables. mtimes are the (pinned) ones of the source tree.
+    Reserved inodes other than the root are left alone.
+    """
+    dump = subprocess.run(
+        ["dumpe2fs", str(image)], check=True, capture_output=True, text=True
+    ).stdout
+    commands = "".join(
+        f"sif <{ino}> ctime @{FIXED_TIME}\nsif <{ino}> atime @{FIXED_TIME}\n"
+        for ino in used_inodes(dump)
+        if ino == 2 or ino > 10
+    )
+    env = {**os.environ, "E2FSPROGS_FAKE_TIME": str(FIXED_TIME)}
+    subprocess.run(
+        ["debugfs", "-w", "-f", "-", str(image)],
+        input=commands,
+        text=True,
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def densify(sparse: Path, dense: Path) -> None:
@@ -257,7 +317,10 @@ def build_base(outdir: Path, size: int, seed: int, usr: Path) -> dict[str, objec
         )
         inodes = max(size // 16384, int((tree.files + tree.symlinks + tree.dirs) * 1.25) + 1024)
         sparse = workdir / "sparse.img"
+        for dirpath, _, _ in os.walk(source):
+            os.utime(dirpath, (FIXED_TIME, FIXED_TIME))
         make_filesystem(source, sparse, size, seed, inodes)
+        pin_times(sparse)
         made = time.monotonic()
         log(f"  mke2fs -d: {made - filled:.0f} s")
         densify(sparse, outdir / "base.img.tmp")
@@ -346,15 +409,86 @@ def run_length(rng: random.Random, longest: int) -> int:
     return min(longest, int(math.exp(rng.uniform(0, math.log(longest + 1)))))
 
 
-def plan_changes(layout: bytearray, fraction: float, rng: random.Random) -> Plan:
+def cumulative(ranges: list[tuple[int, int]]) -> list[int]:
+    """Running total of range lengths, for weighted picks with ``bisect``."""
+    ends, total = [], 0
+    for start, stop in ranges:
+        total += stop - start
+        ends.append(total)
+    return ends
+
+
+def scatter(
+    ranges: list[tuple[int, int]], want: int, kind: int, dirty: bytearray, rng: random.Random
+) -> list[Run]:
+    """Runs of log-uniform length at uniformly random blocks of ``ranges``.
+
+    Each run is clipped to the range it starts in; runs continue until ``want``
+    blocks not yet in ``dirty`` are covered (``dirty`` is updated).
+    """
+    ends = cumulative(ranges)
+    runs: list[Run] = []
+    got = 0
+    while got < want:
+        pick = rng.randrange(ends[-1])
+        index = bisect.bisect_right(ends, pick)
+        start, stop = ranges[index]
+        block = start + pick - (ends[index] - (stop - start))
+        length = min(run_length(rng, RUN_MAX_BY_CLASS[kind]), stop - block, want - got)
+        fresh = length - sum(dirty[block : block + length])
+        if fresh:
+            dirty[block : block + length] = b"\x01" * length
+            got += fresh
+            runs.append(Run(block, length, kind))
+    return runs
+
+
+def hot_zones(ranges: list[tuple[int, int]], rng: random.Random) -> list[tuple[int, int]]:
+    """HOT_ZONES stretches of up to HOT_ZONE_BLOCKS at random places of ``ranges``."""
+    ends = cumulative(ranges)
+    zones = []
+    for _ in range(HOT_ZONES):
+        pick = rng.randrange(ends[-1])
+        index = bisect.bisect_right(ends, pick)
+        start, stop = ranges[index]
+        block = start + pick - (ends[index] - (stop - start))
+        zones.append((block, min(stop, block + HOT_ZONE_BLOCKS)))
+    zones.sort()
+    merged: list[tuple[int, int]] = []
+    for start, stop in zones:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def journal_runs(
+    ranges: list[tuple[int, int]], want: int, dirty: bytearray, rng: random.Random
+) -> list[Run]:
+    """The journal is a circular log: one stretch of ``want`` blocks in journal order."""
+    order = [block for start, stop in ranges for block in range(start, stop)]
+    first = rng.randrange(len(order))
+    stretch = [order[(first + i) % len(order)] for i in range(want)]
+    runs = [Run(stretch[0], 0, JOURNAL)]
+    for block in stretch:
+        dirty[block] = 1
+        if block != runs[-1].start + runs[-1].length or runs[-1].length == MAX_RUN:
+            runs.append(Run(block, 0, JOURNAL))
+        runs[-1].length += 1
+    return runs
+
+
+def plan_changes(layout: bytearray, fraction: float, hot: float, rng: random.Random) -> Plan:
     """Choose scattered runs covering ``fraction`` of all blocks.
 
     The target is split over block classes by ``CHANGE_MIX``; a class too small
     to take its share gives the rest to DATA. DATA/FREE/META runs start at a
     uniformly random block of their class (so they scatter over the whole used
-    area) and are clipped to the class range they start in. The journal is a
-    circular log: its share is one contiguous stretch, in journal order, from a
-    random point.
+    area) and are clipped to the class range they start in. With ``hot`` > 0,
+    that share of the DATA runs lands in HOT_ZONES zones of HOT_ZONE_BLOCKS
+    (databases, logs: a hot set rewritten again and again) instead. The journal
+    is a circular log.
     """
     total = round(len(layout) * fraction)
     dirty = bytearray(len(layout))
@@ -367,43 +501,20 @@ def plan_changes(layout: bytearray, fraction: float, rng: random.Random) -> Plan
 
     for kind in (JOURNAL, META, FREE, DATA):
         ranges = class_ranges(layout, kind)
-        want, got = shares[kind], 0
-        if not ranges or want <= 0:
-            plan.blocks[CLASS_NAMES[kind]] = 0
-            continue
-        if kind == JOURNAL:
-            order = [block for start, stop in ranges for block in range(start, stop)]
-            first = rng.randrange(len(order))
-            stretch = [order[(first + i) % len(order)] for i in range(want)]
-            for block in stretch:
-                dirty[block] = 1
-            got = len(stretch)
-            run = Run(stretch[0], 0, kind)
-            for block in stretch:
-                if block != run.start + run.length or run.length == MAX_RUN:
-                    plan.runs.append(run)
-                    run = Run(block, 0, kind)
-                run.length += 1
-            plan.runs.append(run)
-        else:
-            ends = []
-            acc = 0
-            for start, stop in ranges:
-                acc += stop - start
-                ends.append(acc)
-            while got < want:
-                pick = rng.randrange(acc)
-                index = bisect.bisect_right(ends, pick)
-                start, stop = ranges[index]
-                block = start + pick - (ends[index] - (stop - start))
-                length = min(run_length(rng, RUN_MAX_BY_CLASS[kind]), stop - block, want - got)
-                fresh = length - sum(dirty[block : block + length])
-                if not fresh:
-                    continue
-                dirty[block : block + length] = b"\x01" * length
-                got += fresh
-                plan.runs.append(Run(block, length, kind))
-        plan.blocks[CLASS_NAMES[kind]] = got
+        want = shares[kind] if ranges else 0
+        runs: list[Run] = []
+        before = dirty.count(1)
+        if want and kind == JOURNAL:
+            runs = journal_runs(ranges, want, dirty, rng)
+        elif want and kind == DATA and hot > 0:
+            zones = hot_zones(ranges, rng)
+            in_zones = min(round(want * hot), sum(b - a for a, b in zones) // 2)
+            runs = scatter(zones, in_zones, kind, dirty, rng)
+            runs += scatter(ranges, want - in_zones, kind, dirty, rng)
+        elif want:
+            runs = scatter(ranges, want, kind, dirty, rng)
+        plan.runs += runs
+        plan.blocks[CLASS_NAMES[kind]] = dirty.count(1) - before
     plan.runs.sort(key=lambda run: run.start)
     return plan
 
@@ -444,7 +555,7 @@ def new_content(run: Run, image: int, sources: list[tuple[int, int]], rng: rando
     )
 
 
-def build_changed(outdir: Path, fraction: float, seed: int) -> dict[str, object]:
+def build_changed(outdir: Path, fraction: float, hot: float, seed: int) -> dict[str, object]:
     """Build ``outdir/changed.img`` from ``outdir/base.img``; return statistics."""
     started = time.monotonic()
     base = outdir / "base.img"
@@ -452,7 +563,7 @@ def build_changed(outdir: Path, fraction: float, seed: int) -> dict[str, object]
     layout = block_layout(base)
     census = {name: layout.count(kind) for kind, name in CLASS_NAMES.items()}
     log("  layout (blocks): " + ", ".join(f"{name} {n}" for name, n in census.items()))
-    plan = plan_changes(layout, fraction, rng)
+    plan = plan_changes(layout, fraction, hot, rng)
     data_ranges = class_ranges(layout, DATA)
     meta_ranges = class_ranges(layout, META)
     tmp = outdir / "changed.img.tmp"
@@ -511,6 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outdir", type=Path, help="directory for base.img and changed.img")
     parser.add_argument("--size", type=parse_size, default=parse_size("4G"), help="image size")
     parser.add_argument("--change", type=float, default=0.03, help="fraction of blocks rewritten")
+    parser.add_argument(
+        "--hot", type=float, default=0.0, help="share of data rewrites in a small hot set"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed for sample, data and changes")
     parser.add_argument("--usr", type=Path, default=Path("/usr"), help="tree of real files")
     parser.add_argument("--force", action="store_true", help="rebuild even if parameters match")
@@ -519,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--size must be a multiple of 4 KiB and at least 64 MiB")
     if not 0 < args.change < 0.5:
         parser.error("--change must be between 0 and 0.5")
+    if not 0 <= args.hot <= 1:
+        parser.error("--hot must be between 0 and 1")
 
     started = time.monotonic()
     outdir: Path = args.outdir
@@ -526,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     params_path = outdir / "params.json"
     recorded = {} if args.force else load_params(params_path)
     want_base = {"schema": SCHEMA, "size": args.size, "seed": args.seed, "usr": str(args.usr)}
-    want_changed = {"change": args.change, "seed": args.seed}
+    want_changed = {"change": args.change, "hot": args.hot, "seed": args.seed}
 
     base_ok = (outdir / "base.img").is_file() and recorded.get("base", {}).get("params") == (
         want_base
@@ -545,10 +661,10 @@ def main(argv: list[str] | None = None) -> int:
         "params"
     ) == want_changed
     if changed_ok:
-        log(f"changed.img: up to date (change {args.change:.2%})")
+        log(f"changed.img: up to date (change {args.change:.2%}, hot {args.hot:.0%})")
     else:
-        log(f"changed.img: rewriting {args.change:.2%} of the blocks")
-        stats = build_changed(outdir, args.change, args.seed)
+        log(f"changed.img: rewriting {args.change:.2%} of the blocks, hot share {args.hot:.0%}")
+        stats = build_changed(outdir, args.change, args.hot, args.seed)
         recorded["changed"] = {"params": want_changed, **stats}
         params_path.write_text(json.dumps(recorded, indent=2) + "\n")
 

@@ -125,8 +125,11 @@ def run(work: Path, vm: str, dom: object, args: argparse.Namespace) -> int:
     subprocess.run(
         [sys.executable, "-m", "surety", "init"], env=env, check=True, capture_output=True
     )
+    # realistic content: a copy of the guest's /usr (compressible) + 1.5 GiB of random data
     agent.guest_shell(
-        dom, "head -c 2G /dev/zero | tr '\\0' 'x' > /var/fill.bin; sync", timeout=900
+        dom,
+        "cp -a /usr /var/usr-copy && head -c 1536M /dev/urandom > /var/fill.bin && sync",
+        timeout=1200,
     ).check()
     full = surety(env, "backup", "vm", vm, "--consistency", "crash")
     before = work / "before.img"

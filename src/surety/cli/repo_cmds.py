@@ -20,7 +20,7 @@ __all__ = ["COMMANDS"]
 @click.command()
 @click.option(
     "--chunk-size",
-    default="1M",
+    default="256K",
     show_default=True,
     help="Fixed chunk size of disk images (power of two, 64K..16M).",
 )

@@ -48,5 +48,5 @@ PACK_ENTRY = "<32sQII"
 
 CHUNK_SIZE_MIN = 64 * 1024
 CHUNK_SIZE_MAX = 16 * 1024 * 1024
-CHUNK_SIZE_DEFAULT = 1024 * 1024  # measured choice: docs/format.md "Chunk size"
+CHUNK_SIZE_DEFAULT = 256 * 1024  # measured choice: docs/format.md "Chunk size"
 PACK_SIZE_TARGET = 16 * 1024 * 1024
