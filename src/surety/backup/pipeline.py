@@ -3,16 +3,15 @@
 Worker threads read (``os.pread`` releases the GIL), hash, compress and seal
 chunks; the calling thread only collects results in order and appends them to
 packs; pack stores happen in the writer's background thread. At most
-``2 * workers + 2`` chunks are in flight, so memory is bounded by that many
+``4 * workers`` chunks are in flight, so memory is bounded by that many
 chunks plus three packs.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -129,7 +128,7 @@ class _DiskBackup:
         self.stats = DiskStats()
         self.zero = bytes(self.chunk_size)
         self.level = repo.config.compression_level
-        self.window: deque[tuple[int, Future[PreparedChunk]]] = deque()
+        self.window: dict[Future[PreparedChunk], int] = {}  # in flight -> chunk number
 
     def run(self, workers: int) -> None:
         with_data = _chunks_with_data(self.source, self.chunk_size)
@@ -138,12 +137,12 @@ class _DiskBackup:
             try:
                 for number in range(len(self.ids)):
                     self._one(pool, number, number in with_data)
-                    if len(self.window) >= workers * 2 + 2:
-                        self._drain_one()
+                    if len(self.window) >= workers * 4:
+                        self._drain()
                 while self.window:
-                    self._drain_one()
+                    self._drain()
             finally:
-                for _number, future in self.window:
+                for future in self.window:
                     future.cancel()
 
     def _one(self, pool: ThreadPoolExecutor, number: int, has_data: bool) -> None:
@@ -157,18 +156,21 @@ class _DiskBackup:
         else:
             self.stats.read_bytes += to_read
             work = self._patch if how == "patch" else self._read
-            self.window.append((number, pool.submit(work, number, length)))
+            self.window[pool.submit(work, number, length)] = number
             return
         self.progress.advance(length)
 
-    def _drain_one(self) -> None:
-        number, future = self.window.popleft()
-        chunk = future.result()
-        self.writer.add(chunk)
-        self.ids[number] = chunk.chunk_id
-        if chunk.chunk_id == ZERO_ID:
-            self.stats.zero_bytes += chunk.raw_length
-        self.progress.advance(chunk.raw_length)
+    def _drain(self) -> None:
+        """Collect whatever finished (order does not matter: ids go by number)."""
+        done, _pending = wait(self.window, return_when=FIRST_COMPLETED)
+        for future in done:
+            number = self.window.pop(future)
+            chunk = future.result()
+            self.writer.add(chunk)
+            self.ids[number] = chunk.chunk_id
+            if chunk.chunk_id == ZERO_ID:
+                self.stats.zero_bytes += chunk.raw_length
+            self.progress.advance(chunk.raw_length)
 
     def _read(self, number: int, length: int) -> PreparedChunk:
         data = self.source.read(number * self.chunk_size, length)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +146,7 @@ def _write_chunks(
     index = repo.index()
     workers = threads or (os.cpu_count() or 2) + 1
     zero = bytes(image.chunk_size)
-    window: deque[Future[int]] = deque()
+    window: set[Future[int]] = set()
     written = 0
 
     def fetch_and_write(chunk_id: bytes, offset: int) -> int:
@@ -155,11 +154,13 @@ def _write_chunks(
         os.pwrite(fd, data, offset)
         return len(data)
 
-    def drain_one() -> None:
-        nonlocal written
-        length = window.popleft().result()
-        written += length
-        progress.advance(length)
+    def drain() -> None:
+        nonlocal written, window
+        done, window = wait(window, return_when=FIRST_COMPLETED)
+        for future in done:
+            length = future.result()
+            written += length
+            progress.advance(length)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-restore") as pool:
         try:
@@ -170,11 +171,11 @@ def _write_chunks(
                         os.pwrite(fd, zero[:length], number * image.chunk_size)
                     progress.advance(length)
                     continue
-                window.append(pool.submit(fetch_and_write, chunk_id, number * image.chunk_size))
-                if len(window) >= workers * 2 + 2:
-                    drain_one()
+                window.add(pool.submit(fetch_and_write, chunk_id, number * image.chunk_size))
+                if len(window) >= workers * 4:
+                    drain()
             while window:
-                drain_one()
+                drain()
         finally:
             for future in window:
                 future.cancel()
