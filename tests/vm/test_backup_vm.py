@@ -134,6 +134,7 @@ from surety.hypervisor.libvirt_host import connect
 name, window = sys.argv[1], float(sys.argv[2])
 domain = connect("qemu:///system").domain(name)
 guardian = Guardian("qemu:///system", name, window)
+guardian.freezing()
 domain.fs_freeze(10)
 print("frozen", flush=True)
 time.sleep(600)

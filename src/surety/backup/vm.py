@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import socket as socket_module
-import time
+import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,16 +25,20 @@ from surety.core.errors import Interrupted, SourceError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor.domain import DomainInfo, parse_domain
 from surety.hypervisor.guardian import Guardian
-from surety.hypervisor.libvirt_host import GuestAgentError, LibvirtDomain, connect
+from surety.hypervisor.guest_agent import AgentChannel
+from surety.hypervisor.libvirt_host import LibvirtDomain, connect
 from surety.hypervisor.nbd import NbdDisk
 from surety.hypervisor.pullbackup import CHECKPOINT_PREFIX, PullBackup
+from surety.quiesce.coordinator import LEVELS, Quiesced, QuiescePolicy, Requester
+from surety.quiesce.writer import APPLICATION, QuiesceJob, load_writers
 from surety.repo.image import ImageIndex
 from surety.repo.manifest import DiskRecord, Manifest
 from surety.repo.repository import Repository
 from surety.repo.writer import ChunkWriter
 
-__all__ = ["VmBackupOptions", "backup_vm"]
+__all__ = ["VmBackupOptions", "VmBackupResult", "backup_vm"]
 
+BASE_WRITERS = ["script", "fsfreeze"]  # always offered; app writers only for "application"
 DEFAULT_WORK_ROOT = Path(os.environ.get("SURETY_WORK_DIR", "/var/lib/surety/work"))
 
 
@@ -43,30 +47,28 @@ class VmBackupOptions:
     domain: str
     uri: str = "qemu:///system"
     consistency: str = "filesystem"  # crash | filesystem | application
-    on_quiesce_failure: str = "fail"  # fail | crash (fall back, recorded)
+    on_quiesce_failure: str = "fail"  # fail | filesystem | crash: lowest level accepted
     full: bool = False
     freeze_window: float = 10.0
     work_root: Path = DEFAULT_WORK_ROOT
     threads: int | None = None
+    truncate_logs: str = "never"  # never | after-commit | after-verify
+    writers: tuple[str, ...] | None = None  # application writers to use (default: all)
+    pre_freeze: str | None = None
+    post_thaw: str | None = None
+    after_commit: str | None = None
+    script_failure: str = "fail"  # fail | ignore
 
 
-@dataclass
-class Quiesce:
-    level: str = "crash"
-    reason: str = "no guest help requested"
-    frozen_seconds: float | None = None
-    filesystems: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
+@dataclass(frozen=True)
+class VmBackupResult:
+    point: Manifest
+    log_truncation: dict[str, Any]  # per writer, what after-commit did
+    after_commit_error: str | None = None  # a required after-commit script failed
 
 
-def backup_vm(repo: Repository, options: VmBackupOptions, progress: Progress) -> Manifest:
-    if options.consistency == "application":
-        raise UsageError(
-            "--consistency application needs application writers, which this "
-            "version does not have yet; use filesystem or crash"
-        )
-    if options.consistency not in ("crash", "filesystem"):
-        raise UsageError(f"unknown consistency level {options.consistency!r}")
+def backup_vm(repo: Repository, options: VmBackupOptions, progress: Progress) -> VmBackupResult:
+    _validate(options)
     host = connect(options.uri)
     try:
         domain = host.domain(options.domain)
@@ -79,6 +81,20 @@ def backup_vm(repo: Repository, options: VmBackupOptions, progress: Progress) ->
             return _backup_locked(repo, host, domain, options, progress)
     finally:
         host.close()
+
+
+def _validate(options: VmBackupOptions) -> None:
+    if options.consistency not in LEVELS:
+        raise UsageError(f"unknown consistency level {options.consistency!r}")
+    if options.on_quiesce_failure not in ("fail", *LEVELS):
+        raise UsageError(f"unknown --on-quiesce-failure {options.on_quiesce_failure!r}")
+    floor = options.on_quiesce_failure
+    if floor != "fail" and LEVELS.index(floor) > LEVELS.index(options.consistency):
+        raise UsageError(
+            f"--on-quiesce-failure {floor} is above --consistency {options.consistency}"
+        )
+    if options.truncate_logs not in ("never", "after-commit", "after-verify"):
+        raise UsageError(f"unknown --truncate-logs {options.truncate_logs!r}")
 
 
 @dataclass
@@ -113,11 +129,12 @@ class _Run:
         # one checkpoint series per repository: jobs writing elsewhere keep their own chain
         self.checkpoint_prefix = f"{CHECKPOINT_PREFIX}{self.repo.config.id[:8]}-"
         self.checkpoint = f"{self.checkpoint_prefix}{self.started.strftime('%Y%m%dT%H%M%S%f')}"
+        self.token = uuid.uuid4().hex  # this job's marker rows carry it
 
 
 def _backup_locked(
     repo: Repository, host: Any, domain: LibvirtDomain, options: VmBackupOptions, progress: Progress
-) -> Manifest:
+) -> VmBackupResult:
     run = _Run(repo, host, domain, options, progress)
     for note in run.chain.notes:
         progress.note(note)
@@ -130,18 +147,22 @@ def _backup_locked(
         work_root=options.work_root,
     )
     writer = ChunkWriter(repo)
+    requester = _requester(run, job)
     # The guardian outlives a killed job: it thaws the guest and ends the libvirt job.
     guardian = Guardian(domain.host.uri, domain.name, options.freeze_window)
-    quiesce = Quiesce()
     committed = False
     try:
-        exports = _snapshot(domain, job, guardian, options, progress, quiesce)
-        images, stats = _copy(run, writer, exports)
+        quiesced = requester.snapshot(guardian)
+        for warning in quiesced.warnings:
+            progress.note(f"warning: {warning}")
+        images, stats = _copy(run, writer, quiesced.snapshot)
         progress.phase("commit")
         writer.finish()
-        manifest = _manifest(run, images, stats, quiesce)
+        manifest = _manifest(run, images, stats, quiesced, requester.records())
         point_id = repo.commit(manifest)
         committed = True
+        # only now, with the restore point durable, may writers truncate logs
+        truncation = _after_commit(run, requester, point_id)
     except KeyboardInterrupt:
         raise Interrupted("backup interrupted; nothing was committed") from None
     finally:
@@ -149,83 +170,49 @@ def _backup_locked(
             writer.abort()
         job.end()
         guardian.done()
+        requester.cleanup()
         if not committed and job.started:
             _drop_checkpoint(domain, run.checkpoint)
     _prune_checkpoints(domain, prefix=run.checkpoint_prefix, keep=run.checkpoint)
-    return replace(manifest, id=point_id)
+    required = [
+        str(t.get("detail")) for t in truncation.values() if t.get("required") and not t["done"]
+    ]
+    return VmBackupResult(replace(manifest, id=point_id), truncation, "; ".join(required) or None)
 
 
-def _snapshot(  # noqa: PLR0917 - the steps' collaborators, passed explicitly
-    domain: LibvirtDomain,
-    job: PullBackup,
-    guardian: Guardian,
-    options: VmBackupOptions,
-    progress: Progress,
-    quiesce: Quiesce,
-) -> dict[str, Any]:
-    """Freeze (if asked and possible), fix the point in time, thaw - always."""
-    if options.consistency == "crash":
-        progress.phase("snapshot")
-        exports = job.begin()
-        guardian.thawed()
-        return exports
-    progress.phase("freeze")
-    try:
-        domain.agent("guest-ping", timeout=5)
-        frozen_at = time.monotonic()
-        quiesce.filesystems = domain.fs_freeze(int(max(1, options.freeze_window)))
-        freeze_done = time.monotonic()
-    except GuestAgentError as exc:
-        domain_thaw_quietly(domain)  # a partial freeze must not stay behind
-        guardian.thawed()
-        return _no_freeze(job, options, quiesce, f"guest agent: {exc}", progress)
-    try:
-        progress.phase("snapshot")
-        exports = job.begin()
-        snapshot_at = time.monotonic()
-    finally:
-        domain_thaw_quietly(domain)
-        thawed_at = time.monotonic()
-        guardian.thawed()
-    quiesce.frozen_seconds = round(thawed_at - frozen_at, 3)
-    quiesce.timings = {
-        "freeze_call": round(freeze_done - frozen_at, 3),
-        "snapshot": round(snapshot_at - freeze_done, 3),
-        "thaw_call": round(thawed_at - snapshot_at, 3),
-    }
-    if snapshot_at - frozen_at > options.freeze_window:
-        quiesce.level = "crash"
-        quiesce.reason = (
-            f"the snapshot came {snapshot_at - frozen_at:.1f} s after the freeze, beyond the "
-            f"{options.freeze_window:g} s window (the guest was thawed on time)"
-        )
-    else:
-        quiesce.level = "filesystem"
-        quiesce.reason = (
-            f"{quiesce.filesystems} guest file system(s) frozen through the "
-            f"guest agent for {quiesce.frozen_seconds:.3f} s"
-        )
-    return exports
+def _requester(run: _Run, job: PullBackup) -> Requester:
+    options = run.options
+    quiesce_job = QuiesceJob(
+        token=run.token,
+        window=options.freeze_window,
+        pre_freeze=options.pre_freeze,
+        post_thaw=options.post_thaw,
+        after_commit=options.after_commit,
+        script_failure=options.script_failure,
+    )
+    guest = AgentChannel(run.domain)
+    names: list[str] = []
+    if options.consistency == APPLICATION:
+        names = list(options.writers or [n for n in load_writers() if n not in BASE_WRITERS])
+    names += BASE_WRITERS
+    writers = [factory(guest, quiesce_job) for factory in load_writers(names).values()]
+    policy = QuiescePolicy(options.consistency, options.on_quiesce_failure, options.freeze_window)
+    return Requester(writers, job, policy, run.progress)
 
 
-def _no_freeze(
-    job: PullBackup, options: VmBackupOptions, quiesce: Quiesce, why: str, progress: Progress
-) -> dict[str, Any]:
-    if options.on_quiesce_failure != "crash":
-        raise SourceError(
-            f"cannot reach filesystem consistency: {why} "
-            "(use --on-quiesce-failure crash to accept a crash-consistent point)"
-        )
-    progress.note(f"falling back to crash consistency: {why}")
-    quiesce.level, quiesce.reason = "crash", f"fell back to crash consistency: {why}"
-    progress.phase("snapshot")
-    return job.begin()
-
-
-def domain_thaw_quietly(domain: LibvirtDomain) -> None:
-    # on failure the guardian retries; the level is decided from timings and its report
-    with suppress(GuestAgentError):
-        domain.fs_thaw()
+def _after_commit(run: _Run, requester: Requester, point_id: str) -> dict[str, Any]:
+    mode = run.options.truncate_logs
+    report = requester.after_commit(point_id, truncate_logs=mode == "after-commit")
+    if mode == "after-verify":
+        for name, record in requester.records().items():
+            if record["state"] == "thawed" and name not in BASE_WRITERS:
+                report[name] = {
+                    "done": False,
+                    "detail": "deferred until the restore point is verified (surety verify)",
+                }
+    for name, outcome in report.items():
+        run.progress.note(f"{name}: {outcome.get('detail', '')}")
+    return report
 
 
 def _copy(
@@ -265,7 +252,11 @@ def _changed_blocks(run: _Run, source: NbdDisk) -> ChangedBlocks | None:
 
 
 def _manifest(
-    run: _Run, images: dict[str, ImageIndex], stats: dict[str, DiskStats], quiesce: Quiesce
+    run: _Run,
+    images: dict[str, ImageIndex],
+    stats: dict[str, DiskStats],
+    quiesce: Quiesced,
+    applications: dict[str, Any],
 ) -> Manifest:
     info = run.info
     disks = tuple(
@@ -295,6 +286,7 @@ def _manifest(
         consistency=quiesce.level,
         consistency_reason=quiesce.reason,
         config=config,
+        applications=applications,
         parent=run.parent.id if run.parent else None,
         stats=totals,
         source={
@@ -306,6 +298,8 @@ def _manifest(
             "modes": run.chain.modes,
             "frozen_seconds": quiesce.frozen_seconds,
             "freeze_timings": quiesce.timings,
+            "token": run.token,
+            "truncate_logs": run.options.truncate_logs,
         },
     )
 

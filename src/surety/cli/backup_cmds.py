@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -10,6 +11,7 @@ from surety.backup.image import ImageBackupOptions, backup_image
 from surety.backup.vm import VmBackupOptions, backup_vm
 from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console, progress_for
+from surety.core.errors import SourceError
 from surety.core.units import format_size
 from surety.repo.manifest import Manifest
 
@@ -38,7 +40,9 @@ def backup_image_command(
     render_point_summary(point, json_output)
 
 
-def render_point_summary(point: Manifest, json_output: bool) -> None:
+def render_point_summary(
+    point: Manifest, json_output: bool, extra: dict[str, Any] | None = None
+) -> None:
     seconds = max((point.finished - point.started).total_seconds(), 1e-6)
     stats = point.stats
     if json_output:
@@ -50,7 +54,9 @@ def render_point_summary(point: Manifest, json_output: bool) -> None:
                 "consistency_reason": point.consistency_reason,
                 "source": point.source,
                 "seconds": round(seconds, 3),
+                "applications": point.applications,
                 **stats,
+                **(extra or {}),
             }
         )
         return
@@ -64,6 +70,11 @@ def render_point_summary(point: Manifest, json_output: bool) -> None:
         f"in {seconds:.1f} s ({format_size(size / seconds)}/s)",
         highlight=False,
     )
+    for name, record in point.applications.items():
+        for warning in record.get("warnings", []):
+            out_console.print(f"  warning: {name}: {warning}", highlight=False)
+    for name, outcome in (extra or {}).get("log_truncation", {}).items():
+        out_console.print(f"  {name} log truncation: {outcome.get('detail', '')}", highlight=False)
 
 
 @backup.command("vm")
@@ -77,10 +88,38 @@ def render_point_summary(point: Manifest, json_output: bool) -> None:
 )
 @click.option(
     "--on-quiesce-failure",
-    type=click.Choice(["fail", "crash"]),
+    type=click.Choice(["fail", "filesystem", "crash"]),
     default="fail",
     show_default=True,
-    help="If the guest cannot be frozen: fail, or take a crash-consistent point.",
+    help="If a writer or the file-system freeze fails: fail the job, or accept this lower "
+    "level (the fall-back is recorded in the restore point).",
+)
+@click.option(
+    "--truncate-logs",
+    type=click.Choice(["never", "after-commit", "after-verify"]),
+    default="never",
+    show_default=True,
+    help="Let writers truncate application logs (WAL archive, binlogs) up to what the restore "
+    "point covers, once it is committed (or verified).",
+)
+@click.option(
+    "--writer",
+    "writers",
+    multiple=True,
+    help="Application writer to use (repeatable) [default: every installed writer that applies].",
+)
+@click.option("--pre-freeze", metavar="CMD", help="Guest shell command run just before the freeze.")
+@click.option("--post-thaw", metavar="CMD", help="Guest shell command run right after the thaw.")
+@click.option(
+    "--after-commit", metavar="CMD", help="Guest shell command run once the point is committed."
+)
+@click.option(
+    "--script-failure",
+    type=click.Choice(["fail", "ignore"]),
+    default="fail",
+    show_default=True,
+    help="A failing --pre-freeze/--post-thaw/--after-commit command fails the job, or is "
+    "recorded as a warning.",
 )
 @click.option("--full", is_flag=True, help="Read every allocated block (no incremental).")
 @click.option(
@@ -110,14 +149,41 @@ def backup_vm_command(
     freeze_window: float,
     uri: str,
     json_output: bool,
+    truncate_logs: str,
+    writers: tuple[str, ...],
+    pre_freeze: str | None,
+    post_thaw: str | None,
+    after_commit: str | None,
+    script_failure: str,
 ) -> None:
-    """Back up a running libvirt VM: all its disks at one instant, with its configuration."""
+    """Back up a running libvirt VM: all its disks at one instant, with its configuration.
+
+    With --consistency application, every installed writer that finds its
+    application in the guest (PostgreSQL, MariaDB, your scripts) quiesces it.
+    """
     repo = open_repo(ctx)
-    options = VmBackupOptions(domain, uri, consistency, on_quiesce_failure, full, freeze_window)
+    options = VmBackupOptions(
+        domain,
+        uri,
+        consistency,
+        on_quiesce_failure,
+        full,
+        freeze_window,
+        truncate_logs=truncate_logs,
+        writers=writers or None,
+        pre_freeze=pre_freeze,
+        post_thaw=post_thaw,
+        after_commit=after_commit,
+        script_failure=script_failure,
+    )
     with progress_for(json_output) as progress:
-        point = backup_vm(repo, options, progress)
+        result = backup_vm(repo, options, progress)
     show_notes(repo)
-    render_point_summary(point, json_output)
+    render_point_summary(result.point, json_output, {"log_truncation": result.log_truncation})
+    if result.after_commit_error:
+        raise SourceError(
+            f"restore point {result.point.id[:12]} is committed, but {result.after_commit_error}"
+        )
 
 
 COMMANDS = [backup]

@@ -4,16 +4,20 @@ A backup job spawns ``python -m surety.hypervisor.guardian URI DOMAIN WINDOW``
 just before it freezes the guest, in its own session (a signal to the job's
 process group does not reach it), and talks to it over the guardian's stdin:
 
-* ``thawed``  - the job thawed the guest itself (within the window).
-* ``done``    - the job ended its backup job itself; the guardian exits.
+* ``freezing`` - the job starts to freeze the guest: the window opens.
+* ``thawed``   - the job thawed the guest itself (within the window).
+* ``done``     - the job ended its backup job itself; the guardian exits.
 
 The guardian acts on its own when
 
 * the freeze window ends before ``thawed`` arrives: it thaws the guest, so a
   guest is never frozen longer than the window, whatever the job is doing;
 * its stdin reaches EOF before ``done`` (the job died, e.g. kill -9): it thaws
-  the guest if still frozen and aborts the libvirt backup job, so no NBD
-  export or scratch file outlives the job.
+  the guest if a freeze was under way and aborts the libvirt backup job, so no
+  NBD export or scratch file outlives the job.
+
+Application writers' guest-side scripts keep their own deadline (the same
+window), so they release their applications without the guardian.
 
 It prints one JSON line per action to stdout (the job reads it afterwards when
 it is still alive) and logs to stderr, which the job points at a log file.
@@ -22,6 +26,7 @@ it is still alive) and logs to stderr, which the job points at a log file.
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -57,6 +62,9 @@ class Guardian:
             self.proc.stdin.write(word.encode() + b"\n")
             self.proc.stdin.flush()
 
+    def freezing(self) -> None:
+        self._say("freezing")
+
     def thawed(self) -> None:
         self._say("thawed")
 
@@ -78,7 +86,13 @@ def _wait_line(deadline: float | None) -> str | None:
     ready, _, _ = select.select([sys.stdin], [], [], timeout)
     if not ready:
         return None
-    return sys.stdin.readline()
+    line = b""  # byte by byte: a buffered reader would hide lines from select()
+    while not line.endswith(b"\n"):
+        byte = os.read(sys.stdin.fileno(), 1)
+        if not byte:
+            return line.decode()
+        line += byte
+    return line.decode()
 
 
 def main(argv: list[str]) -> int:
@@ -86,20 +100,24 @@ def main(argv: list[str]) -> int:
 
     uri, name, window = argv[0], argv[1], float(argv[2])
     domain = connect(uri).domain(name)
-    deadline = time.monotonic() + window
+    deadline: float | None = None
     _report("armed", window=window)
-    line = _wait_line(deadline)
-    if line is None or line == "":
-        _thaw(domain, "freeze window ended" if line is None else "job died while frozen")
-        if line == "":
+    while True:
+        line = _wait_line(deadline)
+        if line is None:  # the window ended before the job thawed
+            _thaw(domain, "freeze window ended")
+            deadline = None
+        elif line == "":  # EOF: the job died
+            if deadline is not None:
+                _thaw(domain, "job died while frozen")
             _abort(domain)
             return 0
-        line = _wait_line(None)
-    while line not in ("", "done\n"):
-        line = _wait_line(None)
-    if line == "":
-        _abort(domain)
-    return 0
+        elif line == "freezing\n":
+            deadline = time.monotonic() + window
+        elif line == "thawed\n":
+            deadline = None
+        elif line == "done\n":
+            return 0
 
 
 def _thaw(domain: object, why: str) -> None:
