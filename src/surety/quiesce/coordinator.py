@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -133,17 +134,13 @@ class Requester:
         self.progress.phase("freeze")
         guard.freezing()
         opened = self.clock()
-        deadline = opened + self.policy.window
-        fs_frozen = False
+        window = self.policy.window
+        # application writers freeze side by side and must be done early enough
+        # to leave the file-system freeze and the snapshot their share of the window
+        apps_deadline = opened + window - min(max(1.0, window * 0.25), window / 2)
         try:
-            for writer in sorted(self.active, key=lambda w: w.level == FILESYSTEM):
-                try:
-                    with writer.record.timed("freeze"):
-                        writer.freeze(deadline)
-                    writer.record.state = "frozen"
-                    fs_frozen = fs_frozen or writer.level == FILESYSTEM
-                except SuretyError as exc:
-                    self._failed(writer, exc, step="freeze")
+            self._freeze_apps(apps_deadline)
+            fs_frozen = self._freeze_filesystems(opened + window)
             frozen = self.clock()
             self.progress.phase("snapshot")
             self.result.snapshot = self.provider.begin()
@@ -154,12 +151,49 @@ class Requester:
         self._post_thaw()
         return self._conclude(opened, frozen, snapshot_at, thawed, fs_frozen)
 
+    def _freeze_apps(self, deadline: float) -> None:
+        apps = [w for w in self.active if w.level == APPLICATION]
+        if not apps:
+            return
+
+        def freeze(writer: Writer) -> SuretyError | None:
+            try:
+                with writer.record.timed("freeze"):
+                    writer.freeze(deadline)
+            except SuretyError as exc:
+                return exc
+            writer.record.state = "frozen"
+            return None
+
+        with ThreadPoolExecutor(max_workers=len(apps), thread_name_prefix="freeze") as pool:
+            outcomes = list(pool.map(freeze, apps))
+        for writer, error in zip(apps, outcomes, strict=True):
+            if error is not None:
+                self._failed(writer, error, step="freeze")
+
+    def _freeze_filesystems(self, deadline: float) -> bool:
+        frozen = False
+        for writer in [w for w in self.active if w.level == FILESYSTEM]:
+            try:
+                with writer.record.timed("freeze"):
+                    writer.freeze(deadline)
+                writer.record.state = "frozen"
+                frozen = True
+            except SuretyError as exc:
+                self._failed(writer, exc, step="freeze")
+        return frozen
+
     def _thaw_all(self, guard: Guard) -> None:
         """File systems first (the agent refuses all else while frozen), then apps."""
         order = sorted(self.prepared, key=lambda w: w.level != FILESYSTEM)
         for writer in order:
-            with writer.record.timed("thaw"):
-                writer.thaw()
+            try:
+                with writer.record.timed("thaw"):
+                    writer.thaw()
+            except SuretyError as exc:  # a writer's thaw must not stop the others'
+                writer.record.warnings.append(f"thaw: {exc}")
+                if writer.record.state == "frozen":
+                    writer.record.state = "expired"
             if writer.record.state == "frozen":
                 writer.record.state = "thawed"
             if writer.level == FILESYSTEM:
@@ -202,16 +236,17 @@ class Requester:
                 if w.level == APPLICATION and w.record.state in ("failed", "expired")
             ]
             why = f"writer(s) {', '.join(missed)} did not hold their application at the snapshot"
-            result.level = self._accept(FILESYSTEM, why) if missed else APPLICATION
+            result.level = self._accept(FILESYSTEM, why, note=False) if missed else APPLICATION
         else:
             result.level = FILESYSTEM
         result.reason = self._reason(result.level)
         return result
 
-    def _accept(self, level: str, why: str) -> str:
+    def _accept(self, level: str, why: str, note: bool = True) -> str:
         if LEVELS.index(level) < LEVELS.index(self._floor()):
             raise SourceError(f"cannot reach {self.policy.wanted} consistency: {why}")
-        self.result.warnings.append(why)
+        if note or not self.result.warnings:
+            self.result.warnings.append(why)
         return level
 
     def _floor(self) -> str:
@@ -246,7 +281,6 @@ class Requester:
         if required or LEVELS.index(reachable) < LEVELS.index(self._floor()):
             raise SourceError(f"{writer.name} writer failed at {step}: {message}") from exc
         self.result.warnings.append(f"{writer.name} writer failed at {step}: {message}")
-        self.progress.note(f"{writer.name} writer failed at {step} ({message}); continuing")
 
     # -- after the backup -----------------------------------------------------
     def after_commit(self, point_id: str, truncate_logs: bool) -> dict[str, Any]:

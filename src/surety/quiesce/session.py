@@ -22,6 +22,7 @@ from surety.quiesce.writer import WriterFailed
 __all__ = ["GuestSession", "guest_script"]
 
 POLL = 0.02
+FATAL = ("expired", "aborted")
 
 
 def guest_script(name: str) -> bytes:
@@ -54,15 +55,16 @@ class GuestSession:
     def abort(self) -> None:
         self.guest.write_file(f"{self.dir}/abort", b"")
 
-    def wait(self, event: str, deadline: float) -> str:
-        """The value of ``event`` once the script reports it; ``WriterFailed`` otherwise."""
+    def wait(self, event: str, deadline: float, fatal: tuple[str, ...] = FATAL) -> str:
+        """The value of ``event`` once the script reports it; ``WriterFailed`` when it
+        reports an error (or one of ``fatal``), ends, or the deadline passes."""
         while True:
             found = self._read()
             if event in found:
                 return found[event]
             if "error" in found:
                 raise WriterFailed(self.writer, found["error"])
-            for other in ("expired", "aborted"):
+            for other in fatal:
                 if other in found:
                     raise WriterFailed(self.writer, f"the guest side {other} at {found[other]}")
             if self._exited():
@@ -70,7 +72,7 @@ class GuestSession:
                     self.writer, f"the guest side ended unexpectedly: {self.exit_text}"
                 )
             if time.monotonic() >= deadline:
-                raise WriterFailed(self.writer, f"no {event!r} from the guest side in time")
+                raise WriterFailed(self.writer, f"the guest side did not reach {event!r} in time")
             time.sleep(POLL)
 
     def value(self, event: str) -> str | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
-from surety.core.errors import SuretyError, UsageError
+from surety.core.errors import SourceError, UsageError
 from surety.quiesce.channel import GuestChannel
 
 __all__ = [
@@ -37,10 +37,8 @@ APPLICATION, FILESYSTEM = "application", "filesystem"
 ENTRY_POINT_GROUP = "surety.writers"
 
 
-class WriterFailed(SuretyError):
+class WriterFailed(SourceError):
     """A writer could not do its step; the job's policy decides what follows."""
-
-    exit_code = 10
 
     def __init__(self, writer: str, message: str, *, required: bool = False) -> None:
         super().__init__(f"{writer} writer: {message}")

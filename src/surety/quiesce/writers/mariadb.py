@@ -75,7 +75,14 @@ class MariadbWriter:
     def freeze(self, deadline: float) -> None:
         assert self.session is not None
         self.session.go("freeze", deadline - time.monotonic())
-        self.session.wait("frozen", deadline)
+        try:
+            self.session.wait("frozen", deadline)
+        except WriterFailed as exc:
+            raise WriterFailed(
+                self.name,
+                "FLUSH TABLES WITH READ LOCK was not granted within the freeze window "
+                f"(a long query or LOCK TABLES holds a table?): {exc.detail}",
+            ) from exc
         binlog_file, position = _fields(self.session.value("binlog"), 2)
         binlog_pos, current_pos = _fields(self.session.value("gtid"), 2)
         self.record.metadata.update(

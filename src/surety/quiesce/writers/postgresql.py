@@ -149,7 +149,7 @@ class PostgresqlWriter:
             try:
                 self._stop(cluster, cluster.session)
             except SourceError as exc:
-                self.record.state = "failed" if self.record.state != "frozen" else "expired"
+                self.record.state = "expired" if self.record.state == "frozen" else "failed"
                 self.record.warnings.append(f"{cluster.id}: {exc}")
         self.record.metadata["clusters"] = [c.meta for c in self.clusters]
 
@@ -158,7 +158,7 @@ class PostgresqlWriter:
             session.abort()
         else:
             session.go("thaw")
-        stopped = session.wait("stopped", time.monotonic() + 60)
+        stopped = session.wait("stopped", time.monotonic() + 60, fatal=())
         if self.record.state == "frozen":
             session.wait("thawed", time.monotonic() + 1)
         lsn, _, label64 = stopped.partition("\t")
