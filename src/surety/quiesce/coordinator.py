@@ -86,8 +86,12 @@ class Requester:
         """Quiesce, take the snapshot, thaw. Raises only when the policy says fail."""
         if self.policy.wanted == "crash":
             return self._crash_snapshot("no guest help requested")
-        self._discover()
-        self._prepare()
+        try:
+            self._discover()
+            self._prepare()
+        except BaseException:
+            self._thaw_all(guard)  # release whatever was already prepared
+            raise
         return self._freeze_and_snapshot(guard)
 
     def _crash_snapshot(self, reason: str) -> Quiesced:
