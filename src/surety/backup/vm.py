@@ -210,8 +210,6 @@ def _after_commit(run: _Run, requester: Requester, point_id: str) -> dict[str, A
                     "done": False,
                     "detail": "deferred until the restore point is verified (surety verify)",
                 }
-    for name, outcome in report.items():
-        run.progress.note(f"{name}: {outcome.get('detail', '')}")
     return report
 
 
