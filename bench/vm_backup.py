@@ -192,7 +192,7 @@ def freeze_window(env: dict[str, str], vm: str, dom: object, runs: int) -> None:
         f"freeze window over {runs} backups under pgbench: median "
         f"{statistics.median(frozen):.3f} s, max {max(frozen):.3f} s"
     )
-    for key in ("freeze_call", "snapshot", "thaw_call"):
+    for key in ("freeze_calls", "snapshot", "thaw_calls"):
         values = [p[key] for p in parts]
         print(f"  {key:<12} median {statistics.median(values):.3f} s, max {max(values):.3f} s")
 

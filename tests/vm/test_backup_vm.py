@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from surety.hypervisor.guest_agent import AgentChannel, GuestTimeout
+from surety.hypervisor.libvirt_host import connect
 from tests.cli import Cli, cli_for
 from tests.guests import agent
 from tests.vm.conftest import Guest
@@ -188,6 +190,32 @@ def test_guardian_thaws_at_the_end_of_the_window_while_the_job_hangs(guest: Gues
         if proc.stdout:
             proc.stdout.close()
         guest.dom.fsThaw()
+
+
+def test_agent_channel_runs_commands_and_moves_files(guest: Guest) -> None:
+    """The real twin of surety.testing.fake_guest.FakeGuest: the GuestChannel over the agent."""
+    host = connect("qemu:///system")
+    try:
+        channel = AgentChannel(host.domain(guest.name))
+        result = channel.run(["sh", "-c", "cat; echo err >&2; exit 3"], stdin=b"in")
+        assert (result.exitcode, result.stdout, result.stderr) == (3, b"in", b"err\n")
+        payload = bytes(range(256)) * 600  # more than one guest-file-write
+        channel.write_file("/run/surety-channel-test", payload)
+        assert channel.read_file("/run/surety-channel-test") == payload
+        assert channel.read_file("/run/surety-no-such-file") is None
+        pid = channel.spawn(["sleep", "30"])
+        assert channel.poll(pid) is None
+        channel.kill(pid)
+        deadline = time.monotonic() + 10
+        while (done := channel.poll(pid)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert done is not None
+        assert done.exitcode == 128 + signal.SIGKILL
+        with pytest.raises(GuestTimeout, match="still running"):
+            channel.run(["sleep", "30"], timeout=1)
+        channel.run(["rm", "-f", "/run/surety-channel-test"])
+    finally:
+        host.close()
 
 
 def test_guest_agent_missing_fails_or_falls_back_as_asked(guest: Guest, vm_cli: Cli) -> None:
