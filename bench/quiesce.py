@@ -90,7 +90,7 @@ def run(work: Path, vm: str, dom: object, runs: int) -> int:
         for label, options in LEVELS.items():
             report(label, [surety(env, "backup", "vm", vm, *options) for _ in range(runs)])
     finally:
-        agent.guest_shell(dom, "pkill pgbench; pkill -f 'INSERT INTO bench.t'; true").check()
+        agent.guest_shell(dom, "pkill pgbench; pkill -f 'INSERT INTO bench[.]t'; true")
     return 0
 
 
@@ -98,7 +98,9 @@ def report(label: str, points: list[dict[str, object]]) -> None:
     levels = {str(p["consistency"]) for p in points}
     frozen = [float(p["source"]["frozen_seconds"]) for p in points]  # type: ignore[index]
     print(f"\n{label} ({len(points)} backups under load, level(s) reached: {', '.join(levels)})")
-    print(f"  freeze window          {stat(frozen)}")
+    fs_frozen = [float(p["source"]["freeze_timings"]["filesystems_frozen"]) for p in points]  # type: ignore[index]
+    print(f"  freeze window          {stat(frozen)}  (first freeze call .. last thaw)")
+    print(f"  file systems frozen    {stat(fs_frozen)}  (fs-freeze call .. fs-thaw done)")
     writers = points[0]["applications"]
     assert isinstance(writers, dict)
     for name in writers:

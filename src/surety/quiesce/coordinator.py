@@ -80,6 +80,7 @@ class Requester:
         self.active: list[Writer] = []  # discovered and not dropped
         self.prepared: list[Writer] = []
         self.result = Quiesced()
+        self._fs_span: list[float] = []  # file-system freeze call .. thaw done
 
     # -- the instant ----------------------------------------------------------
     def snapshot(self, guard: Guard) -> Quiesced:
@@ -176,6 +177,7 @@ class Requester:
                 self._failed(writer, error, step="freeze")
 
     def _freeze_filesystems(self, deadline: float) -> bool:
+        self._fs_span = [time.monotonic()]
         frozen = False
         for writer in [w for w in self.active if w.level == FILESYSTEM]:
             try:
@@ -202,6 +204,7 @@ class Requester:
                 writer.record.state = "thawed"
             if writer.level == FILESYSTEM:
                 guard.thawed()
+                self._fs_span.append(time.monotonic())
         guard.thawed()
 
     def _post_thaw(self) -> None:
@@ -224,6 +227,8 @@ class Requester:
             "snapshot": round(snapshot_at - frozen, 3),
             "thaw_calls": round(thawed - snapshot_at, 3),
         }
+        if len(self._fs_span) == 2:  # writes blocked at the file-system level
+            result.timings["filesystems_frozen"] = round(self._fs_span[1] - self._fs_span[0], 3)
         late = snapshot_at - opened > self.policy.window
         if late or not fs_frozen:
             why = (
