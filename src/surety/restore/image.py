@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from surety.repo.image import ImageIndex
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 
-__all__ = ["ImageRestoreOptions", "RestoreResult", "restore_image"]
+__all__ = ["ImageRestoreOptions", "RestoreResult", "restore_image", "write_image_file"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ def restore_image(
     return RestoreResult(point, disk, options.target, image.size, written)
 
 
-def _open_target(target: Path, overwrite: bool, fmt: str) -> tuple[int, Path | None, bool]:
-    """Returns (fd, temporary path or None for devices, is_block)."""
+def _is_block_target(target: Path, overwrite: bool, fmt: str) -> bool:
+    """Checks the target; True for a block device (written in place)."""
     try:
         mode = target.stat().st_mode
     except FileNotFoundError:
@@ -83,54 +84,112 @@ def _open_target(target: Path, overwrite: bool, fmt: str) -> tuple[int, Path | N
     if mode is not None and stat.S_ISBLK(mode):
         if fmt != "raw":
             raise UsageError("a block device target takes raw data only (--format raw)")
-        return _os(lambda: os.open(target, os.O_WRONLY), target), None, True
+        return True
     if mode is not None and not stat.S_ISREG(mode):
         raise TargetError(f"{target} is neither a regular file nor a block device")
     if mode is not None and not overwrite:
         raise TargetError(f"{target} exists; use --overwrite to replace it")
     if not target.parent.is_dir():
         raise TargetError(f"{target.parent} is not a directory")
-    temporary = target.with_name(f".{target.name}.surety-partial")
-    fd = _os(lambda: os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), target)
-    return fd, temporary, False
-
-
-def _os(call: object, target: Path) -> int:
-    try:
-        return call()  # type: ignore[operator,no-any-return]
-    except OSError as exc:
-        raise TargetError(f"{target}: {exc.strerror}") from exc
+    return False
 
 
 def _write_target(
     repo: Repository, image: ImageIndex, options: ImageRestoreOptions, progress: Progress
 ) -> int:
-    fd, temporary, is_block = _open_target(options.target, options.overwrite, options.format)
+    target = options.target
+    is_block = _is_block_target(target, options.overwrite, options.format)
+    progress.phase("restore", image.size)
+    if not is_block:
+        temporary = target.with_name(f".{target.name}.surety-partial")
+        written = write_image_file(
+            repo, image, temporary, options.format, threads=options.threads, progress=progress
+        )
+        try:
+            os.replace(temporary, target)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise TargetError(f"writing {target}: {exc.strerror}") from exc
+        return written
     try:
-        if not is_block:
-            os.ftruncate(fd, image.size)
+        fd = os.open(target, os.O_WRONLY)
+    except OSError as exc:
+        raise TargetError(f"{target}: {exc.strerror}") from exc
+    try:
         written = _write_chunks(
-            repo, image=image, fd=fd, is_block=is_block, threads=options.threads, progress=progress
+            repo, image=image, fd=fd, is_block=True, threads=options.threads, progress=progress
         )
         os.fsync(fd)
-        if temporary is not None and options.format != "raw":
-            converted = temporary.with_name(temporary.name + f".{options.format}")
-            try:
-                convert_raw(temporary, converted, options.format)
-                os.replace(converted, options.target)
-            finally:
-                converted.unlink(missing_ok=True)
-        elif temporary is not None:
-            os.replace(temporary, options.target)
         return written
     except KeyboardInterrupt:
-        raise Interrupted("restore interrupted; the target was not created") from None
+        raise Interrupted("restore interrupted") from None
     except OSError as exc:
-        raise TargetError(f"writing {options.target}: {exc.strerror}") from exc
+        raise TargetError(f"writing {target}: {exc.strerror}") from exc
     finally:
         os.close(fd)
-        if temporary is not None:  # gone already when it was renamed to the target
-            temporary.unlink(missing_ok=True)
+
+
+def write_image_file(
+    repo: Repository,
+    image: ImageIndex,
+    path: Path,
+    fmt: str,
+    *,
+    threads: int | None,
+    progress: Progress,
+    cancel: threading.Event | None = None,
+) -> int:
+    """Write ``image`` as a complete, fsynced file of format ``fmt`` at ``path``.
+
+    Raw files are sparse (zero chunks are holes); qcow2 is converted from a
+    sparse raw file beside ``path``, removed afterwards. Every chunk is
+    hash-checked. On any failure nothing is left at ``path``. ``cancel`` set
+    by another thread stops the write (``Interrupted``). Returns data bytes.
+    """
+    raw = path if fmt == "raw" else path.with_name(path.name + ".raw")
+    try:
+        fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise TargetError(f"{raw}: {exc.strerror}") from exc
+    try:
+        try:
+            os.ftruncate(fd, image.size)
+            written = _write_chunks(
+                repo,
+                image=image,
+                fd=fd,
+                is_block=False,
+                threads=threads,
+                progress=progress,
+                cancel=cancel,
+            )
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if raw != path:
+            convert_raw(raw, path, fmt)
+            _fsync_file(path)
+        return written
+    except KeyboardInterrupt:
+        path.unlink(missing_ok=True)
+        raise Interrupted("restore interrupted; the target was not created") from None
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise TargetError(f"writing {path}: {exc.strerror}") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        if raw != path:
+            raw.unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_chunks(
@@ -141,8 +200,8 @@ def _write_chunks(
     is_block: bool,
     threads: int | None,
     progress: Progress,
+    cancel: threading.Event | None = None,
 ) -> int:
-    progress.phase("restore", image.size)
     index = repo.index()
     workers = threads or (os.cpu_count() or 2) + 1
     zero = bytes(image.chunk_size)
@@ -165,6 +224,8 @@ def _write_chunks(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-restore") as pool:
         try:
             for number, chunk_id in enumerate(image.chunk_ids):
+                if cancel is not None and cancel.is_set():
+                    raise Interrupted("restore cancelled")
                 length = image.chunk_length(number)
                 if chunk_id == ZERO_ID:
                     if is_block:
