@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from surety.core.errors import SourceError, SuretyError
+from surety.core.errors import SourceError, SuretyError, TargetError
 
 __all__ = ["GuestAgentError", "Host", "LibvirtDomain", "connect"]
 
@@ -72,6 +72,46 @@ class Host:
     def close(self) -> None:
         self.conn.close()
 
+    # -- restore: look up, define and remove ------------------------------------
+    def find_domain(self, name: str | None = None, uuid: str | None = None) -> LibvirtDomain | None:
+        """The domain of this name (or UUID), or None."""
+        libvirt = _libvirt()
+        try:
+            dom = self.conn.lookupByName(name) if name else self.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise SourceError(f"looking up {name or uuid!r}: {exc.get_error_message()}") from exc
+        return LibvirtDomain(dom, self)
+
+    def define_domain(self, xml: str) -> LibvirtDomain:
+        dom = _call("defining the VM", lambda: self.conn.defineXML(xml), TargetError)
+        return LibvirtDomain(dom, self)
+
+    def networks(self) -> dict[str, tuple[bool, str]]:
+        """Every network libvirt knows: name -> (active, XML)."""
+        return {
+            str(net.name()): (bool(net.isActive()), str(net.XMLDesc(0)))
+            for net in _call("listing networks", lambda: self.conn.listAllNetworks(0))
+        }
+
+    def create_network(self, xml: str) -> str:
+        """Define and start a network; its name."""
+        net = _call("defining a network", lambda: self.conn.networkDefineXML(xml), TargetError)
+        name = str(net.name())
+        try:
+            _call(f"starting network {name}", net.create, TargetError)
+        except TargetError:
+            _call(f"removing network {name}", net.undefine, TargetError)
+            raise
+        return name
+
+    def remove_network(self, name: str) -> None:
+        net = _call(f"network {name}", lambda: self.conn.networkLookupByName(name), TargetError)
+        if net.isActive():
+            _call(f"stopping network {name}", net.destroy, TargetError)
+        _call(f"removing network {name}", net.undefine, TargetError)
+
 
 class LibvirtDomain:
     def __init__(self, dom: Any, host: Host) -> None:
@@ -85,6 +125,35 @@ class LibvirtDomain:
 
     def is_running(self) -> bool:
         return bool(_call(f"{self.name}: state", self.dom.isActive))
+
+    def uuid(self) -> str:
+        return str(self.dom.UUIDString())
+
+    def start(self) -> None:
+        _call(f"{self.name}: starting", self.dom.create, TargetError)
+
+    def destroy(self) -> None:
+        """Power off at once (no guest shutdown)."""
+        _call(f"{self.name}: stopping", self.dom.destroy, TargetError)
+
+    def undefine(self) -> None:
+        """Remove the definition with its snapshot/checkpoint metadata and managed
+        save; NVRAM and TPM state files are kept."""
+        libvirt = _libvirt()
+        flags = 0
+        for flag in (
+            "MANAGED_SAVE",
+            "SNAPSHOTS_METADATA",
+            "CHECKPOINTS_METADATA",
+            "KEEP_NVRAM",
+            "KEEP_TPM",
+        ):
+            flags |= getattr(libvirt, f"VIR_DOMAIN_UNDEFINE_{flag}", 0)
+        _call(
+            f"{self.name}: removing the definition",
+            lambda: self.dom.undefineFlags(flags),
+            TargetError,
+        )
 
     # -- guest agent ------------------------------------------------------------
     def agent(
