@@ -83,6 +83,14 @@ APPS = {
 
 
 @dataclass(frozen=True)
+class Nic:
+    """A virtio NIC on an existing libvirt network, with a fixed MAC address."""
+
+    network: str
+    mac: str
+
+
+@dataclass(frozen=True)
 class GuestImage:
     """A built guest staged where QEMU (libvirt-qemu) can read it."""
 
@@ -334,13 +342,22 @@ def domain_xml(
     memory_mib: int,
     vcpus: int,
     net: bool,
+    nics: Sequence[Nic] = (),
 ) -> str:
-    """libvirt XML for a test VM (direct kernel boot, virtio disk, agent channel)."""
+    """libvirt XML for a test VM (direct kernel boot, virtio disk, agent channel).
+
+    ``net`` adds a user-mode NIC; each of ``nics`` a virtio NIC on a libvirt network.
+    """
     domain_type, cpu = {
         "kvm": ("kvm", "<cpu mode='host-passthrough' check='none' migratable='off'/>"),
         "tcg": ("qemu", "<cpu mode='maximum' check='none'/>"),
     }[accel]
     interface = "<interface type='user'><model type='virtio'/></interface>" if net else ""
+    interface += "".join(
+        f"<interface type='network'><source network='{attr(nic.network)}'/>"
+        f"<mac address='{attr(nic.mac)}'/><model type='virtio'/></interface>"
+        for nic in nics
+    )
     return f"""<domain type='{domain_type}'>
   <name>{escape(name)}</name>
   <metadata>
@@ -443,6 +460,7 @@ def up(
     disk_size: str = "4G",
     net: bool = False,
     timeout: float = 180.0,
+    nics: Sequence[Nic] = (),
 ) -> VmInfo:
     """Define and start VM ``name``; return once its agent (and app) answer.
 
@@ -463,7 +481,7 @@ def up(
     grow = prepare_vm_dir(vm_dir, image, disk_size)
     xml = domain_xml(
         name, image, vm_dir=vm_dir, accel=accel, app=app, memory_mib=memory_mib,
-        vcpus=vcpus, net=net,
+        vcpus=vcpus, net=net, nics=nics,
     )  # fmt: skip
     (vm_dir / "domain.xml").write_text(xml)
     dom = conn.defineXML(xml)
