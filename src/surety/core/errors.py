@@ -20,6 +20,9 @@ its traceback (exit code 1).
     |   +-- ObjectNotFound           exit 9   a named object is missing from storage
     +-- SourceError                  exit 10  the thing to back up cannot be read
     +-- TargetError                  exit 11  the restore target cannot be written
+    +-- PathNotFound                 exit 12  a path is not in the restore point's file system
+    +-- ExposeError                  exit 13  a disk cannot be served or mounted (tool missing,
+                                              no file system surety can mount)
     +-- Interrupted                  exit 130 SIGINT/SIGTERM; nothing was committed
 """
 
@@ -28,9 +31,11 @@ from __future__ import annotations
 __all__ = [
     "AmbiguousRestorePoint",
     "DiskNotFound",
+    "ExposeError",
     "IntegrityError",
     "Interrupted",
     "ObjectNotFound",
+    "PathNotFound",
     "RepositoryExists",
     "RepositoryLocked",
     "RepositoryNotFound",
@@ -109,6 +114,18 @@ class SourceError(SuretyError):
 
 class TargetError(SuretyError):
     exit_code = 11
+
+
+class PathNotFound(SuretyError):
+    """A path asked for does not exist in the restore point's file system."""
+
+    exit_code = 12
+
+
+class ExposeError(SuretyError):
+    """A restore point's disk cannot be served, attached or mounted here."""
+
+    exit_code = 13
 
 
 class Interrupted(SuretyError):
