@@ -40,14 +40,16 @@ LEVELS = {
 
 
 def surety(env: dict[str, str], *args: str) -> dict[str, object]:
-    out = subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "surety", *args, "--json"],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"surety {' '.join(args)} -> exit {proc.returncode}\n{proc.stderr}")
+    return json.loads(proc.stdout)
 
 
 def stat(values: list[float]) -> str:
@@ -58,6 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/surety-quiescebench"))
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--only", action="append", choices=list(LEVELS), help="level(s) to run")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -66,12 +69,13 @@ def main() -> int:
     testvm.up(vm, app="postgresql")
     dom = agent.connect().lookupByName(vm)
     try:
-        return run(args.workdir, vm, dom, args.runs)
+        levels = {k: v for k, v in LEVELS.items() if not args.only or k in args.only}
+        return run(args.workdir, vm, dom, args.runs, levels)
     finally:
         testvm.down(vm)
 
 
-def run(work: Path, vm: str, dom: object, runs: int) -> int:
+def run(work: Path, vm: str, dom: object, runs: int, levels: dict[str, list[str]]) -> int:
     env = dict(os.environ, SURETY_REPOSITORY=str(work / "repo"), SURETY_PASSPHRASE=PASSWORD)
     subprocess.run([sys.executable, "-m", "surety", "init"], env=env, check=True)
     agent.guest_shell(
@@ -87,7 +91,7 @@ def run(work: Path, vm: str, dom: object, runs: int) -> int:
     agent.exec_start(dom, ["sh", "-c", MARIADB_LOAD], capture=False)
     surety(env, "backup", "vm", vm, "--consistency", "crash")  # the full read, once
     try:
-        for label, options in LEVELS.items():
+        for label, options in levels.items():
             report(label, [surety(env, "backup", "vm", vm, *options) for _ in range(runs)])
     finally:
         agent.guest_shell(dom, "pkill pgbench; pkill -f 'INSERT INTO bench[.]t'; true")

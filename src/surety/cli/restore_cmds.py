@@ -11,6 +11,7 @@ import click
 from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
+from surety.restore.appaware import AppRestoreOptions, application_restore
 from surety.restore.image import ImageRestoreOptions, restore_image
 from surety.restore.vm import VmRestoreOptions, VmRestoreResult, restore_vm
 
@@ -89,6 +90,24 @@ def _network_map(
     return tuple(pairs)
 
 
+def _settings(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or "." not in key:
+            raise click.BadParameter(f"{value!r} is not WRITER.OPTION=VALUE")
+        if key.endswith("_file"):
+            try:
+                setting = Path(setting).read_text().strip()
+            except OSError as exc:
+                raise click.BadParameter(f"{key}: {exc.strerror}: {setting}") from None
+            key = key.removesuffix("_file")
+        found[key] = setting
+    return found
+
+
 @restore.command("vm")
 @click.argument("point")
 @click.option("--as", "name", metavar="NAME", help="Name of the restored VM [default: original].")
@@ -133,6 +152,28 @@ def _network_map(
     help="Replace a VM in the way (stopped if running) and existing files, once the restored "
     "disks are written and verified.",
 )
+@click.option(
+    "--naive",
+    is_flag=True,
+    help="Boot the image as it is: no restore mode, no application restore procedure.",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["replica", "standby", "primary", "source"]),
+    help="What the restored member of a replicated application becomes: a replica of "
+    "--partner (standby), or a new history of its own (primary) [default: replica with "
+    "--partner, else primary].",
+)
+@click.option("--partner", metavar="HOST[:PORT]", help="The surviving member to rejoin.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="WRITER.OPTION=VALUE",
+    callback=_settings,
+    help="Option of a restore procedure, e.g. postgresql.user=replicator, "
+    "mariadb.password_file=FILE (an option ending in _file is read from that file).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def restore_vm_command(
@@ -146,24 +187,60 @@ def restore_vm_command(
     uri: str,
     start: bool,
     force: bool,
+    naive: bool,
+    role: str | None,
+    partner: str | None,
+    settings: dict[str, str],
     json_output: bool,
 ) -> None:
     """Restore a whole VM from POINT: its disks, firmware state and libvirt definition.
 
     Nothing is changed on the host until every disk is written and verified under a
-    temporary name; a failure then rolls the switch-over back.
+    temporary name; a failure then rolls the switch-over back. Applications that a
+    writer held at the snapshot are restored the way their vendors require: the VM
+    boots with them held back (restore mode), each one's restore procedure runs,
+    then they start (needs --start; --naive skips all of it).
     """
     repo = open_repo(ctx)
     options = VmRestoreOptions(
         point, name, identity, storage, fmt, network_map, uri, start=start, force=force
     )
     with progress_for(json_output) as progress:
-        result = restore_vm(repo, options, progress)
+        aware = application_restore(
+            repo.resolve(point),
+            AppRestoreOptions(naive, role, partner, settings),
+            vm_name=name,
+            start=start,
+            progress=progress,
+        )
+        result = restore_vm(repo, options, progress, [aware] if aware else [])
     show_notes(repo)
+    evidence = aware.evidence if aware else None
     if json_output:
-        emit_json(vm_result_document(result))
+        emit_json({**vm_result_document(result), "applications_restore": evidence})
         return
     _print_vm_result(result)
+    _print_application_restore(evidence, naive)
+
+
+def _print_application_restore(evidence: dict[str, Any] | None, naive: bool) -> None:
+    if naive:
+        out_console.print("  naive restore: the image booted as it is (no restore procedure)")
+        return
+    if not evidence:
+        return
+    mode = evidence.get("restore_mode") or {}
+    if mode.get("held"):
+        out_console.print(
+            f"  restore mode: held {', '.join(mode['held'])} on {mode.get('on')}; "
+            f"agent answered after {mode.get('agent_after_seconds')} s",
+            highlight=False,
+        )
+    for app, found in evidence.get("procedures", {}).items():
+        summary = found.get("summary") or "; ".join(
+            c.get("summary", "") for c in found.get("clusters", [])
+        )
+        out_console.print(f"  {app}: {summary}", highlight=False)
 
 
 def vm_result_document(result: VmRestoreResult) -> dict[str, Any]:

@@ -128,5 +128,11 @@ class ExposeError(SuretyError):
     exit_code = 13
 
 
+class RestoreProcedureFailed(SuretyError):
+    """The VM was restored, but an application's restore procedure failed (left in restore mode)."""
+
+    exit_code = 14
+
+
 class Interrupted(SuretyError):
     exit_code = 130
