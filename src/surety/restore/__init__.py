@@ -1,4 +1,4 @@
-"""Use cases: restore disks (and later VMs) from restore points.
+"""Use cases: restore disks and whole VMs from restore points.
 
 Every chunk read back is authenticated and hash-checked (``Repository.read_chunk``);
 a failure stops the restore with ``IntegrityError`` and leaves no file under

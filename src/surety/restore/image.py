@@ -4,6 +4,7 @@ File targets are written sparse (zero chunks become holes) to a temporary
 name beside the target, fsynced, then renamed: an interrupted or failed
 restore never leaves a half-written file under the target's name. Block
 device targets are written in place, zero chunks included.
+``write_image_file`` is the file writer shared with ``restore.vm``.
 """
 
 from __future__ import annotations
