@@ -91,9 +91,15 @@ def get_files(repo: Repository, options: GetOptions, progress: Progress) -> Extr
         copier.finish_directories()
         items = [(guest, dest) for _, guest, dest in tops]
         return Extraction(
-            mounted.served.point, mounted.served.disk, mounted.fs, options.target, items,
-            copier.counts, copier.copied, copier.xattrs_skipped,
-        )  # fmt: skip
+            point=mounted.served.point,
+            disk=mounted.served.disk,
+            fs=mounted.fs,
+            target=options.target,
+            items=items,
+            counts=copier.counts,
+            bytes=copier.copied,
+            xattrs_skipped=copier.xattrs_skipped,
+        )
 
 
 def _prepare_target(target: Path) -> None:

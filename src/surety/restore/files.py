@@ -153,7 +153,7 @@ def _attached(
         with (
             run_directory(notes) as run,
             serve_disk(repo, choice.point, choice.disk, workdir=run) as served,
-            _damage_shouts(served),
+            _damage_shouts(served, mounted_at=run / "fs"),
             attach_disk(served, run) as device,
         ):
             yield served, device, run
@@ -163,15 +163,15 @@ def _attached(
 
 
 @contextmanager
-def _damage_shouts(served: ServedDisk) -> Iterator[None]:
+def _damage_shouts(served: ServedDisk, mounted_at: Path) -> Iterator[None]:
     """Failures the server saw become the error; a clean run that had one still fails."""
     try:
         yield
     except (OSError, ExposeError) as exc:
         _raise_read_failures(served, exc)
         if isinstance(exc, OSError):
-            what = f"{exc.filename}: " if exc.filename else ""
-            raise ExposeError(f"reading the restore point: {what}{exc.strerror}") from exc
+            guest = str(exc.filename or "").removeprefix(str(mounted_at)) or "/"
+            raise ExposeError(f"reading {guest} in disk {served.disk}: {exc.strerror}") from exc
         raise
     _raise_read_failures(served, None)
 

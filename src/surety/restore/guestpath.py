@@ -54,9 +54,15 @@ class Entry:
     def of(cls, path: str, host_path: Path, st: os.stat_result) -> Entry:
         link = os.readlink(host_path) if stat.S_ISLNK(st.st_mode) else None
         return cls(
-            path, kind_of(st.st_mode), st.st_mode, st.st_uid, st.st_gid, st.st_size,
-            st.st_mtime_ns, link,
-        )  # fmt: skip
+            path=path,
+            kind=kind_of(st.st_mode),
+            mode=st.st_mode,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            target=link,
+        )
 
 
 def resolve(root: Path, path: str, follow: bool = False) -> tuple[str, Path]:
