@@ -88,6 +88,31 @@ def _expected_zero_runs(data: bytes) -> list[tuple[int, int]]:
     return _merge(runs)
 
 
+def _server_process(socket: Path) -> Path:
+    for proc in Path("/proc").iterdir():
+        try:
+            if str(socket).encode() in (proc / "cmdline").read_bytes():
+                return proc
+        except OSError:
+            continue
+    raise AssertionError("no nbdkit process names the socket")
+
+
+def test_secrets_never_reach_the_servers_command_line_or_environment(
+    initialized: Cli, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    initialized.run("backup", "image", image, "--name", "served")
+    monkeypatch.setenv("SURETY_PASSPHRASE", PASSPHRASE)
+    repo = open_repository(str(initialized.repo), PASSPHRASE)
+    with serve_disk(repo, "served@latest") as served:
+        proc = _server_process(served.socket)
+        for what in ("cmdline", "environ"):
+            seen = (proc / what).read_bytes()
+            assert PASSPHRASE.encode() not in seen
+            assert repo.keys.material.hex().encode() not in seen
+        assert not list(served.socket.parent.glob("*.json"))
+
+
 def test_served_bytes_are_the_image_bytes(initialized: Cli, image: Path) -> None:
     initialized.run("backup", "image", image, "--name", "served")
     original = image.read_bytes()

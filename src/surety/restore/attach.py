@@ -103,6 +103,7 @@ def attach_disk(served: ServedDisk, directory: Path, timeout: float = 30) -> Ite
             stdout=log,
             stderr=log,
             start_new_session=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SURETY_PASS")},
         )
     try:
         _wait_for(proc, pidfile, directory / "nbdfuse.log", timeout)

@@ -10,9 +10,9 @@ until the server answers an NBD handshake, yields a ``ServedDisk`` (socket,
   re-hashed, zero chunks answered without storage, a bounded LRU of decoded
   chunks. A damaged chunk answers the client EIO, never other bytes, and is
   recorded in a report file that ``ServedDisk.read_failures`` returns.
-* Secrets never reach a command line (``ps`` shows those): the plugin gets the
-  export document (storage location, master key material, image id) through
-  an inherited pipe, read once at start.
+* Secrets never reach a command line (``ps`` shows those) nor the server's
+  environment: the plugin gets the export document (storage location, master
+  key material, image id) through an inherited pipe, read once at start.
 * The server dies with us: ``--exit-with-parent``, and its own session, so a
   Ctrl-C reaches surety only and teardown runs in order. Start it from the
   thread that stops it (the parent-death signal follows the forking thread).
@@ -185,6 +185,7 @@ def _nbdkit(
                 stderr=log_file,
                 pass_fds=(read_end,),
                 start_new_session=True,
+                env={k: v for k, v in os.environ.items() if not k.startswith("SURETY_PASS")},
             )
     finally:
         os.close(read_end)
