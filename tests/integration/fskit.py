@@ -19,7 +19,6 @@ from surety.repo.reader import ImageReader
 from tests.cli import PASSPHRASE
 
 TOOLS = ("nbdkit", "nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "mkfs.xfs", "sfdisk")
-RUN_ROOT = Path("/run/surety/files")
 # mkfs.xfs refuses file systems under 300 MB unless run by the xfstests suite;
 # these variables are its documented escape hatch, and keep test images small.
 SMALL_XFS = {"TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"}
@@ -212,21 +211,27 @@ def damage_chunk_at(repo: Path, point: str, offset: int) -> None:
     pack.write_bytes(bytes(data))
 
 
-def leftovers() -> list[str]:
-    """Mounts, loop devices, directories and processes a file-level restore left."""
-    found = []
+def leftovers(root: Path) -> list[str]:
+    """Mounts, loop devices, run directories and processes left under ``root``."""
+    prefix = f"{root}/"
     with open("/proc/self/mountinfo") as mountinfo:
-        found += [line.split()[4] for line in mountinfo if str(RUN_ROOT) in line.split()[4]]
+        found = [line.split()[4] for line in mountinfo if line.split()[4].startswith(prefix)]
     loops = _run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"])
-    found += [line for line in loops.splitlines() if str(RUN_ROOT) in line or " /disk" in line]
-    found += [str(p) for p in RUN_ROOT.glob("*")] if RUN_ROOT.is_dir() else []
+    found += [line for line in loops.splitlines() if prefix in line]
+    found += [str(p) for p in root.iterdir()] if root.is_dir() else []
+    return found + processes_naming(root)
+
+
+def processes_naming(path: Path) -> list[str]:
+    """Live (not zombie) processes whose command line names ``path``."""
+    found = []
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
+            alive = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
             continue
-        ours = b"surety-serve-" in cmdline or str(RUN_ROOT).encode() in cmdline
-        if ours and proc.name.isdigit() and (proc / "stat").read_text().split()[2] != "Z":
+        if proc.name.isdigit() and alive and str(path).encode() in cmdline:
             found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
     return found
 

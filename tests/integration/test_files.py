@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +31,26 @@ BARE = ("ext4", "xfs")
 
 
 @pytest.fixture(scope="module")
-def points(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, Path]:
+def run_root() -> Iterator[Path]:
+    """This module's own run directories (short: unix socket paths are limited)."""
+    Path("/run/surety").mkdir(mode=0o700, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="test-", dir="/run/surety"))
+    yield root
+    root.rmdir()  # fails if a run directory was left
+
+
+def _cli(repo: Path, run_root: Path) -> Cli:
+    cli = cli_for(repo, dict(os.environ))
+    cli.env["SURETY_RUNTIME_DIR"] = str(run_root)
+    return cli
+
+
+@pytest.fixture(scope="module")
+def points(tmp_path_factory: pytest.TempPathFactory, run_root: Path) -> tuple[Cli, Path]:
     """One repository with bare ext4 and xfs disks, MBR and GPT disks and a blank one."""
     work = tmp_path_factory.mktemp("files")
     tree = fskit.build_tree(work / "tree")
-    cli = cli_for(work / "repo", dict(os.environ))
+    cli = _cli(work / "repo", run_root)
     cli.run("init", "--chunk-size", "64K")
     fskit.make_ext4(work / "ext4.img", tree)
     fskit.make_xfs(work / "xfs.img", tree)
@@ -47,9 +63,9 @@ def points(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, Path]:
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
+def nothing_left_behind(run_root: Path) -> Iterator[None]:
     yield
-    assert fskit.leftovers() == []
+    assert fskit.leftovers(run_root) == []
 
 
 def _fails(cli: Cli, code: int, *args: str | Path) -> str:
@@ -214,7 +230,7 @@ def test_existing_entries_need_overwrite(points: tuple[Cli, Path], tmp_path: Pat
 
 
 @pytest.fixture
-def big_point(tmp_path: Path) -> tuple[Cli, Path]:
+def big_point(tmp_path: Path, run_root: Path) -> tuple[Cli, Path]:
     """An ext4 disk with one 48 MiB random file: extraction takes a moment."""
     source = tmp_path / "big-tree"
     source.mkdir()
@@ -222,7 +238,7 @@ def big_point(tmp_path: Path) -> tuple[Cli, Path]:
     (source / "small.txt").write_text("small\n")
     image = tmp_path / "big.img"
     fskit.make_ext4(image, source, size=64 << 20)
-    cli = cli_for(tmp_path / "repo", dict(os.environ))
+    cli = _cli(tmp_path / "repo", run_root)
     cli.run("init", "--chunk-size", "64K")
     cli.run("backup", "image", image, "--name", "big")
     return cli, image
@@ -254,7 +270,7 @@ def _wait_for_partial_file(proc: subprocess.Popen[str], target: Path) -> None:
 
 
 def test_kill_9_mid_extraction_then_next_run_cleans_up(
-    big_point: tuple[Cli, Path], tmp_path: Path
+    big_point: tuple[Cli, Path], tmp_path: Path, run_root: Path
 ) -> None:
     cli, _image = big_point
     target = tmp_path / "out"
@@ -262,17 +278,17 @@ def test_kill_9_mid_extraction_then_next_run_cleans_up(
     _wait_for_partial_file(proc, target)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    assert fskit.leftovers()  # the mount is left: the process could not clean up
+    assert fskit.leftovers(run_root)  # the mount is left: the process could not clean up
     assert not (target / "big.bin").exists()  # never a partial file under its name
     listed = cli.run("files", "ls", "big@latest", "/")
     assert "cleaned up after an interrupted file-level restore" in listed.stderr
     assert "big.bin" in listed.stdout
-    assert fskit.leftovers() == []
+    assert fskit.leftovers(run_root) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_extraction_tears_down_at_once(
-    big_point: tuple[Cli, Path], tmp_path: Path, sig: signal.Signals
+    big_point: tuple[Cli, Path], tmp_path: Path, sig: signal.Signals, run_root: Path
 ) -> None:
     cli, _image = big_point
     target = tmp_path / "out"
@@ -282,7 +298,7 @@ def test_interrupted_extraction_tears_down_at_once(
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert fskit.leftovers() == []
+    assert fskit.leftovers(run_root) == []
     assert list(target.iterdir()) == []
 
 

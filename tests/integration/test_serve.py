@@ -139,8 +139,8 @@ def test_served_bytes_are_the_image_bytes(initialized: Cli, image: Path) -> None
             handle.pwrite(b"x", 0)
         handle.shutdown()
         assert served.read_failures() == []
-    assert not served.socket.exists()
-    assert fskit.leftovers() == []
+    assert not served.socket.parent.exists()
+    assert fskit.processes_naming(served.socket) == []
 
 
 def test_parallel_connections_read_the_same_bytes(initialized: Cli, image: Path) -> None:
@@ -190,14 +190,17 @@ def test_a_damaged_chunk_is_refused_with_eio_and_reported(initialized: Cli, imag
         assert failures[0].offset == bad + 100
 
 
-def test_a_server_that_cannot_start_says_why(initialized: Cli, image: Path) -> None:
+def test_a_server_that_cannot_start_says_why(initialized: Cli, image: Path, tmp_path: Path) -> None:
     initialized.run("backup", "image", image, "--name", "served")
     for index_object in (initialized.repo / "index").iterdir():
         index_object.write_bytes(b"garbage")  # the plugin loads the index at start
     repo = open_repository(str(initialized.repo), PASSPHRASE)
+    workdir = tmp_path / "serve"
+    workdir.mkdir(mode=0o700)
     with (
         pytest.raises(ExposeError, match="nbdkit could not serve"),
-        serve_disk(repo, "served@latest"),
+        serve_disk(repo, "served@latest", workdir=workdir),
     ):
         pass
-    assert fskit.leftovers() == []
+    assert fskit.processes_naming(workdir) == []
+    assert "index" in (workdir / "nbdkit.log").read_text()

@@ -16,8 +16,9 @@ from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
 from surety.restore.attach import FileSystem
 from surety.restore.extract import GetOptions, get_files
-from surety.restore.files import FileSystemChoice, list_file_systems, list_files
+from surety.restore.files import FileSource, list_file_systems, list_files
 from surety.restore.guestpath import Entry
+from surety.restore.rundir import RUN_ROOT
 
 __all__ = ["COMMANDS"]
 
@@ -31,6 +32,16 @@ _fs_option = click.option(
     help="File system: its partition number (0 = the whole disk); see `surety files fs`.",
 )
 _json_option = click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+_run_root_option = click.option(
+    "--runtime-dir",
+    "run_root",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="SURETY_RUNTIME_DIR",
+    default=str(RUN_ROOT),
+    show_default=True,
+    hidden=True,
+    help="Where private run directories (mounts, sockets) live.",
+)
 
 
 @click.group()
@@ -42,12 +53,15 @@ def files() -> None:
 @click.argument("point")
 @_disk_option
 @_json_option
+@_run_root_option
 @click.pass_context
-def files_fs(ctx: click.Context, point: str, disk: str | None, json_output: bool) -> None:
+def files_fs(
+    ctx: click.Context, point: str, disk: str | None, json_output: bool, run_root: Path
+) -> None:
     """List the partitions and file systems of a disk of POINT."""
     repo = open_repo(ctx)
     with progress_for(json_output) as progress:
-        result = list_file_systems(repo, point, disk, progress)
+        result = list_file_systems(repo, FileSource(point, disk, run_root=run_root), progress)
     show_notes(repo)
     if json_output:
         emit_json(
@@ -80,6 +94,7 @@ def files_fs(ctx: click.Context, point: str, disk: str | None, json_output: bool
 @_disk_option
 @_fs_option
 @_json_option
+@_run_root_option
 @click.pass_context
 def files_ls(
     ctx: click.Context,
@@ -88,11 +103,13 @@ def files_ls(
     disk: str | None,
     fs_number: int | None,
     json_output: bool,
+    run_root: Path,
 ) -> None:
     """List directory PATH (default /) in a file system of POINT."""
     repo = open_repo(ctx)
+    source = FileSource(point, disk, fs_number, run_root)
     with progress_for(json_output) as progress:
-        listing = list_files(repo, FileSystemChoice(point, disk, fs_number), path, progress)
+        listing = list_files(repo, source, path, progress)
     show_notes(repo)
     if json_output:
         emit_json(
@@ -135,6 +152,7 @@ def files_ls(
 @_fs_option
 @click.option("--overwrite", is_flag=True, help="Replace entries that exist in the target.")
 @_json_option
+@_run_root_option
 @click.pass_context
 def files_get(
     ctx: click.Context,
@@ -145,10 +163,12 @@ def files_get(
     fs_number: int | None,
     overwrite: bool,
     json_output: bool,
+    run_root: Path,
 ) -> None:
     """Extract PATHs (files or directories, owners, modes and times kept) from POINT."""
     repo = open_repo(ctx)
-    options = GetOptions(FileSystemChoice(point, disk, fs_number), paths, target, overwrite)
+    source = FileSource(point, disk, fs_number, run_root)
+    options = GetOptions(source, paths, target, overwrite)
     with progress_for(json_output) as progress:
         result = get_files(repo, options, progress)
     show_notes(repo)

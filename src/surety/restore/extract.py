@@ -36,7 +36,7 @@ from surety.core.progress import Progress
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.restore.attach import FileSystem
-from surety.restore.files import FileSystemChoice, mounted_file_system
+from surety.restore.files import FileSource, mounted_file_system
 from surety.restore.guestpath import kind_of, resolve
 
 __all__ = ["Extraction", "GetOptions", "get_files"]
@@ -46,7 +46,7 @@ _BUFFER = 1 << 20
 
 @dataclass(frozen=True)
 class GetOptions:
-    choice: FileSystemChoice
+    source: FileSource
     paths: tuple[str, ...]
     target: Path
     overwrite: bool = False
@@ -76,7 +76,7 @@ def get_files(repo: Repository, options: GetOptions, progress: Progress) -> Extr
     if not options.paths:
         raise UsageError("name at least one PATH to extract")
     _prepare_target(options.target)
-    with mounted_file_system(repo, options.choice, progress) as mounted:
+    with mounted_file_system(repo, options.source, progress) as mounted:
         tops = [_top(mounted.root, path, options.target) for path in options.paths]
         names = [dest for _, _, dest in tops]
         if len(set(names)) != len(names):

@@ -37,11 +37,11 @@ from surety.restore.attach import (
     mount_readonly,
 )
 from surety.restore.guestpath import Entry, resolve
-from surety.restore.rundir import run_directory
+from surety.restore.rundir import RUN_ROOT, run_directory
 from surety.restore.serve import ServedDisk, serve_disk
 
 __all__ = [
-    "FileSystemChoice",
+    "FileSource",
     "FileSystemsResult",
     "Listing",
     "MountedFileSystem",
@@ -53,10 +53,13 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class FileSystemChoice:
+class FileSource:
+    """Where files are read from, and where the host side of the stack lives."""
+
     point: str  # id, id prefix or NAME@latest
     disk: str | None = None
     fs: int | None = None  # partition number; 0 = the whole disk
+    run_root: Path = RUN_ROOT  # private run directories (see restore.rundir)
 
 
 @dataclass(frozen=True)
@@ -83,17 +86,15 @@ class Listing:
 
 
 def list_file_systems(
-    repo: Repository, point: str, disk: str | None, progress: Progress
+    repo: Repository, source: FileSource, progress: Progress
 ) -> FileSystemsResult:
-    with _attached(repo, FileSystemChoice(point, disk), progress) as (served, device, _run):
+    with _attached(repo, source, progress) as (served, device, _run):
         return FileSystemsResult(served.point, served.disk, find_file_systems(device))
 
 
-def list_files(
-    repo: Repository, choice: FileSystemChoice, path: str, progress: Progress
-) -> Listing:
+def list_files(repo: Repository, source: FileSource, path: str, progress: Progress) -> Listing:
     """The entries of directory ``path`` (or the entry ``path`` names, if not a directory)."""
-    with mounted_file_system(repo, choice, progress) as mounted:
+    with mounted_file_system(repo, source, progress) as mounted:
         guest, host = resolve(mounted.root, path)
         if os.path.islink(host):  # a link to a directory lists the directory, as ls does
             followed = resolve(mounted.root, path, follow=True)
@@ -117,11 +118,11 @@ def list_files(
 
 @contextmanager
 def mounted_file_system(
-    repo: Repository, choice: FileSystemChoice, progress: Progress
+    repo: Repository, source: FileSource, progress: Progress
 ) -> Iterator[MountedFileSystem]:
     """The chosen file system of the restore point, mounted read-only, until the block ends."""
-    with _attached(repo, choice, progress) as (served, device, run):
-        fs = choose_file_system(find_file_systems(device), choice.fs, served.disk)
+    with _attached(repo, source, progress) as (served, device, run):
+        fs = choose_file_system(find_file_systems(device), source.fs, served.disk)
         with mount_readonly(fs, run / "fs") as root:
             yield MountedFileSystem(served, fs, root)
 
@@ -145,14 +146,14 @@ def choose_file_system(found: list[FileSystem], number: int | None, disk: str) -
 
 @contextmanager
 def _attached(
-    repo: Repository, choice: FileSystemChoice, progress: Progress
+    repo: Repository, source: FileSource, progress: Progress
 ) -> Iterator[tuple[ServedDisk, Path, Path]]:
     check_host()
     notes: list[str] = []
     try:
         with (
-            run_directory(notes) as run,
-            serve_disk(repo, choice.point, choice.disk, workdir=run) as served,
+            run_directory(notes, source.run_root) as run,
+            serve_disk(repo, source.point, source.disk, workdir=run) as served,
             _damage_shouts(served, mounted_at=run / "fs"),
             attach_disk(served, run) as device,
         ):
