@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup check test test-vm guest demo bench format
+.PHONY: setup check test test-vm scenario-replication guest demo bench format
 
 setup:
 	@scripts/bootstrap
@@ -14,11 +14,16 @@ check: setup
 	$(BIN)/lint-imports
 
 test: setup
-	$(BIN)/pytest -q -m "not vm"
+	$(BIN)/pytest -q -m "not vm and not scenario"
 
 # Real guests under libvirt (root, QEMU, libvirt; builds the cached guest first).
 test-vm: setup guest
 	$(BIN)/pytest -q -m vm tests/vm
+
+# Replicated pairs (PostgreSQL, MariaDB) restored naive vs app-aware; prints the table.
+# SURETY_SCENARIO_REPEAT=N runs every case N times.
+scenario-replication: setup guest
+	$(BIN)/pytest -q -m scenario tests/scenarios/test_replication.py
 
 demo: setup
 	@scripts/demo

@@ -89,11 +89,18 @@ class Host:
         return LibvirtDomain(dom, self)
 
     def networks(self) -> dict[str, tuple[bool, str]]:
-        """Every network libvirt knows: name -> (active, XML)."""
-        return {
-            str(net.name()): (bool(net.isActive()), str(net.XMLDesc(0)))
-            for net in _call("listing networks", lambda: self.conn.listAllNetworks(0))
-        }
+        """Every network libvirt knows: name -> (active, XML).
+
+        A network removed by someone else while we read is left out, not an error.
+        """
+        found = {}
+        for net in _call("listing networks", lambda: self.conn.listAllNetworks(0)):
+            try:
+                found[str(net.name())] = (bool(net.isActive()), str(net.XMLDesc(0)))
+            except _libvirt().libvirtError as exc:
+                if exc.get_error_code() != _libvirt().VIR_ERR_NO_NETWORK:
+                    raise SourceError(f"reading networks: {exc.get_error_message()}") from exc
+        return found
 
     def create_network(self, xml: str) -> str:
         """Define and start a network; its name."""

@@ -1,0 +1,338 @@
+"""The classic domain-controller restore test, on Linux replicated applications.
+
+Each case builds a fresh pair of real guests on an isolated network
+(PostgreSQL primary + streaming standby, or MariaDB GTID source + replica),
+backs one member up application-consistently, makes changes after the backup
+on the primary/source and lets them replicate, hard-powers-off the backed-up
+member, restores it in place and starts it, makes new changes, and asks the
+databases what happened:
+
+* ``functional``: replication healthy and both members hold the same data
+  (table content hashes, not just "the new row arrived");
+* ``error seen``: the application detected the re-used history (logged it or
+  stopped replicating);
+* ``silent divergence``: everything looks healthy, yet the members differ.
+
+Methods: *image backup, naive restore* (boot the image as it is), in two
+orders - the partner reconnects before the restored member writes, or after
+it wrote at least as much as was lost - and *app-aware backup + restore*
+(``surety restore vm --start --partner ...``: restore mode, new timeline /
+new server identity, rejoin the survivor). Every aware row must be
+functional; every naive row of a former primary/source must show its
+failure; a restored pure replica heals itself either way (measured).
+
+``make scenario-replication`` runs it and prints the table; set
+``SURETY_SCENARIO_REPEAT=N`` to run every case N times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.cli import Cli
+from tests.guests import replication as rep
+from tests.scenarios.conftest import ROWS, Row
+
+pytestmark = [pytest.mark.scenario, pytest.mark.timeout(2700)]
+
+REPEAT = int(os.environ.get("SURETY_SCENARIO_REPEAT", "1"))
+LOST = 5  # transactions written after the backup (10 rows each): what the image lacks
+RESTORED_WRITES = 8  # the naive restored member writes at least as much again
+SETTLE = 45  # seconds the naive pair gets to show what it does
+REJOIN = 20  # seconds the partner gets to reconnect before the restored member writes
+PG_ERRORS = re.compile(
+    r"(invalid record length|incorrect prev-link|requested starting point|ahead of the WAL "
+    r"flush|unexpected pageaddr|invalid magic number|contrecord|not a child of|timeline \d+ "
+    r"of the primary|invalid resource manager|out-of-sequence|incorrect checksum)",
+    re.IGNORECASE,
+)
+TRANSIENT_MARIADB_ERRORS = ("0", "", "2003", "2013")  # none; cannot connect; lost connection
+NAIVE_PRIMARY = "error seen or silent divergence"
+
+CASES = [
+    ("postgresql", "primary", "naive, partner reconnects first", NAIVE_PRIMARY),
+    ("postgresql", "primary", "naive, restored member writes first", NAIVE_PRIMARY),
+    ("postgresql", "primary", "app-aware backup + app-aware restore", "functional"),
+    ("postgresql", "standby", "naive", "functional"),
+    ("postgresql", "standby", "app-aware backup + app-aware restore", "functional"),
+    ("mariadb", "primary", "naive, partner reconnects first", NAIVE_PRIMARY),
+    ("mariadb", "primary", "naive, restored member writes first", NAIVE_PRIMARY),
+    ("mariadb", "primary", "app-aware backup + app-aware restore", "functional"),
+    ("mariadb", "standby", "naive", "functional"),
+    ("mariadb", "standby", "app-aware backup + app-aware restore", "functional"),
+]
+
+
+@pytest.mark.parametrize("run", range(1, REPEAT + 1), ids=lambda n: f"run{n}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c[:3]).replace(" ", "_"))
+def test_restore_of_a_replicated_member(
+    scenario_cli: Cli, case: tuple[str, str, str, str], run: int
+) -> None:
+    app, member, method, expected = case
+    start = time.monotonic()
+    runner = PgCase if app == "postgresql" else MariadbCase
+    result, evidence = runner(scenario_cli, member, method).run()
+    row = Row(
+        app,
+        f"former {'primary' if member == 'primary' else 'standby'}"
+        if app == "postgresql"
+        else f"former {'source' if member == 'primary' else 'replica'}",
+        method,
+        result,
+        expected,
+        evidence,
+        time.monotonic() - start,
+    )
+    ROWS.append(row)
+    assert row.as_expected, (
+        f"{app} {row.member} {method}: {result}, expected {expected}\n{evidence}"
+    )
+
+
+# --------------------------------------------------------------------------
+# the shape every case shares
+
+
+class Case:
+    app = ""
+
+    def __init__(self, cli: Cli, member: str, method: str) -> None:
+        self.cli, self.member, self.method = cli, member, method
+        self.aware = method.startswith("app-aware")
+        self.notes: list[str] = []
+
+    def run(self) -> tuple[str, str]:
+        with self.pair() as pair:
+            self.pair_ = pair
+            restored, partner = (pair.a, pair.b) if self.member == "primary" else (pair.b, pair.a)
+            self.write(pair.a, "base", 1, 10)
+            self.caught_up(pair.a, pair.b)
+            point = self.backup(restored)
+            self.write(pair.a, "after-backup", 101, LOST)
+            self.caught_up(pair.a, pair.b)
+            rep.hard_power_off(restored)
+            restored = self.restore(point, restored, partner)
+            return self.judge(restored, partner)
+
+    def pair(self) -> Any:
+        raise NotImplementedError
+
+    def write(self, guest: rep.Member, tag: str, first: int, transactions: int) -> None:
+        for n in range(transactions):
+            self.write_rows(guest, tag, first + 10 * n)
+
+    def write_rows(self, guest: rep.Member, tag: str, first: int) -> None:
+        raise NotImplementedError
+
+    def caught_up(self, source: rep.Member, replica: rep.Member) -> None:
+        raise NotImplementedError
+
+    def backup(self, guest: rep.Member) -> dict[str, Any]:
+        proc = self.cli.run(
+            "backup", "vm", guest.name, "--consistency", "application", "--json", timeout=900
+        )
+        point = json.loads(proc.stdout)
+        assert point["consistency"] == "application", point["consistency_reason"]
+        return dict(point)
+
+    def restore(self, point: dict[str, Any], old: rep.Member, partner: rep.Member) -> rep.Member:
+        """Restore ``old`` in place (same name, UUID, MAC, address) and have it running."""
+        if self.aware:
+            self.prepare_aware(partner)
+            proc = self.cli.run(
+                "restore", "vm", point["id"], "--start", "--json",
+                "--partner", partner.address, *self.aware_settings(), timeout=1800,
+            )  # fmt: skip
+            evidence = json.loads(proc.stdout)["applications_restore"]
+            procedure = evidence["procedures"][self.app]
+            summary = procedure.get("summary") or "; ".join(
+                c["summary"] for c in procedure.get("clusters", [])
+            )
+            self.notes.append(f"procedure: {summary}")
+            return self.member_again(old)
+        self.before_naive_restore(partner)
+        self.cli.run("restore", "vm", point["id"], "--naive", timeout=1800)
+        rep.start_again(old)
+        return self.member_again(old)
+
+    def member_again(self, old: rep.Member) -> rep.Member:
+        return rep.Member(old.name, old.dom.connect(), old.network, old.host, old.mac)
+
+    def prepare_aware(self, partner: rep.Member) -> None:
+        """The survivor takes over before the restore (a failover, as in production)."""
+
+    def aware_settings(self) -> list[str]:
+        raise NotImplementedError
+
+    def before_naive_restore(self, partner: rep.Member) -> None:
+        """Hold the partner back when the restored member is to write first."""
+
+    def judge(self, restored: rep.Member, partner: rep.Member) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def verdict(self, healthy: bool, identical: bool, errors: list[str]) -> tuple[str, str]:
+        if errors:
+            result = "error seen"
+        elif healthy and identical:
+            result = "functional"
+        elif healthy:
+            result = "silent divergence"
+        else:
+            result = "failed"  # replication broken without a word: not a state we expect
+        shown = "; ".join([*self.notes, *errors[:3]])
+        return result, f"healthy={healthy} identical={identical}; {shown}"
+
+
+def _wait_for(check: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(3)
+    return check()
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+
+
+class PgCase(Case):
+    app = "postgresql"
+
+    def pair(self) -> Any:
+        return rep.pg_pair()
+
+    def write_rows(self, guest: rep.Member, tag: str, first: int) -> None:
+        rep.pg_write_rows(guest, n=10, tag=tag, first_id=first)
+
+    def caught_up(self, source: rep.Member, replica: rep.Member) -> None:
+        rep.pg_wait_caught_up(source, replica)
+
+    def prepare_aware(self, partner: rep.Member) -> None:
+        if self.member == "primary":
+            rep.pg_promote(partner)
+            self.notes.append(f"failover: {partner.name} promoted to timeline "
+                              f"{rep.pg_timeline(partner)}")  # fmt: skip
+
+    def aware_settings(self) -> list[str]:
+        return ["--set", f"postgresql.user={rep.PG_REPL_USER}",
+                "--set", f"postgresql.password={rep.REPL_PASSWORD}"]  # fmt: skip
+
+    def before_naive_restore(self, partner: rep.Member) -> None:
+        self.mark = rep.log_size(partner, rep.PG_LOG)
+        if "writes first" in self.method:
+            partner.sh("systemctl stop postgresql@15-main")
+
+    def judge(self, restored: rep.Member, partner: rep.Member) -> tuple[str, str]:
+        naive_primary = not self.aware and self.member == "primary"
+        # who is primary now: the naive former primary thinks it still is
+        primary, standby = (restored, partner) if naive_primary else (partner, restored)
+        errors: list[str] = []
+        if naive_primary:
+            if "writes first" in self.method:
+                self.write(restored, "restored", 101, RESTORED_WRITES)
+                partner.sh("systemctl start postgresql@15-main")
+                rep.apps.wait_postgresql_ready(partner)
+            else:
+                time.sleep(REJOIN)
+                self.write(restored, "restored", 101, RESTORED_WRITES)
+            time.sleep(SETTLE)
+            log = rep.log_since(partner, rep.PG_LOG, self.mark)
+            errors = sorted({m.strip()[:160] for m in log.splitlines() if PG_ERRORS.search(m)})
+        else:
+            self.write(primary, "new", 201, 2)
+        healthy = _wait_for(lambda: self._streaming(primary, standby), 120)
+        identical = healthy and _wait_for(lambda: self._same(primary, standby), 120)
+        self.notes.append(
+            f"{standby.name} timeline {rep.pg_timeline(standby)}, rows "
+            f"{rep.pg_table_checksum(primary).rows}/{rep.pg_table_checksum(standby).rows}"
+        )
+        return self.verdict(healthy, identical or self._same(primary, standby), errors)
+
+    @staticmethod
+    def _streaming(primary: rep.Member, standby: rep.Member) -> bool:
+        rows = rep.pg_replication_state(primary)
+        receiver = rep.pg_wal_receiver(standby)
+        return any(r["client_addr"] == standby.address and r["state"] == "streaming"
+                   for r in rows) and receiver.get("status") == "streaming"  # fmt: skip
+
+    @staticmethod
+    def _same(primary: rep.Member, standby: rep.Member) -> bool:
+        ours = rep.pg_table_checksum(primary)
+        return ours.rows > 0 and ours == rep.pg_table_checksum(standby)
+
+
+# --------------------------------------------------------------------------
+# MariaDB
+
+
+class MariadbCase(Case):
+    app = "mariadb"
+
+    def pair(self) -> Any:
+        return rep.mariadb_pair()
+
+    def write_rows(self, guest: rep.Member, tag: str, first: int) -> None:
+        rep.mariadb_write_rows(guest, n=10, tag=tag, first_id=first)
+
+    def caught_up(self, source: rep.Member, replica: rep.Member) -> None:
+        rep.mariadb_wait_caught_up(source, replica)
+
+    def prepare_aware(self, partner: rep.Member) -> None:
+        if self.member == "primary":
+            rep.mariadb_promote(partner)
+            rep.mariadb_sql(partner, "SET GLOBAL read_only = 0;")
+            self.notes.append(f"failover: {partner.name} is the source now")
+
+    def aware_settings(self) -> list[str]:
+        return ["--set", f"mariadb.user={rep.MARIADB_REPL_USER}",
+                "--set", f"mariadb.password={rep.REPL_PASSWORD}"]  # fmt: skip
+
+    def before_naive_restore(self, partner: rep.Member) -> None:
+        if "writes first" in self.method:
+            rep.mariadb_sql(partner, "STOP SLAVE;")
+
+    def judge(self, restored: rep.Member, partner: rep.Member) -> tuple[str, str]:
+        source, replica = partner, restored
+        if not self.aware and self.member == "primary":
+            source, replica = restored, partner
+            if "writes first" in self.method:
+                self.write(restored, "restored", 101, RESTORED_WRITES)
+                rep.mariadb_sql(partner, "START SLAVE;")
+            else:
+                time.sleep(REJOIN)
+                self.write(restored, "restored", 101, RESTORED_WRITES)
+            time.sleep(SETTLE)
+        else:
+            self.write(source, "new", 201, 2)
+        status: dict[str, str] = {}
+
+        def running() -> bool:
+            status.update(rep.mariadb_slave_status(replica))
+            return status.get("Slave_IO_Running") == status.get("Slave_SQL_Running") == "Yes"
+
+        healthy = _wait_for(running, 60)
+        errors = [
+            f"replica error {status[k]}: {status[k.replace('Errno', 'Error')][:140]}"
+            for k in ("Last_IO_Errno", "Last_SQL_Errno")
+            if status.get(k, "0") not in TRANSIENT_MARIADB_ERRORS
+        ]
+        identical = healthy and _wait_for(lambda: self._same(source, replica), 120)
+        identical = identical or self._same(source, replica)
+        gtid = rep.mariadb_gtid(replica)
+        self.notes.append(
+            f"{replica.name} server_id {gtid['server_id']} gtid_slave_pos {gtid['gtid_slave_pos']}"
+        )
+        return self.verdict(healthy, identical, errors)
+
+    @staticmethod
+    def _same(source: rep.Member, replica: rep.Member) -> bool:
+        ours = rep.mariadb_table_checksum(source)
+        return ours.rows > 0 and ours == rep.mariadb_table_checksum(replica)
