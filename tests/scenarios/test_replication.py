@@ -330,7 +330,22 @@ class MariadbCase(Case):
         self.notes.append(
             f"{replica.name} server_id {gtid['server_id']} gtid_slave_pos {gtid['gtid_slave_pos']}"
         )
+        if self.aware and self.member == "primary" and healthy and identical:
+            healthy, identical = self._both_ways(restored, partner)
         return self.verdict(healthy, identical, errors)
+
+    def _both_ways(self, restored: rep.Member, partner: rep.Member) -> tuple[bool, bool]:
+        """Roles switched back: the survivor also replicates from the restored source."""
+        rep.mariadb_sql(restored, "SET GLOBAL read_only = 0;")
+        rep.mariadb_start_replica(partner, restored, fresh=False)
+        self.write(restored, "from-restored", 301, 2)
+        rep.mariadb_wait_caught_up(restored, partner)
+        status = rep.mariadb_slave_status(partner)
+        running = status.get("Slave_IO_Running") == status.get("Slave_SQL_Running") == "Yes"
+        same = self._same(restored, partner)
+        self.notes.append(f"both ways: {partner.name} replicates from {restored.name}, "
+                          f"running={running}, identical={same}")  # fmt: skip
+        return running, same
 
     @staticmethod
     def _same(source: rep.Member, replica: rep.Member) -> bool:

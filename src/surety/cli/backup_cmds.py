@@ -10,6 +10,7 @@ import click
 from surety.backup.image import ImageBackupOptions, backup_image
 from surety.backup.vm import VmBackupOptions, backup_vm
 from surety.cli.context import open_repo, show_notes
+from surety.cli.options import connect_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.errors import SourceError
 from surety.core.units import format_size
@@ -129,15 +130,7 @@ def render_point_summary(
     show_default=True,
     help="Longest time the guest may stay frozen (seconds).",
 )
-@click.option(
-    "--connect",
-    "-c",
-    "uri",
-    default="qemu:///system",
-    show_default=True,
-    envvar="LIBVIRT_DEFAULT_URI",
-    help="libvirt connection URI.",
-)
+@connect_option
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def backup_vm_command(

@@ -11,7 +11,7 @@ import click
 
 from surety.core.errors import UsageError
 
-__all__ = ["GlobalOptions", "read_passphrase"]
+__all__ = ["GlobalOptions", "connect_option", "read_passphrase"]
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,15 @@ def read_passphrase(options: GlobalOptions, confirm: bool = False) -> str:
             click.prompt("repository passphrase", hide_input=True, confirmation_prompt=confirm)
         )
     raise UsageError("no passphrase: set SURETY_PASSPHRASE or use --passphrase-file")
+
+
+connect_option = click.option(
+    "--connect",
+    "-c",
+    "uri",
+    default="qemu:///system",
+    show_default=True,
+    envvar="LIBVIRT_DEFAULT_URI",
+    help="libvirt connection URI.",
+)
+"""``--connect/-c URI`` of every command that talks to libvirt."""

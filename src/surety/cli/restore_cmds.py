@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from surety.cli.context import open_repo, show_notes
+from surety.cli.options import connect_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
 from surety.restore.appaware import AppRestoreOptions, application_restore
@@ -136,15 +137,7 @@ def _settings(
     callback=_network_map,
     help="Attach NICs of network OLD to the existing network NEW (repeatable).",
 )
-@click.option(
-    "--connect",
-    "-c",
-    "uri",
-    default="qemu:///system",
-    show_default=True,
-    envvar="LIBVIRT_DEFAULT_URI",
-    help="libvirt connection URI.",
-)
+@connect_option
 @click.option("--start", is_flag=True, help="Start the VM once it is defined.")
 @click.option(
     "--force",
