@@ -3,9 +3,9 @@
 A PostgreSQL guest with WAL archiving is backed up application-consistently.
 Restored as a clone with the default role (``primary``: a deliberate roll-back),
 the cluster must come up held (restore mode), then recover on a *new timeline*
-with the marker row of the instant present and no damage (pg_amcheck). The
-naive restore of the same point stays on the old timeline: the difference the
-replicated-pair scenario builds on. At most two VMs of this module run at once.
+with the marker row of the instant present and no damage (pg_amcheck). (What a
+naive restore does instead - the old timeline, re-used - is shown on replicated
+pairs by tests/scenarios/test_replication.py.) At most two VMs run at once.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import libvirt
 import pytest
 
 from tests.cli import Cli, cli_for
-from tests.guests import agent, apps, testvm
+from tests.guests import apps, testvm
 from tests.vm.conftest import Guest
 
 pytestmark = pytest.mark.vm
@@ -95,22 +95,6 @@ def test_aware_restore_holds_postgresql_then_recovers_on_a_new_timeline(
         assert not apps.guest_file_exists(guest, "/etc/surety-restore-hold")
         held_dir = "/etc/systemd/system/postgresql@.service.d"
         assert not apps.guest_file_exists(guest, f"{held_dir}/50-surety-restore-hold.conf")
-    finally:
-        testvm.down(name)
-
-
-def test_naive_restore_boots_the_image_on_the_old_timeline(
-    pg_point: tuple[Guest, Cli, dict[str, Any]], libvirt_conn: libvirt.virConnect, storage: Path
-) -> None:
-    _source, cli, point = pg_point
-    name = f"ra-n-{secrets.token_hex(2)}"
-    try:
-        result = _restore(cli, point, name, storage, "--naive")
-        assert result["applications_restore"] is None
-        guest = Guest(name, libvirt_conn)
-        agent.wait_for_agent(guest.dom, timeout=600)
-        apps.wait_postgresql_ready(guest, timeout=300)
-        assert _timeline(guest) == 1  # crash recovery on the same timeline: history re-used
     finally:
         testvm.down(name)
 
