@@ -120,11 +120,18 @@ def test_postgresql_primary_role_needs_archive_recovery_on_a_new_timeline() -> N
     assert "restore_command = '/bin/false'" in script
 
 
-def _mariadb_guest(slave_status: str, partner_pos: str) -> FakeGuest:
+def _mariadb_guest(slave_status: str, partner_pos: str, was_replica: bool = False) -> FakeGuest:
     guest = FakeGuest()
     server_id = {"value": "0"}
 
-    answers = {"SELECT 1": "1", "SELECT @@gtid_binlog_pos": "0-11-40", "SELECT @@read_only": "1"}
+    applied = slave_status.split("Gtid_Slave_Pos: ")[1].split("\n", maxsplit=1)[0]
+    answers = {
+        "SELECT 1": "1",
+        "SELECT @@gtid_binlog_pos": "0-11-40",
+        "SELECT @@read_only": "1",
+        "SELECT @@gtid_slave_pos": applied,
+        "SHOW ALL SLAVES STATUS": "replica of x" if was_replica else "",
+    }
 
     def client(argv: Sequence[str]) -> FakeResult:
         sql = argv[-1]
@@ -167,6 +174,18 @@ def test_mariadb_replica_gets_a_new_server_id_and_follows_the_partner_by_slave_p
     final = guest.files["/etc/mysql/mariadb.conf.d/99-surety-restore.cnf"].decode()
     assert "skip_slave_start" not in final
     assert f"server_id = {evidence['server_id']}" in final
+
+
+def test_mariadb_former_replica_keeps_the_position_it_applied() -> None:
+    status = "Slave_IO_Running: Yes\nSlave_SQL_Running: Yes\nGtid_Slave_Pos: 0-11-45\n"
+    guest = _mariadb_guest(status, "0-11-45", was_replica=True)
+    request = RestoreRequest("ef" * 32, "db-2", REPLICA, "10.9.0.1")
+    procedure = MariadbRestore(guest, MARIADB_RECORDED, request)
+    procedure.configure()
+    evidence = procedure.start()
+    rejoin = next(c[-1] for c in guest.commands if "CHANGE MASTER" in c[-1])
+    assert "gtid_slave_pos" not in rejoin  # its binlog may hold errant local transactions
+    assert "former replica" in evidence["gtid_slave_pos_from"]
 
 
 def test_mariadb_replica_that_never_catches_up_fails_with_the_replication_error(

@@ -3,8 +3,9 @@
 discover  a server answers on its local socket (``mariadb`` as root through
           unix_socket authentication, Debian's default).
 prepare   a guest-side script opens one client session and creates
-          ``surety.markers`` if needed.
-freeze    the session writes the marker row, then takes ``FLUSH TABLES WITH
+          ``surety.markers`` if needed (not on a replica: see freeze).
+freeze    the session writes the marker row (on a source only: a local write
+          on a replica would be an errant GTID), then takes ``FLUSH TABLES WITH
           READ LOCK`` - bounded by the window: a lock that cannot be had in time
           (a long query holding a table) is killed (``KILL QUERY``) and the
           writer fails, so the application is never stalled past the window -
@@ -70,6 +71,7 @@ class MariadbWriter:
             gtid_domain_id=int(domain) if domain.isdigit() else None,
             log_bin=log_bin == "1",
             read_only=read_only == "1",
+            replica=self.session.value("replica") == "1",
         )
 
     def freeze(self, deadline: float) -> None:
@@ -85,8 +87,9 @@ class MariadbWriter:
             ) from exc
         binlog_file, position = _fields(self.session.value("binlog"), 2)
         binlog_pos, current_pos = _fields(self.session.value("gtid"), 2)
+        marker = self.session.value("marker")
         self.record.metadata.update(
-            marker={"token": self.job.token, "at": self.session.value("marker")},
+            marker={"token": self.job.token, "at": marker} if marker else None,
             binlog_file=binlog_file or None,
             binlog_position=int(position) if position.isdigit() else None,
             gtid_binlog_pos=binlog_pos,

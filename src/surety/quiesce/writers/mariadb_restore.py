@@ -11,7 +11,9 @@ the restored server wrote *silently skips* the re-used GTIDs. The procedure:
    invocationID), ``skip_slave_start`` and ``read_only`` - it comes up
    isolated;
 2. ``replica`` (``--partner HOST``): ``SET GLOBAL gtid_slave_pos =
-   @@gtid_binlog_pos`` (what this image holds), ``CHANGE MASTER TO`` the
+   @@gtid_binlog_pos`` (what a former source holds; a former replica keeps the
+   position it applied, as its binlog may hold local errant transactions),
+   ``CHANGE MASTER TO`` the
    survivor with ``master_use_gtid=slave_pos`` (``current_pos`` after a
    server_id change fails with error 1950), ``START SLAVE``, and wait until
    both threads run and every GTID domain the partner logged is applied here.
@@ -141,11 +143,21 @@ class MariadbRestore:
         host, _, port = (self.request.partner or "").partition(":")
         user = self.request.setting(self.name, "user", "repl") or "repl"
         password = self.request.setting(self.name, "password", "") or ""
+        # A former source's own history is its binlog; a former replica's position is
+        # what it applied (gtid_slave_pos, crash-safe in mysql.gtid_slave_pos): its
+        # binlog may hold local transactions the partner never had.
+        was_replica = bool(self._sql("SHOW ALL SLAVES STATUS"))
+        position = "" if was_replica else "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos; "
         self._sql(
-            "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos; "
+            f"STOP SLAVE; RESET SLAVE ALL; {position}"
             f"CHANGE MASTER TO MASTER_HOST={sql_quote(host)}, MASTER_PORT={int(port or 3306)}, "
             f"MASTER_USER={sql_quote(user)}, MASTER_PASSWORD={sql_quote(password)}, "
             "MASTER_USE_GTID=slave_pos; START SLAVE"
+        )
+        self.evidence["gtid_slave_pos_from"] = (
+            "the image's applied position (a former replica)"
+            if was_replica
+            else "the image's binlog (a former source)"
         )
         remote = [*CLIENT[:1], "-h", host, "-P", port or "3306", "-u", user, f"-p{password}"]
         state: dict[str, Any] = {}
@@ -153,13 +165,10 @@ class MariadbRestore:
         def caught_up() -> bool:
             status = parse_vertical(self._sql("SHOW SLAVE STATUS\\G", vertical=True))
             partner = self.guest.run([*remote, "-N", "-B", "-e", "SELECT @@gtid_binlog_pos"])
-            state.update(status=status, partner=partner.stdout.decode().strip())
+            applied = self._sql("SELECT @@gtid_slave_pos")
+            state.update(status=status, partner=partner.stdout.decode().strip(), applied=applied)
             running = status.get("Slave_IO_Running") == status.get("Slave_SQL_Running") == "Yes"
-            return (
-                running
-                and partner.ok
-                and gtid_covers(status.get("Gtid_Slave_Pos", ""), state["partner"])
-            )
+            return running and partner.ok and gtid_covers(applied, state["partner"])
 
         self._wait(caught_up, f"to replicate from {host} and apply all it logged", 300, state)
         status = state["status"]
@@ -167,7 +176,7 @@ class MariadbRestore:
             replicating_from=host,
             slave_io_running=status.get("Slave_IO_Running"),
             slave_sql_running=status.get("Slave_SQL_Running"),
-            gtid_slave_pos=status.get("Gtid_Slave_Pos"),
+            gtid_slave_pos=state["applied"],
             partner_gtid_binlog_pos=state["partner"],
             summary=(
                 f"new server_id {self.new_id} (was {self.old_id}); replica of {host}, "
