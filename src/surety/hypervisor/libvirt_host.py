@@ -84,6 +84,16 @@ class Host:
             raise SourceError(f"looking up {name or uuid!r}: {exc.get_error_message()}") from exc
         return LibvirtDomain(dom, self)
 
+    def create_transient(self, xml: str, paused: bool = False) -> LibvirtDomain:
+        """Start a VM that libvirt forgets when it stops (``paused``: CPUs not yet running)."""
+        flags = _libvirt().VIR_DOMAIN_START_PAUSED if paused else 0
+        dom = _call("starting a transient VM", lambda: self.conn.createXML(xml, flags), TargetError)
+        return LibvirtDomain(dom, self)
+
+    def domain_names(self) -> list[str]:
+        """Names of every VM libvirt knows (running or defined)."""
+        return [str(d.name()) for d in _call("listing VMs", self.conn.listAllDomains)]
+
     def define_domain(self, xml: str) -> LibvirtDomain:
         dom = _call("defining the VM", lambda: self.conn.defineXML(xml), TargetError)
         return LibvirtDomain(dom, self)
@@ -138,6 +148,9 @@ class LibvirtDomain:
 
     def start(self) -> None:
         _call(f"{self.name}: starting", self.dom.create, TargetError)
+
+    def resume(self) -> None:
+        _call(f"{self.name}: resuming", self.dom.resume, TargetError)
 
     def destroy(self) -> None:
         """Power off at once (no guest shutdown)."""

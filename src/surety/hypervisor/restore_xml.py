@@ -66,6 +66,7 @@ class DiskPlacement:
     target: str  # vda
     path: str
     format: str  # qcow2 | raw
+    backing_socket: str | None = None  # qcow2 overlay over a raw NBD export on this unix socket
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,19 @@ def _place_disks(devices: ET.Element, rewrite: DomainRewrite) -> None:
             disk.remove(old)
         else:
             disk.insert(list(disk).index(driver) + 1, source)
+        if placement.backing_socket is not None:
+            disk.insert(list(disk).index(source) + 1, _nbd_backing(placement.backing_socket))
+
+
+def _nbd_backing(socket: str) -> ET.Element:
+    """``<backingStore>`` of an overlay whose base is a raw NBD export on a unix socket
+    (given explicitly: libvirt uses it instead of probing the image header)."""
+    backing = ET.Element("backingStore", type="network")
+    ET.SubElement(backing, "format", type="raw")
+    source = ET.SubElement(backing, "source", protocol="nbd")
+    ET.SubElement(source, "host", transport="unix", socket=socket)
+    ET.SubElement(backing, "backingStore")
+    return backing
 
 
 def _set_interfaces(devices: ET.Element, rewrite: DomainRewrite) -> None:

@@ -91,11 +91,15 @@ def serve_disk(
     workdir: Path | None = None,
     cache_chunks: int = CACHE_CHUNKS,
     timeout: float = 60.0,
+    client: tuple[int, int] | None = None,
 ) -> Iterator[ServedDisk]:
     """Serve ``disk`` of restore point ``point`` until the block ends.
 
     ``workdir`` is a private (0700) directory of the caller's to hold the
     socket, log and report; without it one is made and removed afterwards.
+    ``client`` (uid, gid) is the one user besides root that may connect (QEMU
+    opening the export as an overlay's base): the directory and the socket
+    become that user's, mode 0700/0600.
     """
     nbdkit = shutil.which("nbdkit")
     if nbdkit is None:
@@ -120,7 +124,15 @@ def serve_disk(
                 "report": str(served.report),
             }
             with _nbdkit(nbdkit, served, document, directory / "nbdkit.log", timeout):
+                if client is not None:
+                    _hand_to(client, directory, served.socket)
                 yield served
+
+
+def _hand_to(client: tuple[int, int], directory: Path, socket: Path) -> None:
+    for path, mode in ((directory, 0o700), (socket, 0o600)):
+        os.chown(path, *client)
+        os.chmod(path, mode)
 
 
 def open_export(document: dict[str, Any]) -> ImageReader:
