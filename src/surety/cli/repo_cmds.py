@@ -8,9 +8,9 @@ from surety.app.repository import create_repository
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import GlobalOptions, read_passphrase
 from surety.cli.render import emit_json, out_console, progress_for
-from surety.core.errors import IntegrityError
+from surety.core.errors import IntegrityError, UsageError
 from surety.core.units import format_size, parse_size
-from surety.repo.check import check_repository
+from surety.repo.check import CheckReport, DataSubset, check_repository
 from surety.repo.prune import prune_repository
 from surety.repo.retention import RetentionPolicy, apply_policy
 
@@ -39,14 +39,22 @@ def init(ctx: click.Context, chunk_size: str) -> None:
 
 
 @click.command()
-@click.option("--read-data", is_flag=True, help="Also read and verify every stored chunk.")
+@click.option("--read-data", is_flag=True, help="Also read and verify every stored chunk, once.")
+@click.option(
+    "--read-data-subset",
+    "subset_text",
+    metavar="n/m|x%|SIZE",
+    help="Read only some packs (implies --read-data): part n of m (parts 1..m together "
+    "cover every pack once), a random x%, or random packs up to SIZE (e.g. 500M).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def check(ctx: click.Context, read_data: bool, json_output: bool) -> None:
+def check(ctx: click.Context, read_data: bool, subset_text: str | None, json_output: bool) -> None:
     """Check the repository's structure (and with --read-data, every stored byte)."""
+    subset = _parse_subset(subset_text)
     repo = open_repo(ctx)
     with repo.lock(exclusive=False, operation="check"), progress_for(json_output) as progress:
-        report = check_repository(repo, read_data, progress)
+        report = check_repository(repo, read_data, progress, subset)
     show_notes(repo)
     if json_output:
         emit_json(
@@ -57,23 +65,41 @@ def check(ctx: click.Context, read_data: bool, json_output: bool) -> None:
                 "points": report.points,
                 "chunks": report.chunks,
                 "packs": report.packs,
+                "subset": report.subset,
+                "packs_read": report.packs_read,
+                "chunks_read": report.chunks_read,
                 "bytes_read": report.bytes_read,
             }
         )
     else:
-        for warning in report.warnings:
-            out_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-        for error in report.errors:
-            out_console.print(f"[red]error:[/] {error}", highlight=False)
-        out_console.print(
-            f"{report.points} restore points, {report.chunks} chunks in "
-            f"{report.packs} packs"
-            + (f", {format_size(report.bytes_read)} read" if read_data else "")
-        )
+        _print_check(report)
     if not report.ok:
         raise IntegrityError(f"check found {len(report.errors)} error(s)")
     if not json_output:
         out_console.print("[green]no errors found[/]")
+
+
+def _parse_subset(text: str | None) -> DataSubset | None:
+    if text is None:
+        return None
+    try:
+        return DataSubset.parse(text)
+    except UsageError as exc:
+        raise UsageError(f"--read-data-subset {exc}") from None
+
+
+def _print_check(report: CheckReport) -> None:
+    for warning in report.warnings:
+        out_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for error in report.errors:
+        out_console.print(f"[red]error:[/] {error}", highlight=False)
+    line = f"{report.points} restore points, {report.chunks} chunks in {report.packs} packs"
+    if report.subset is not None:
+        line += (
+            f"; read {report.subset}: {report.packs_read} packs, {report.chunks_read} chunks, "
+            f"{format_size(report.bytes_read)}"
+        )
+    out_console.print(line, highlight=False)
 
 
 def _keep_options(f: click.decorators.FC) -> click.decorators.FC:

@@ -1,11 +1,17 @@
-"""Repository check: structure always, every stored byte with ``read_data``.
+"""Repository check: structure always, stored bytes with ``read_data``.
 
 Structure: config and keys open; every index, manifest and image index
-authenticates; every chunk an image names is indexed; every indexed pack
-exists and is long enough. With ``read_data``: every indexed pack is read
-once, its name (BLAKE3 of its bytes) and header are verified, and every blob
-is authenticated, decompressed and hash-checked — each chunk once, however
-many restore points share it.
+authenticates (each image index once, however many restore points name it);
+every chunk an image names is indexed; every indexed pack exists and is long
+enough. With ``read_data``: every indexed pack is read whole, once; its name
+(BLAKE3 of its bytes) and header are verified, and every blob is
+authenticated, decompressed and hash-checked — each chunk once, however many
+restore points share it.
+
+A ``DataSubset`` narrows the data part to some packs (the structure part stays
+whole): part ``n`` of ``m`` — fixed by the pack id, so parts ``1..m`` together
+read every pack exactly once and a damaged pack always falls in the same part —
+a random share, or random packs up to a byte budget.
 
 Problems are *errors* (data a restore point needs is damaged or missing) or
 *warnings* (garbage an interrupted backup left; ``prune`` removes it).
@@ -13,18 +19,92 @@ Problems are *errors* (data a restore point needs is damaged or missing) or
 
 from __future__ import annotations
 
+import math
+import random
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import blake3
 
-from surety.core.errors import IntegrityError, ObjectNotFound, StorageError
+from surety.core.errors import IntegrityError, ObjectNotFound, StorageError, UsageError
 from surety.core.progress import Progress
+from surety.core.units import format_size, parse_size
 from surety.repo.format import ZERO_ID
 from surety.repo.index import Location
 from surety.repo.pack import parse_pack
 from surety.repo.repository import Repository
 
-__all__ = ["CheckReport", "check_repository"]
+__all__ = ["CheckReport", "DataSubset", "check_repository"]
+
+_PART = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_SIZE_WITH_UNIT = re.compile(r"^\s*\d+\s*[kmgt](i?b)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DataSubset:
+    """Which indexed packs a data check reads; the default is all of them.
+
+    Pack ``p`` belongs to part ``int(p[:16], 16) % parts + 1``: pack ids are
+    hashes, so parts are about equal, and a pack keeps its part for life.
+    """
+
+    part: int = 1
+    parts: int = 1
+    percent: float | None = None
+    max_bytes: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DataSubset:
+        """``"2/5"``, ``"10%"``, ``"2.5%"`` or ``"500M"``; ``UsageError`` otherwise."""
+        if match := _PART.match(text):
+            part, parts = int(match.group(1)), int(match.group(2))
+            if parts < 1:
+                raise UsageError(f"{text!r}: the number of parts must be at least 1 (e.g. 2/5)")
+            if not 1 <= part <= parts:
+                raise UsageError(f"{text!r}: the part must be between 1 and {parts} (e.g. 2/5)")
+            return cls(part=part, parts=parts)
+        if match := _PERCENT.match(text):
+            percent = float(match.group(1))
+            if not 0 < percent <= 100:
+                raise UsageError(f"{text!r}: the percentage must be above 0 and at most 100")
+            return cls(percent=percent)
+        if _SIZE_WITH_UNIT.match(text):
+            if (size := parse_size(text)) == 0:
+                raise UsageError(f"{text!r}: the size must be above 0")
+            return cls(max_bytes=size)
+        raise UsageError(f"{text!r} is not a subset (use n/m, x% or a size such as 500M)")
+
+    def describe(self) -> str:
+        if self.percent is not None:
+            return f"a random {self.percent:g}% of packs"
+        if self.max_bytes is not None:
+            return f"random packs up to {format_size(self.max_bytes)}"
+        if self.parts > 1:
+            return f"part {self.part} of {self.parts}"
+        return "all packs"
+
+    def choose(self, sizes: dict[str, int], rng: random.Random) -> list[str]:
+        """The pack ids to read, in id order; ``sizes`` maps every candidate to its size."""
+        ids = sorted(sizes)
+        if self.percent is not None:
+            return sorted(rng.sample(ids, math.ceil(len(ids) * self.percent / 100)))
+        if self.max_bytes is not None:
+            return sorted(_fill(rng.sample(ids, len(ids)), sizes, self.max_bytes))
+        return [p for p in ids if int(p[:16], 16) % self.parts == self.part - 1]
+
+
+def _fill(shuffled: Iterable[str], sizes: dict[str, int], budget: int) -> list[str]:
+    chosen = []
+    for pack_id in shuffled:
+        if sizes[pack_id] <= budget:
+            chosen.append(pack_id)
+            budget -= sizes[pack_id]
+    return chosen
+
+
+ALL_PACKS = DataSubset()
 
 
 @dataclass
@@ -34,6 +114,9 @@ class CheckReport:
     points: int = 0
     chunks: int = 0
     packs: int = 0
+    subset: str | None = None  # what the data check read; None without one
+    packs_read: int = 0
+    chunks_read: int = 0
     bytes_read: int = 0
 
     @property
@@ -41,7 +124,14 @@ class CheckReport:
         return not self.errors
 
 
-def check_repository(repo: Repository, read_data: bool, progress: Progress) -> CheckReport:
+def check_repository(
+    repo: Repository,
+    read_data: bool,
+    progress: Progress,
+    subset: DataSubset | None = None,
+    rng: random.Random | None = None,
+) -> CheckReport:
+    """Check ``repo``; a ``subset`` implies ``read_data`` (``rng`` draws random ones)."""
     report = CheckReport()
     progress.phase("check structure")
     try:
@@ -68,35 +158,41 @@ def check_repository(repo: Repository, read_data: bool, progress: Progress) -> C
             f"{len(orphans)} pack(s) not in any index (left by an "
             "interrupted backup; `surety prune` removes them)"
         )
-    if read_data:
-        _read_all(repo, by_pack, stored, report, progress)
+    if read_data or subset is not None:
+        subset = subset or ALL_PACKS
+        report.subset = subset.describe()
+        sizes = {p: stored.get(f"data/{p}", 0) for p in by_pack}
+        chosen = subset.choose(sizes, rng or random.SystemRandom())
+        _read_packs(repo, {p: by_pack[p] for p in chosen}, sizes, report, progress)
     return report
 
 
 def _check_points(repo: Repository, report: CheckReport) -> set[bytes]:
     used: set[bytes] = set()
+    images: set[str] = set()
     for name, _ in repo.storage.list("points/"):
         try:
             point = repo.points_get(name[7:])
             report.points += 1
             for disk in point.disks:
-                used |= repo.get_image(disk.image).stored_ids()
+                if disk.image not in images:
+                    used |= repo.get_image(disk.image).stored_ids()
+                    images.add(disk.image)
         except (IntegrityError, StorageError) as exc:
             report.errors.append(f"{name[:19]}: {exc}")
     used.discard(ZERO_ID)
     return used
 
 
-def _read_all(
+def _read_packs(
     repo: Repository,
-    by_pack: dict[str, list[tuple[bytes, Location]]],
-    stored: dict[str, int],
+    packs: dict[str, list[tuple[bytes, Location]]],
+    sizes: dict[str, int],
     report: CheckReport,
     progress: Progress,
 ) -> None:
-    total = sum(stored.get(f"data/{p}", 0) for p in by_pack)
-    progress.phase("check data", total)
-    for pack_id, entries in by_pack.items():
+    progress.phase("check data", sum(sizes[p] for p in packs))
+    for pack_id, entries in packs.items():
         what = f"pack {pack_id[:12]}"
         try:
             data = repo.storage.get(f"data/{pack_id}")
@@ -105,19 +201,32 @@ def _read_all(
         except StorageError as exc:
             report.errors.append(f"{what}: {exc}")
             continue
+        report.packs_read += 1
+        report.chunks_read += len(entries)
         report.bytes_read += len(data)
         progress.advance(len(data))
-        if blake3.blake3(data).hexdigest() != pack_id:
-            report.errors.append(f"{what}: content does not match its name (damaged)")
+        _verify_pack(repo, pack_id, data, entries, report)
+
+
+def _verify_pack(
+    repo: Repository,
+    pack_id: str,
+    data: bytes,
+    entries: list[tuple[bytes, Location]],
+    report: CheckReport,
+) -> None:
+    what = f"pack {pack_id[:12]}"
+    if blake3.blake3(data).hexdigest() != pack_id:
+        report.errors.append(f"{what}: content does not match its name (damaged)")
+    try:
+        parse_pack(data, repo.keys, what)
+    except IntegrityError as exc:
+        report.errors.append(str(exc))
+    for chunk_id, loc in entries:
         try:
-            parse_pack(data, repo.keys, what)
+            sealed = data[loc.offset : loc.offset + loc.length]
+            repo.open_chunk(
+                chunk_id, sealed, loc.raw_length, f"chunk {chunk_id.hex()[:12]} in {what}"
+            )
         except IntegrityError as exc:
             report.errors.append(str(exc))
-        for chunk_id, loc in entries:
-            try:
-                sealed = data[loc.offset : loc.offset + loc.length]
-                repo.open_chunk(
-                    chunk_id, sealed, loc.raw_length, f"chunk {chunk_id.hex()[:12]} in {what}"
-                )
-            except IntegrityError as exc:
-                report.errors.append(str(exc))

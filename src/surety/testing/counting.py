@@ -1,0 +1,63 @@
+"""A storage wrapper that counts reads, for tests that prove how often an object is read.
+
+``gets`` counts every ``get`` per object name (whole or ranged); ``ranged``
+counts the ranged ones; ``bytes_read`` sums what was returned. Everything
+passes through to the wrapped storage unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+
+from surety.repo.storage.base import Storage
+
+__all__ = ["CountingStorage"]
+
+
+class CountingStorage:
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.gets: Counter[str] = Counter()
+        self.ranged: Counter[str] = Counter()
+        self.bytes_read = 0
+        self._lock = threading.Lock()
+
+    def reads(self, prefix: str = "") -> Counter[str]:
+        """Reads per object whose name starts with ``prefix``."""
+        with self._lock:
+            return Counter({n: c for n, c in self.gets.items() if n.startswith(prefix)})
+
+    def reset(self) -> None:
+        with self._lock:
+            self.gets.clear()
+            self.ranged.clear()
+            self.bytes_read = 0
+
+    def describe(self) -> str:
+        return f"counting({self.inner.describe()})"
+
+    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self.inner.put(name, data)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        data = self.inner.get(name, offset, length)
+        with self._lock:
+            self.gets[name] += 1
+            if offset or length is not None:
+                self.ranged[name] += 1
+            self.bytes_read += len(data)
+        return data
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        return self.inner.list(prefix)
+
+    def size(self, name: str) -> int:
+        return self.inner.size(name)
+
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
