@@ -25,7 +25,7 @@ from surety.core.errors import Interrupted, SourceError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor.domain import DomainInfo, parse_domain
 from surety.hypervisor.guardian import Guardian
-from surety.hypervisor.guest_agent import AgentChannel
+from surety.hypervisor.guest_agent import AgentChannel, guest_network
 from surety.hypervisor.libvirt_host import LibvirtDomain, connect
 from surety.hypervisor.nbd import NbdDisk
 from surety.hypervisor.pullbackup import CHECKPOINT_PREFIX, PullBackup
@@ -298,6 +298,7 @@ def _manifest(
             "freeze_timings": quiesce.timings,
             "token": run.token,
             "truncate_logs": run.options.truncate_logs,
+            "guest_network": guest_network(run.domain),
         },
     )
 

@@ -11,7 +11,14 @@ from typing import Any
 import click
 
 from surety import __version__
-from surety.cli import backup_cmds, files_cmds, points_cmds, repo_cmds, restore_cmds
+from surety.cli import (
+    backup_cmds,
+    files_cmds,
+    points_cmds,
+    repo_cmds,
+    restore_cmds,
+    verify_cmds,
+)
 from surety.cli.options import GlobalOptions
 from surety.cli.render import err_console
 from surety.core.errors import Interrupted, SuretyError
@@ -52,7 +59,7 @@ def cli(ctx: click.Context, repo: str | None, passphrase_file: Path | None) -> N
     ctx.obj = GlobalOptions(repo=repo, passphrase_file=passphrase_file)
 
 
-for module in (repo_cmds, backup_cmds, restore_cmds, files_cmds, points_cmds):
+for module in (repo_cmds, backup_cmds, restore_cmds, files_cmds, points_cmds, verify_cmds):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import click
 from rich.table import Table
 
+from surety.catalog import Catalog, Verification, default_catalog_path
 from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console
 from surety.core.units import format_size
@@ -14,14 +18,21 @@ __all__ = ["COMMANDS"]
 
 @click.command()
 @click.option("--name", help="Only restore points of this name.")
+@click.option(
+    "--catalog",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=default_catalog_path,
+    help="Catalog with verification results [env SURETY_CATALOG].",
+)
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def points(ctx: click.Context, name: str | None, json_output: bool) -> None:
-    """List restore points, oldest first."""
+def points(ctx: click.Context, name: str | None, catalog: Path, json_output: bool) -> None:
+    """List restore points, oldest first, with their latest verification."""
     repo = open_repo(ctx)
     with repo.lock(exclusive=False, operation="points"):
         found = [p for p in repo.points() if name is None or p.name == name]
     show_notes(repo)
+    checked = Catalog(catalog).latest_verifications(repo.config.id, [p.id for p in found])
     if json_output:
         emit_json(
             [
@@ -43,13 +54,14 @@ def points(ctx: click.Context, name: str | None, json_output: bool) -> None:
                     "source": p.source,
                     "config": sorted(p.config),
                     "applications": p.applications,
+                    "verification": asdict(checked[p.id]) if p.id in checked else None,
                 }
                 for p in found
             ]
         )
         return
     table = Table(box=None)
-    for column in ("id", "name", "time", "consistency", "disks", "size", "new"):
+    for column in ("id", "name", "time", "consistency", "disks", "size", "new", "verified"):
         table.add_column(column)
     for p in found:
         table.add_row(
@@ -60,9 +72,17 @@ def points(ctx: click.Context, name: str | None, json_output: bool) -> None:
             ", ".join(d.name for d in p.disks),
             format_size(sum(d.size for d in p.disks)),
             format_size(p.stats.get("stored_bytes", 0)),
+            _verified(checked.get(p.id)),
         )
     out_console.print(table)
     out_console.print(f"{len(found)} restore points")
+
+
+def _verified(verification: Verification | None) -> str:
+    if verification is None:
+        return "-"
+    style = "green" if verification.status == "verified" else "red"
+    return f"[{style}]{verification.status}[/] {verification.at[:16].replace('T', ' ')}"
 
 
 COMMANDS = [points]

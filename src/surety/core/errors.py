@@ -23,6 +23,9 @@ its traceback (exit code 1).
     +-- PathNotFound                 exit 12  a path is not in the restore point's file system
     +-- ExposeError                  exit 13  a disk cannot be served or mounted (tool missing,
                                               no file system surety can mount)
+    +-- RestoreProcedureFailed       exit 14  restored, but an app's restore procedure failed
+    +-- LabError                     exit 15  the verification lab could not be built or run
+    +-- VerificationFailed           exit 16  a restore point booted in the lab failed a probe
     +-- Interrupted                  exit 130 SIGINT/SIGTERM; nothing was committed
 """
 
@@ -34,6 +37,7 @@ __all__ = [
     "ExposeError",
     "IntegrityError",
     "Interrupted",
+    "LabError",
     "ObjectNotFound",
     "PathNotFound",
     "RepositoryExists",
@@ -46,6 +50,7 @@ __all__ = [
     "SuretyError",
     "TargetError",
     "UsageError",
+    "VerificationFailed",
     "WrongPassphrase",
 ]
 
@@ -132,6 +137,18 @@ class RestoreProcedureFailed(SuretyError):
     """The VM was restored, but an application's restore procedure failed (left in restore mode)."""
 
     exit_code = 14
+
+
+class LabError(SuretyError):
+    """The verification lab could not be built, or a VM could not be booted in it."""
+
+    exit_code = 15
+
+
+class VerificationFailed(SuretyError):
+    """A restore point booted in the lab but failed a probe (the proof says which)."""
+
+    exit_code = 16
 
 
 class Interrupted(SuretyError):

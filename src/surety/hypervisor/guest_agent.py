@@ -22,7 +22,7 @@ from typing import Any
 
 from surety.hypervisor.libvirt_host import GuestAgentError, LibvirtDomain
 
-__all__ = ["AgentChannel", "GuestResult", "GuestTimeout"]
+__all__ = ["AgentChannel", "GuestResult", "GuestTimeout", "guest_network", "parse_interfaces"]
 
 _CHUNK = 48 * 1024  # guest-file-write payload per call (the agent caps requests)
 
@@ -129,3 +129,29 @@ class AgentChannel:
 
     def thaw_filesystems(self) -> int:
         return self.domain.fs_thaw()
+
+
+def guest_network(domain: LibvirtDomain, timeout: int = 5) -> list[dict[str, Any]]:
+    """The guest's NICs as its agent sees them (``[]`` when the agent does not answer):
+    recorded in a restore point so the lab can give a clone its addresses back."""
+    try:
+        reply = domain.agent("guest-network-get-interfaces", timeout=timeout)
+    except GuestAgentError:
+        return []
+    return parse_interfaces(reply)
+
+
+def parse_interfaces(reply: Any) -> list[dict[str, Any]]:
+    """``[{"name", "mac", "ipv4": ["a.b.c.d/p", ...]}]`` of every NIC but loopback."""
+    found = []
+    for iface in reply if isinstance(reply, list) else []:
+        mac = str(iface.get("hardware-address") or "").lower()
+        if not mac or mac == "00:00:00:00:00:00":
+            continue
+        ipv4 = [
+            f"{a['ip-address']}/{a['prefix']}"
+            for a in iface.get("ip-addresses") or []
+            if a.get("ip-address-type") == "ipv4"
+        ]
+        found.append({"name": str(iface.get("name", "")), "mac": mac, "ipv4": ipv4})
+    return found

@@ -21,7 +21,7 @@ import io
 import ipaddress
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -40,6 +40,7 @@ __all__ = [
     "network_facts",
     "network_for_recreate",
     "new_mac",
+    "onto_taps",
     "rewrite_domain",
     "writable_disks",
 ]
@@ -273,6 +274,23 @@ def _set_interfaces(devices: ET.Element, rewrite: DomainRewrite) -> None:
                 mac = ET.Element("mac")
                 iface.insert(0, mac)
             mac.set("address", rewrite.macs[number])
+
+
+def onto_taps(xml: str, taps: Sequence[str]) -> str:
+    """Every ``<interface>`` (in order) becomes an ``ethernet`` NIC on an existing tap
+    (``managed='no'``: libvirt opens it, never creates or deletes it); MAC, model
+    and driver are kept, sources, bandwidth and filters dropped."""
+    root = _parse(xml, "domain XML")
+    interfaces = root.findall("./devices/interface")
+    if len(taps) != len(interfaces):
+        raise ValueError(f"{len(taps)} taps for {len(interfaces)} interfaces")
+    for iface, tap in zip(interfaces, taps, strict=True):
+        iface.set("type", "ethernet")
+        for child in list(iface):
+            if child.tag not in ("mac", "model", "driver", "address", "mtu", "boot"):
+                iface.remove(child)
+        ET.SubElement(iface, "target", dev=tap, managed="no")
+    return _serialize(root, xml)
 
 
 def chardev_files(xml: str) -> tuple[str, ...]:

@@ -1,0 +1,13 @@
+"""Verify before you rely: restore points booted in an isolated lab, probed, proven.
+
+``verify.run`` is the use case (``surety verify``); ``verify.lab`` builds the
+lab (a private network namespace, VMs on throwaway overlays over the
+repository); ``verify.addressing`` gives clones their addresses back through
+the guest agent; ``verify.probes`` are the checks; ``verify.group`` reads
+application groups; ``verify.proof`` writes the reports.
+
+Invariants: nothing in the lab reaches anything outside it (no route, no
+forwarding, no host address in the namespace but the prober's); a lab is torn
+down in ``finally`` and a killed lab is reaped by the next; a restore point is
+marked ``verified`` only when every probe of it passed. Must not know the CLI.
+"""
