@@ -6,6 +6,7 @@ they run in CI's second stage (``make test-vm``).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -55,3 +56,54 @@ def vm_cli(tmp_path: Path) -> Cli:
     cli = cli_for(tmp_path / "repo", dict(os.environ))
     cli.run("init")
     return cli
+
+
+class LabPoints:
+    """Restore points of one PostgreSQL VM for lab tests (verify, items).
+
+    ``good``: application-consistent, taken while pgbench and a commit-ordered
+    load ran; its ``victim`` table (ids 1..500) is intact. ``damaged``: the
+    next point, after the heap file of ``victim`` was overwritten with garbage
+    (PostgreSQL stopped, so the damage is on disk and not in shared buffers).
+    The source VM is gone by the time tests run: the lab uses the repository only.
+    """
+
+    def __init__(self, cli: Cli, good: str, damaged: str, address: str) -> None:
+        self.cli, self.good, self.damaged, self.address = cli, good, damaged, address
+
+
+@pytest.fixture(scope="session")
+def lab_points(libvirt_conn: object, tmp_path_factory: pytest.TempPathFactory) -> LabPoints:
+    from tests.guests import apps  # noqa: PLC0415 - only the lab tests need it
+
+    base = tmp_path_factory.mktemp("lab")
+    cli = cli_for(base / "repo", {**os.environ, "SURETY_CATALOG": str(base / "catalog.sqlite")})
+    cli.run("init")
+    name = f"lab-{secrets.token_hex(3)}"
+    testvm.up(name, app="postgresql", net=True)
+    try:
+        guest = Guest(name, libvirt_conn)
+        apps.psql(guest, "create table victim as select g as id, md5(g::text) as v "
+                  "from generate_series(1, 500) g")  # fmt: skip
+        apps.start_pgbench(guest, seconds=600)
+        good = _backup_point(cli, name)
+        apps.stop_pgbench(guest)
+        heap = apps.psql(guest, "select pg_relation_filepath('victim')").strip()
+        apps.psql(guest, "checkpoint")
+        guest.sh("systemctl stop postgresql")
+        garbage = "dd if=/dev/urandom bs=1 seek=60 count=4000 conv=notrunc status=none"
+        guest.sh(f"cd /var/lib/postgresql/15/main && {garbage} of={heap}")
+        guest.sh("systemctl start postgresql")
+        apps.wait_postgresql_ready(guest)
+        damaged = _backup_point(cli, name)
+        address = json.loads(cli.run("points", "--json").stdout)[-1]["source"]["guest_network"][0][
+            "ipv4"
+        ][0]
+    finally:
+        testvm.down(name)
+    return LabPoints(cli, good, damaged, address)
+
+
+def _backup_point(cli: Cli, name: str) -> str:
+    proc = cli.run("backup", "vm", name, "--consistency", "application", "--json", timeout=600)
+    return str(json.loads(proc.stdout)["id"])
