@@ -14,6 +14,7 @@ from surety import __version__
 from surety.cli import (
     backup_cmds,
     files_cmds,
+    items_cmds,
     points_cmds,
     repo_cmds,
     restore_cmds,
@@ -59,7 +60,15 @@ def cli(ctx: click.Context, repo: str | None, passphrase_file: Path | None) -> N
     ctx.obj = GlobalOptions(repo=repo, passphrase_file=passphrase_file)
 
 
-for module in (repo_cmds, backup_cmds, restore_cmds, files_cmds, points_cmds, verify_cmds):
+for module in (
+    repo_cmds,
+    backup_cmds,
+    restore_cmds,
+    files_cmds,
+    points_cmds,
+    verify_cmds,
+    items_cmds,
+):
     for command in module.COMMANDS:
         cli.add_command(command)
 
