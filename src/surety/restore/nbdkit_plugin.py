@@ -9,6 +9,11 @@ Parameters, after the script on nbdkit's command line:
   master key material, image id, cache size, report file) as JSON: secrets
   never appear on a command line.
 
+An export document with ``lock`` is a detached server's
+(``start_detached_server``: nbdkit forks into the background): the export is
+opened in ``after_fork`` - threads do not survive a fork - after this process
+took a shared repository lock, which ``cleanup`` releases when nbdkit exits.
+
 Every read goes through ``ImageReader`` (hash-checked chunks, zero chunks
 without storage). A read that fails answers the client EIO - never other
 bytes - and appends one JSON line to the report file, which the serving
@@ -47,8 +52,34 @@ def config_complete() -> None:
         document = json.load(pipe)
     from surety.restore.serve import open_export  # noqa: PLC0415 - needs syspath= first
 
-    _state["reader"] = open_export(document)
     _state["report"] = document["report"]
+    if document.get("lock"):
+        _state["document"] = document  # opened after the fork
+        return
+    _state["reader"] = open_export(document)
+
+
+def after_fork() -> None:
+    document = _state.pop("document", None)
+    if document is not None:
+        from surety.restore.serve import (  # noqa: PLC0415 - needs syspath= first
+            hold_export_lock,
+            open_export,
+        )
+
+        lock = hold_export_lock(document)
+        try:
+            _state["reader"] = open_export(document)
+        except BaseException:
+            lock.close()  # nbdkit exits without cleanup() when after_fork fails
+            raise
+        _state["lock"] = lock
+
+
+def cleanup() -> None:
+    lock = _state.pop("lock", None)
+    if lock is not None:
+        lock.close()
 
 
 def thread_model() -> int:
