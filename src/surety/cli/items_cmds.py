@@ -13,7 +13,7 @@ from surety.cli.options import connect_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size, parse_size
 from surety.verify.dumptools import DumpRequest
-from surety.verify.items import ItemsOptions, ItemsResult, extract_items
+from surety.verify.items import ItemsOptions, ItemsResult, check_options, extract_items
 
 __all__ = ["COMMANDS"]
 
@@ -121,6 +121,7 @@ def _run(
         point, request, target.absolute(), force, timeout, dump_timeout, parse_size(max_size),
         port, uri,
     )  # fmt: skip
+    check_options(options)  # before the passphrase is asked for
     repo = open_repo(ctx)
     with progress_for(json_output) as progress:
         result = extract_items(repo, options, progress)

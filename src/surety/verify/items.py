@@ -45,7 +45,16 @@ from surety.verify import dumptools
 from surety.verify.dumptools import DumpRequest
 from surety.verify.lab import open_lab
 
-__all__ = ["ItemsOptions", "ItemsResult", "check_target", "extract_items", "recorded_app"]
+__all__ = [
+    "ItemsOptions",
+    "ItemsResult",
+    "atomic_file",
+    "check_options",
+    "check_target",
+    "copy_out",
+    "extract_items",
+    "recorded_app",
+]
 
 PIECE = MiB  # guest-file-read count per call
 
@@ -89,9 +98,14 @@ class ItemsResult:
         }
 
 
-def extract_items(repo: Repository, options: ItemsOptions, progress: Progress) -> ItemsResult:
+def check_options(options: ItemsOptions) -> None:
+    """What can be refused before the repository is opened: the names and the target."""
     dumptools.check_request(options.request)
     check_target(options.target, options.force)
+
+
+def extract_items(repo: Repository, options: ItemsOptions, progress: Progress) -> ItemsResult:
+    check_options(options)
     point = repo.resolve(options.point)
     port = 0
     if options.request.app == "postgresql":
