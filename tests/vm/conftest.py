@@ -61,6 +61,7 @@ def vm_cli(tmp_path: Path) -> Cli:
 class LabPoints:
     """Restore points of one PostgreSQL VM for lab tests (verify, items).
 
+    PostgreSQL listens on every address (the lab's TCP probe reaches it).
     ``good``: application-consistent, taken while pgbench and a commit-ordered
     load ran; its ``victim`` table (ids 1..500) is intact. ``damaged``: the
     next point, after the heap file of ``victim`` was overwritten with garbage
@@ -83,6 +84,8 @@ def lab_points(libvirt_conn: object, tmp_path_factory: pytest.TempPathFactory) -
     testvm.up(name, app="postgresql", net=True)
     try:
         guest = Guest(name, libvirt_conn)
+        apps.psql(guest, "alter system set listen_addresses = '*'")  # a server, not a desktop
+        apps.restart_postgresql(guest)
         apps.psql(guest, "create table victim as select g as id, md5(g::text) as v "
                   "from generate_series(1, 500) g")  # fmt: skip
         apps.start_pgbench(guest, seconds=600)
