@@ -14,6 +14,7 @@ from surety import __version__
 from surety.cli import (
     backup_cmds,
     files_cmds,
+    instant_cmds,
     items_cmds,
     points_cmds,
     repo_cmds,
@@ -64,6 +65,7 @@ for module in (
     repo_cmds,
     backup_cmds,
     restore_cmds,
+    instant_cmds,
     files_cmds,
     points_cmds,
     verify_cmds,

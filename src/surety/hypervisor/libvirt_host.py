@@ -175,6 +175,40 @@ class LibvirtDomain:
             TargetError,
         )
 
+    def is_persistent(self) -> bool:
+        """Defined (kept when it stops), not transient."""
+        return bool(_call(f"{self.name}: persistence", self.dom.isPersistent))
+
+    # -- block copy (instant recovery: move disks while the VM runs) -----------------
+    def block_copy(self, disk: str, destination_xml: str) -> None:
+        """Start a full copy of ``disk`` (its whole backing chain, flattened) to the
+        file ``destination_xml`` describes; guest writes go to both (synchronous
+        writes where libvirt offers it, so the copy converges under load)."""
+        flags = getattr(_libvirt(), "VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES", 0)
+        _call(
+            f"{self.name}: starting the copy of {disk}",
+            lambda: self.dom.blockCopy(disk, destination_xml, None, flags),
+            TargetError,
+        )
+
+    def block_job(self, disk: str) -> tuple[int, int] | None:
+        """(cur, end) of the block job on ``disk``, None when there is none."""
+        info = _call(f"{self.name}: block job of {disk}", lambda: self.dom.blockJobInfo(disk, 0))
+        if not info:
+            return None
+        return int(info["cur"]), int(info["end"])
+
+    def block_job_abort(self, disk: str, pivot: bool = False) -> None:
+        """End the block job on ``disk``; ``pivot``: switch the disk to the copy
+        (synchronous: returns once QEMU uses the copy)."""
+        flags = _libvirt().VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
+        what = "switching to the copy of" if pivot else "ending the block job of"
+        _call(
+            f"{self.name}: {what} {disk}",
+            lambda: self.dom.blockJobAbort(disk, flags),
+            TargetError,
+        )
+
     # -- guest agent ------------------------------------------------------------
     def agent(
         self, command: str, arguments: dict[str, Any] | None = None, timeout: int = 10

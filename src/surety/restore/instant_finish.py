@@ -1,0 +1,279 @@
+"""Instant recovery, second half: ``finish`` (move to production storage), ``abort``, ``list``.
+
+``finish_instant`` per disk, in order (each step recorded, so a rerun after a
+kill resumes from what the VM shows):
+
+1. the disk already runs on its copy (pivoted by an earlier run): keep it;
+2. a block job left by a killed run: abort it *without* pivot (the VM stays on
+   its overlay), delete its partial copy;
+3. a full block copy to ``DIR/NAME-<target>.qcow2``, progress from the job,
+   until libvirt says the mirror is ready; then pivot.
+
+Then console logs are moved beside the copies (a rename keeps QEMU writing
+into them), the VM is defined persistently from its live XML, and only then
+are the servers stopped and the overlays deleted. Ctrl-C or SIGTERM during a
+copy aborts that copy: the VM runs on as before.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from surety.core.errors import Interrupted, TargetError, UsageError
+from surety.core.progress import Progress
+from surety.core.units import format_size
+from surety.hypervisor.libvirt_host import Host, LibvirtDomain, connect
+from surety.restore.instant import DEFAULT_ROOT, discard
+from surety.restore.instant_plan import (
+    copy_destination_xml,
+    copy_path,
+    disk_states,
+    finished_domain_xml,
+    moved_chardev_files,
+)
+from surety.restore.instant_state import (
+    FINISHED,
+    FINISHING,
+    InstantDisk,
+    InstantVm,
+    list_instant_vms,
+    load_instant_vm,
+    save_instant_vm,
+)
+from surety.restore.serve import server_alive, stop_server
+
+__all__ = [
+    "FinishOptions",
+    "FinishResult",
+    "InstantStatus",
+    "abort_instant",
+    "finish_instant",
+    "instant_status",
+]
+
+POLL = 0.5
+
+
+@dataclass(frozen=True)
+class FinishOptions:
+    name: str
+    storage: Path | None = None  # required on the first run; a rerun reuses the recorded one
+    uri: str = "qemu:///system"
+    root: Path = DEFAULT_ROOT
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    vm: InstantVm
+    copied: int  # bytes the block jobs reported done
+    seconds: float
+
+
+def finish_instant(options: FinishOptions, progress: Progress) -> FinishResult:
+    began = time.monotonic()
+    record = _load(options.root, options.name)
+    host = connect(options.uri)
+    try:
+        domain = _find(host, record)
+        copied = 0
+        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+            record = record.with_phase(FINISHED)  # defined by an earlier run: clean up only
+        else:
+            if domain is None or not domain.is_running():
+                raise TargetError(
+                    f"instant VM {record.name} is not running (its writes are kept in "
+                    f"{record.directory}); `surety instant-recover abort {record.name}` discards it"
+                )
+            record = _prepare_copies(record, options.storage)
+            copied = sum(_move_disk(domain, record, disk, progress) for disk in record.disks)
+            record = _define(host, domain, record)
+        _cleanup(record)
+        return FinishResult(record, copied, time.monotonic() - began)
+    finally:
+        host.close()
+
+
+def _load(root: Path, name: str) -> InstantVm:
+    record = load_instant_vm(root, name)
+    if record is None:
+        raise UsageError(f"no instant VM named {name} (`surety instant-recover list`)")
+    return record
+
+
+def _find(host: Host, record: InstantVm) -> LibvirtDomain | None:
+    """The instant VM's domain: its name, and its UUID once known."""
+    domain = host.find_domain(name=record.name)
+    if domain is None:
+        return None
+    if record.uuid and domain.uuid() != record.uuid:
+        return None
+    if not record.uuid:  # killed before the UUID was recorded: it must run on our overlays
+        overlays = {d.overlay for d in record.disks}
+        if not overlays & {s.source for s in disk_states(domain.xml()).values()}:
+            return None
+    return domain
+
+
+def _prepare_copies(record: InstantVm, storage: Path | None) -> InstantVm:
+    if record.storage is not None and storage is not None and Path(record.storage) != storage:
+        raise UsageError(
+            f"finish of {record.name} began with --storage {record.storage}: rerun it with that"
+        )
+    chosen = storage or (Path(record.storage) if record.storage else None)
+    if chosen is None:
+        raise UsageError("--storage DIR is needed: where the VM's disks go")
+    if not chosen.is_dir():
+        raise TargetError(f"--storage {chosen} is not a directory")
+    chosen = chosen.resolve()
+    disks = []
+    for disk in record.disks:
+        path = copy_path(chosen, record.name, disk.target)
+        if disk.copy is None and (path.exists() or path.is_symlink()):
+            raise TargetError(f"{path} exists; remove it or choose another --storage")
+        disks.append(replace(disk, copy=str(path)))
+    _check_room(chosen, [d for d in record.disks if d.copy is None])
+    updated = replace(record.with_phase(FINISHING), storage=str(chosen), disks=tuple(disks))
+    save_instant_vm(updated)
+    return updated
+
+
+def _check_room(storage: Path, disks: list[InstantDisk]) -> None:
+    """Room for each copy: the point's data plus what the guest wrote to the overlay."""
+    need = sum(d.allocated + _allocated(Path(d.overlay)) for d in disks)
+    stat = os.statvfs(storage)
+    free = stat.f_bavail * stat.f_frsize
+    if need > free:
+        raise TargetError(
+            f"not enough room in {storage}: the copies need about {format_size(need)}, "
+            f"{format_size(free)} is free"
+        )
+
+
+def _allocated(path: Path) -> int:
+    try:
+        return path.stat().st_blocks * 512
+    except OSError:
+        return 0
+
+
+def _move_disk(
+    domain: LibvirtDomain, record: InstantVm, disk: InstantDisk, progress: Progress
+) -> int:
+    """Copy one disk and pivot to the copy; bytes copied (0 if it was done before)."""
+    assert disk.copy is not None
+    state = disk_states(domain.xml()).get(disk.target)
+    if state is None:
+        raise TargetError(f"{record.name} has no disk {disk.target} any more")
+    if state.source == disk.copy:
+        return 0
+    if domain.block_job(disk.target) is not None:
+        progress.note(f"{disk.target}: a copy left by an earlier run is aborted and restarted")
+        _abort_job(domain, disk.target)
+    Path(disk.copy).unlink(missing_ok=True)  # ours (recorded), never in use: not pivoted
+    domain.block_copy(disk.target, copy_destination_xml(disk.copy))
+    try:
+        copied = _wait_ready(domain, disk, progress)
+        domain.block_job_abort(disk.target, pivot=True)
+    except KeyboardInterrupt:
+        _abort_job(domain, disk.target)
+        raise Interrupted(
+            f"finish interrupted: {record.name} runs on, from its overlay as before"
+        ) from None
+    if disk_states(domain.xml())[disk.target].source != disk.copy:
+        raise TargetError(f"{record.name}: {disk.target} did not switch to {disk.copy}")
+    return copied
+
+
+def _wait_ready(domain: LibvirtDomain, disk: InstantDisk, progress: Progress) -> int:
+    job = domain.block_job(disk.target)
+    progress.phase(f"copy {disk.target}", job[1] if job else disk.size)
+    done = 0
+    while True:
+        job = domain.block_job(disk.target)
+        if job is None:
+            raise TargetError(
+                f"the copy of {disk.target} ended before it was ready; the VM runs on "
+                "its overlay: run finish again"
+            )
+        if job[0] > done:
+            progress.advance(job[0] - done)
+            done = job[0]
+        state = disk_states(domain.xml()).get(disk.target)
+        if state is not None and state.ready:
+            return done
+        time.sleep(POLL)
+
+
+def _abort_job(domain: LibvirtDomain, target: str) -> None:
+    domain.block_job_abort(target)
+    deadline = time.monotonic() + 60
+    while domain.block_job(target) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _define(host: Host, domain: LibvirtDomain, record: InstantVm) -> InstantVm:
+    storage, vm_dir = Path(str(record.storage)), Path(record.directory)
+    live = domain.xml()
+    for old, new in moved_chardev_files(live, vm_dir, storage).items():
+        if Path(old).exists() and not Path(new).exists():
+            try:
+                os.rename(old, new)  # same file system: QEMU keeps writing into it
+            except OSError:
+                shutil.copy2(old, new)
+    host.define_domain(finished_domain_xml(live, record.name, record.disks, vm_dir, storage))
+    finished = record.with_phase(FINISHED)
+    save_instant_vm(finished)
+    return finished
+
+
+def _cleanup(record: InstantVm) -> None:
+    """After the define: the servers and overlays are no longer used."""
+    for disk in record.disks:
+        stop_server(disk.pid_file)
+    shutil.rmtree(record.directory, ignore_errors=True)
+
+
+# -- abort and list -------------------------------------------------------------------
+
+
+def abort_instant(name: str, uri: str = "qemu:///system", root: Path = DEFAULT_ROOT) -> InstantVm:
+    record = _load(root, name)
+    host = connect(uri)
+    try:
+        domain = _find(host, record)
+        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+            raise UsageError(
+                f"{name} is finished: it is a normal VM on {record.storage} now "
+                f"(run `surety instant-recover finish {name}` to clean up what is left)"
+            )
+        discard(record, domain)
+    finally:
+        host.close()
+    return record
+
+
+@dataclass(frozen=True)
+class InstantStatus:
+    vm: InstantVm
+    running: bool
+    servers_alive: int
+
+
+def instant_status(uri: str = "qemu:///system", root: Path = DEFAULT_ROOT) -> list[InstantStatus]:
+    records = list_instant_vms(root)
+    if not records:
+        return []
+    host = connect(uri)
+    try:
+        found = []
+        for record in records:
+            domain = _find(host, record)
+            alive = sum(server_alive(d.pid_file) for d in record.disks)
+            found.append(InstantStatus(record, domain is not None and domain.is_running(), alive))
+        return found
+    finally:
+        host.close()
