@@ -61,20 +61,26 @@ def vm_cli(tmp_path: Path) -> Cli:
 class LabPoints:
     """Restore points of one PostgreSQL VM for lab tests (verify, items).
 
-    PostgreSQL listens on every address (the lab's TCP probe reaches it).
-    ``good``: application-consistent, taken while pgbench and a commit-ordered
-    load ran; its ``victim`` table (ids 1..500) is intact. ``damaged``: the
-    next point, after the heap file of ``victim`` was overwritten with garbage
-    (PostgreSQL stopped, so the damage is on disk and not in shared buffers).
-    The source VM is gone by the time tests run: the lab uses the repository only.
+    PostgreSQL listens on every address (the lab's TCP probe reaches it) and
+    archives its WAL to ``apps.WAL_ARCHIVE``. ``good``: application-consistent,
+    taken with ``--truncate-logs after-verify`` while pgbench and a load ran;
+    its ``victim`` table (ids 1..500, ``v = md5(id)``) is intact. ``damaged``:
+    the next point, after the heap file of ``victim`` was overwritten with
+    garbage (PostgreSQL stopped: the damage is on disk, not in shared buffers).
+    The source VM ``source`` is then powered off (kept defined, removed at the
+    end of the session): the lab uses the repository only; a test that needs
+    the source (log truncation after verification) starts it again.
     """
 
-    def __init__(self, cli: Cli, good: str, damaged: str, address: str) -> None:
+    def __init__(self, cli: Cli, good: str, damaged: str, address: str, source: str) -> None:
         self.cli, self.good, self.damaged, self.address = cli, good, damaged, address
+        self.source = source
 
 
 @pytest.fixture(scope="session")
-def lab_points(libvirt_conn: object, tmp_path_factory: pytest.TempPathFactory) -> LabPoints:
+def lab_points(
+    libvirt_conn: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabPoints]:
     from tests.guests import apps  # noqa: PLC0415 - only the lab tests need it
 
     base = tmp_path_factory.mktemp("lab")
@@ -85,11 +91,12 @@ def lab_points(libvirt_conn: object, tmp_path_factory: pytest.TempPathFactory) -
     try:
         guest = Guest(name, libvirt_conn)
         apps.psql(guest, "alter system set listen_addresses = '*'")  # a server, not a desktop
-        apps.restart_postgresql(guest)
+        apps.enable_wal_archiving(guest)  # restarts PostgreSQL
         apps.psql(guest, "create table victim as select g as id, md5(g::text) as v "
                   "from generate_series(1, 500) g")  # fmt: skip
+        apps.switch_wal(guest, 3)
         apps.start_pgbench(guest, seconds=600)
-        good = _backup_point(cli, name)
+        good = _backup_point(cli, name, "--truncate-logs", "after-verify")
         apps.stop_pgbench(guest)
         heap = apps.psql(guest, "select pg_relation_filepath('victim')").strip()
         apps.psql(guest, "checkpoint")
@@ -99,14 +106,16 @@ def lab_points(libvirt_conn: object, tmp_path_factory: pytest.TempPathFactory) -
         guest.sh("systemctl start postgresql")
         apps.wait_postgresql_ready(guest)
         damaged = _backup_point(cli, name)
-        address = json.loads(cli.run("points", "--json").stdout)[-1]["source"]["guest_network"][0][
-            "ipv4"
-        ][0]
+        listed = json.loads(cli.run("points", "--json").stdout)
+        address = listed[-1]["source"]["guest_network"][0]["ipv4"][0]
+        guest.dom.destroy()  # type: ignore[attr-defined]
+        yield LabPoints(cli, good, damaged, address, name)
     finally:
         testvm.down(name)
-    return LabPoints(cli, good, damaged, address)
 
 
-def _backup_point(cli: Cli, name: str) -> str:
-    proc = cli.run("backup", "vm", name, "--consistency", "application", "--json", timeout=600)
+def _backup_point(cli: Cli, name: str, *options: str) -> str:
+    proc = cli.run(
+        "backup", "vm", name, "--consistency", "application", *options, "--json", timeout=600
+    )
     return str(json.loads(proc.stdout)["id"])

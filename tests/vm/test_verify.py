@@ -26,7 +26,8 @@ from surety.hypervisor import labnet
 from surety.hypervisor.libvirt_host import connect
 from surety.verify.lab import LAB_ROOT, open_lab
 from tests.cli import PASSPHRASE
-from tests.vm.conftest import LabPoints
+from tests.guests import agent, apps
+from tests.vm.conftest import Guest, LabPoints
 
 pytestmark = pytest.mark.vm
 
@@ -89,9 +90,21 @@ def _verify(lab_points: LabPoints, *args: str, tmp: Path) -> tuple[int, dict[str
     return proc.returncode, doc, proc.stderr
 
 
+def _start_source(lab_points: LabPoints) -> Guest:
+    """Boot the (powered-off) source VM of the lab points again, PostgreSQL up."""
+    conn = agent.connect()
+    conn.lookupByName(lab_points.source).create()
+    guest = Guest(lab_points.source, conn)
+    agent.wait_for_agent(guest.dom)
+    apps.wait_postgresql_ready(guest)
+    return guest
+
+
 def test_good_point_passes_isolated_and_a_killed_run_is_reaped(
     lab_points: LabPoints, tmp_path: Path
 ) -> None:
+    source = _start_source(lab_points)  # the good point truncates its logs after verification
+    archive_before = apps.wal_segments(source)
     listener = socket.create_server(("0.0.0.0", 0))  # the guest must NOT reach it
     port = listener.getsockname()[1]
     repo = open_repository(str(lab_points.cli.repo), PASSPHRASE)
@@ -153,6 +166,17 @@ def test_good_point_passes_isolated_and_a_killed_run_is_reaped(
     listed = json.loads(lab_points.cli.run("points", "--json").stdout)
     status = {p["id"]: p["verification"] for p in listed}
     assert status[lab_points.good]["status"] == "verified"
+
+    # Only now, after the verification passed, the WAL archive is truncated, up to the redo.
+    (point,) = [p for p in listed if p["id"] == lab_points.good]
+    redo = point["applications"]["postgresql"]["clusters"][0]["redo_wal_file"]
+    assert [s for s in archive_before if s < redo], "nothing older than the redo to truncate"
+    archive_after = apps.wal_segments(source)
+    source.dom.destroy()
+    assert archive_after == [s for s in archive_before if s >= redo] + [
+        s for s in archive_after if s not in archive_before
+    ]
+    assert "archived WAL file(s) before" in vm["truncation"]["postgresql"]["detail"]
     assert not _lab_domains()
     assert not labnet.lab_namespaces()
     assert not list(LAB_ROOT.glob("*.*.*"))

@@ -9,7 +9,8 @@ The JSON document (``proof.json``, ``format`` 1)::
               "boot_seconds": float | null,      # CPUs running -> agent answers
               "network": ["eth0 re-addressed to ..."],
               "probes": [{"probe", "ok", "evidence", "seconds", "finished"}],
-              "console_tail": "...", "reason": "..."}],
+              "console_tail": "...", "reason": "...",
+              "truncation": {"<writer>": {"done": bool, "detail": "..."}}}],
      "timeline": [{"at": iso, "vm": name, "event": text}]}
 
 ``proof.html`` is the same, readable: a verdict, one table per VM, the
@@ -53,6 +54,7 @@ class VmProof:
     probes: list[ProbeResult] = field(default_factory=list)
     console_tail: str = ""
     reason: str = ""
+    truncation: dict[str, Any] = field(default_factory=dict)  # after-verify log truncation
 
     @property
     def passed(self) -> bool:
@@ -136,6 +138,10 @@ def render_html(doc: dict[str, Any]) -> str:
             parts.append("<p>Network: " + e("; ".join(vm["network"])) + "</p>")
         if vm["probes"]:
             parts.append(_probe_table(vm["probes"]))
+        for writer, done in vm["truncation"].items():
+            parts.append(
+                f"<p>Log truncation after verification ({e(writer)}): {e(done['detail'])}</p>"
+            )
         if vm["console_tail"]:
             parts.append("<details><summary>serial console (last lines)</summary>")
             parts.append(f"<pre>{e(vm['console_tail'])}</pre></details>")

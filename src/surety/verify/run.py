@@ -21,7 +21,7 @@ from surety.catalog import Catalog, Verification
 from surety.core.errors import LabError, SuretyError
 from surety.core.progress import Progress
 from surety.hypervisor import labnet
-from surety.hypervisor.libvirt_host import GuestAgentError, connect
+from surety.hypervisor.libvirt_host import GuestAgentError, Host, connect
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.verify import addressing
@@ -29,6 +29,7 @@ from surety.verify.group import ApplicationGroup, Member, default_probes
 from surety.verify.lab import Lab, LabVm, open_lab
 from surety.verify.probes import ProbeContext, ProbeSpec, run_probe
 from surety.verify.proof import Proof, VmProof, write_proof
+from surety.verify.truncation import truncate_after_verify
 
 __all__ = ["VerifyOptions", "VerifyResult", "verify"]
 
@@ -64,12 +65,25 @@ def verify(repo: Repository, options: VerifyOptions, progress: Progress) -> Veri
         for vm_proof in proof.vms:
             if vm_proof.result in ("not started", "running"):
                 vm_proof.result, vm_proof.reason = "failed", str(exc)
+    try:
+        _truncate_logs(host, points, proof, progress)
     finally:
         host.close()
     proof.finished = time.time()
     proof_dir = write_proof(proof, options.proofs / repo.config.id)
     _record(options, repo.config.id, proof, proof_dir)
     return VerifyResult(proof.passed, proof_dir, proof.document())
+
+
+def _truncate_logs(host: Host, points: list[Manifest], proof: Proof, progress: Progress) -> None:
+    """Only now, and only for passed points that asked for it (``after-verify``)."""
+    for point, vm_proof in zip(points, proof.vms, strict=True):
+        if vm_proof.passed:
+            vm_proof.truncation = truncate_after_verify(host, point)
+        elif point.source.get("truncate_logs") == "after-verify":
+            vm_proof.truncation = {"all": {"done": False, "detail": "not verified: logs kept"}}
+        for name, done in vm_proof.truncation.items():
+            progress.note(f"{vm_proof.name}: log truncation ({name}): {done.get('detail')}")
 
 
 def _vm_proof(member: Member, point: Manifest) -> VmProof:

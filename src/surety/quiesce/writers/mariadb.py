@@ -114,16 +114,26 @@ class MariadbWriter:
     def after_commit(self, point_id: str, truncate_logs: bool) -> dict[str, Any]:
         if not truncate_logs:
             return {}
-        binlog = self.record.metadata.get("binlog_file")
-        if not binlog:
-            return {"done": False, "detail": "binary logging is off: nothing to truncate"}
-        if not _BINLOG_NAME.match(binlog):
-            raise WriterFailed(self.name, f"unexpected binlog file name {binlog!r}")
-        result = self.guest.run([*CLIENT, "-e", f"PURGE BINARY LOGS TO '{binlog}'"], timeout=300)
-        if not result.ok:
-            raise WriterFailed(self.name, f"PURGE BINARY LOGS: {result.text()[-300:]}")
-        return {"done": True, "detail": f"binary logs before {binlog} purged", "kept_from": binlog}
+        return purge_binlogs(self.guest, self.record.metadata)
+
+    @classmethod
+    def truncate_recorded(cls, guest: GuestChannel, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Truncation deferred past the commit (``after-verify``), from the point's metadata."""
+        return purge_binlogs(guest, metadata)
 
     def cleanup(self) -> None:
         if self.session is not None:
             self.session.remove()
+
+
+def purge_binlogs(guest: GuestChannel, metadata: dict[str, Any]) -> dict[str, Any]:
+    """``PURGE BINARY LOGS TO`` the binlog file in use at the snapshot."""
+    binlog = metadata.get("binlog_file")
+    if not binlog:
+        return {"done": False, "detail": "binary logging is off: nothing to truncate"}
+    if not _BINLOG_NAME.match(binlog):
+        raise WriterFailed(MariadbWriter.name, f"unexpected binlog file name {binlog!r}")
+    result = guest.run([*CLIENT, "-e", f"PURGE BINARY LOGS TO '{binlog}'"], timeout=300)
+    if not result.ok:
+        raise WriterFailed(MariadbWriter.name, f"PURGE BINARY LOGS: {result.text()[-300:]}")
+    return {"done": True, "detail": f"binary logs before {binlog} purged", "kept_from": binlog}

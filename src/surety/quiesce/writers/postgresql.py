@@ -178,30 +178,51 @@ class PostgresqlWriter:
         }
 
     def _truncate(self, cluster: Cluster) -> dict[str, Any]:
-        archive, redo = cluster.meta.get("archive_dir"), cluster.meta.get("redo_wal_file")
-        if not archive or not redo:
-            why = "no local WAL archive directory" if not archive else "no redo WAL file"
-            return {"cluster": cluster.id, "done": False, "detail": f"{cluster.id}: {why}"}
-        cleanup = f"{cluster.bindir}/pg_archivecleanup"
-        result = self.guest.run(
-            ["runuser", "-u", "postgres", "--", cleanup, "-d", archive, redo], timeout=300
-        )
-        removed = [
-            line.rsplit("/", 1)[-1].strip('"')
-            for line in result.stderr.decode(errors="replace").splitlines()
-            if "removing file" in line
-        ]
-        if not result.ok:
-            raise WriterFailed(self.name, f"pg_archivecleanup: {result.text()[-300:]}")
+        return truncate_cluster(self.guest, {**cluster.meta, "cluster": cluster.id})
+
+    @classmethod
+    def truncate_recorded(cls, guest: GuestChannel, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Truncation deferred past the commit (``after-verify``), from the point's metadata."""
+        done = [truncate_cluster(guest, meta) for meta in metadata.get("clusters", [])]
         return {
-            "cluster": cluster.id,
-            "done": True,
-            "detail": f"{cluster.id}: {len(removed)} archived WAL file(s) before {redo} removed",
-            "removed": removed,
-            "kept_from": redo,
+            "done": bool(done) and all(d["done"] for d in done),
+            "detail": "; ".join(d["detail"] for d in done) or "no cluster recorded",
+            "clusters": done,
         }
 
     def cleanup(self) -> None:
         for cluster in self.clusters:
             if cluster.session is not None:
                 cluster.session.remove()
+
+
+def truncate_cluster(guest: GuestChannel, meta: dict[str, Any]) -> dict[str, Any]:
+    """``pg_archivecleanup`` of the cluster's local WAL archive up to its redo WAL file."""
+    cluster_id = str(meta.get("cluster", ""))
+    archive, redo = meta.get("archive_dir"), meta.get("redo_wal_file")
+    if not archive or not redo:
+        why = "no local WAL archive directory" if not archive else "no redo WAL file"
+        return {"cluster": cluster_id, "done": False, "detail": f"{cluster_id}: {why}"}
+    version = cluster_id.partition("/")[0]
+    if not re.fullmatch(r"\d+(\.\d+)?", version) or not re.fullmatch(r"[0-9A-F]{24}", str(redo)):
+        raise WriterFailed(
+            PostgresqlWriter.name, f"unexpected cluster {cluster_id!r} / WAL {redo!r}"
+        )
+    cleanup = f"/usr/lib/postgresql/{version}/bin/pg_archivecleanup"
+    result = guest.run(
+        ["runuser", "-u", "postgres", "--", cleanup, "-d", archive, redo], timeout=300
+    )
+    removed = [
+        line.rsplit("/", 1)[-1].strip('"')
+        for line in result.stderr.decode(errors="replace").splitlines()
+        if "removing file" in line
+    ]
+    if not result.ok:
+        raise WriterFailed(PostgresqlWriter.name, f"pg_archivecleanup: {result.text()[-300:]}")
+    return {
+        "cluster": cluster_id,
+        "done": True,
+        "detail": f"{cluster_id}: {len(removed)} archived WAL file(s) before {redo} removed",
+        "removed": removed,
+        "kept_from": redo,
+    }
