@@ -10,6 +10,7 @@ from surety.quiesce.session import guest_script
 from surety.quiesce.writer import QuiesceJob, WriterFailed, load_writers
 from surety.quiesce.writers.mariadb import MariadbWriter
 from surety.quiesce.writers.postgresql import (
+    PostgresqlWriter,
     archive_dir_from_command,
     parse_backup_label,
     parse_clusters,
@@ -93,3 +94,37 @@ def test_unknown_writer_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="unknown writer"):
         load_writers(["oracle"])
+
+
+def test_deferred_truncation_works_from_the_recorded_metadata_only() -> None:
+    cleanup = FakeResult(
+        0, b"", b'pg_archivecleanup: removing file "/a/000000010000000000000003"\n'
+    )
+    guest = FakeGuest(handlers={"*": lambda _argv: cleanup})
+    recorded = {
+        "clusters": [
+            {
+                "cluster": "15/main",
+                "archive_dir": "/a",
+                "redo_wal_file": "000000010000000000000004",
+            },
+            {
+                "cluster": "15/other",
+                "archive_dir": None,
+                "redo_wal_file": "000000010000000000000009",
+            },
+        ]
+    }
+    report = PostgresqlWriter.truncate_recorded(guest, recorded)
+    assert guest.commands == [
+        ["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_archivecleanup",
+         "-d", "/a", "000000010000000000000004"],
+    ]  # fmt: skip
+    assert report["clusters"][0]["removed"] == ["000000010000000000000003"]
+    assert report["done"] is False  # the second cluster has no local archive
+    with pytest.raises(WriterFailed, match="unexpected cluster"):
+        PostgresqlWriter.truncate_recorded(
+            guest, {"clusters": [{"cluster": "15; rm", "archive_dir": "/a", "redo_wal_file": "x"}]}
+        )
+    purged = MariadbWriter.truncate_recorded(guest, {"binlog_file": "mariadb-bin.000002"})
+    assert purged["kept_from"] == "mariadb-bin.000002"
