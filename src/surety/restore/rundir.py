@@ -44,10 +44,12 @@ RUN_ROOT = Path("/run/surety/files")
 
 
 @contextmanager
-def run_directory(notes: list[str], root: Path = RUN_ROOT) -> Iterator[Path]:
+def run_directory(
+    notes: list[str], root: Path = RUN_ROOT, what: str = "file-level restore"
+) -> Iterator[Path]:
     """A fresh private directory for one run; released and removed afterwards."""
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    notes.extend(reap_dead_runs(root))
+    notes.extend(reap_dead_runs(root, what))
     pid = os.getpid()
     path = Path(tempfile.mkdtemp(prefix=f"{pid}.{_start_time(pid)}.", dir=root))
     try:
@@ -60,7 +62,7 @@ def run_directory(notes: list[str], root: Path = RUN_ROOT) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def reap_dead_runs(root: Path = RUN_ROOT) -> list[str]:
+def reap_dead_runs(root: Path = RUN_ROOT, what: str = "file-level restore") -> list[str]:
     """Release and remove the directories of runs whose process is gone."""
     notes = []
     for path in sorted(root.glob("*.*.*")) if root.is_dir() else []:
@@ -71,7 +73,7 @@ def reap_dead_runs(root: Path = RUN_ROOT) -> list[str]:
         left = release(path)
         if not left:
             shutil.rmtree(path, ignore_errors=True)
-            notes.append(f"cleaned up after an interrupted file-level restore (pid {pid})")
+            notes.append(f"cleaned up after an interrupted {what} (pid {pid})")
     return notes
 
 

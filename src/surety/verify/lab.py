@@ -22,6 +22,7 @@ anything, so several may run at once.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import time
@@ -164,8 +165,6 @@ class Lab:
         nvram = None
         if "nvram.b64" in point.config:
             nvram = vm_dir / "VARS.fd"
-            import base64  # noqa: PLC0415 - only for UEFI guests
-
             nvram.write_bytes(base64.b64decode(point.config["nvram.b64"]))
             os.chown(nvram, *qemu_ids())
         return rewrite_domain(
@@ -204,7 +203,7 @@ def open_lab(
 ) -> Iterator[Lab]:
     """A new, empty lab; everything in it is gone when the block ends."""
     notes: list[str] = []
-    with run_directory(notes, root) as run_dir:
+    with run_directory(notes, root, "verification") as run_dir:
         for note in notes + reap_dead_labs(host, root):
             progress.note(note)
         for path in (root.parent, root, run_dir):
@@ -222,7 +221,7 @@ def open_lab(
 
 def reap_dead_labs(host: Host, root: Path = LAB_ROOT) -> list[str]:
     """Remove the VMs, namespaces and taps of labs whose process is gone."""
-    notes = reap_dead_runs(root)
+    notes = reap_dead_runs(root, "verification")
     live = {_lab_id(p) for p in root.glob("*.*.*")} if root.is_dir() else set()
     dead: set[str] = set()
     for name in host.domain_names():

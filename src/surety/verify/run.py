@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from surety.catalog import Catalog, Verification
-from surety.core.errors import LabError, SuretyError
+from surety.core.errors import LabError, SuretyError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor import labnet
 from surety.hypervisor.libvirt_host import GuestAgentError, Host, connect
@@ -52,6 +52,12 @@ class VerifyResult:
 def verify(repo: Repository, options: VerifyOptions, progress: Progress) -> VerifyResult:
     group = options.group
     points = [repo.resolve(m.point) for m in group.members]
+    for point in points:
+        if point.kind != "vm" or "domain.xml" not in point.config:
+            raise UsageError(
+                f"restore point {point.id[:12]} ({point.name}) is a disk image, not a VM: "
+                "only VM restore points boot in the lab"
+            )
     host = connect(options.uri)
     proof = Proof("", group.name, time.time())
     proof.vms = [_vm_proof(m, p) for m, p in zip(group.members, points, strict=True)]
