@@ -102,10 +102,12 @@ def start_instant(
         raise UsageError(
             f"{repo.storage.describe()}: instant recovery serves local repositories only"
         )
-    host = connect(options.uri)
+    host: Host | None = None
     try:
         with repo.lock(exclusive=False, operation=f"instant-recover {options.point}"):
             point = repo.resolve(options.point)
+            _check_point(point)
+            host = connect(options.uri)
             plan = _plan(host, point, options)
             for note in plan.notes:
                 progress.note(note)
@@ -116,10 +118,11 @@ def start_instant(
             ping, ready = _wait_for_guest(domain, options, began, progress)
         return InstantResult(vm, started, ping, ready, plan.notes)
     finally:
-        host.close()
+        if host is not None:
+            host.close()
 
 
-def _plan(host: Host, point: Manifest, options: InstantOptions) -> VmRestorePlan:
+def _check_point(point: Manifest) -> None:
     if point.kind != "vm" or "domain.xml" not in point.config:
         raise UsageError(
             f"restore point {point.id[:12]} is a disk image backup: instant recovery needs a VM"
@@ -129,6 +132,9 @@ def _plan(host: Host, point: Manifest, options: InstantOptions) -> VmRestorePlan
             f"restore point {point.id[:12]} carries TPM state, which instant recovery "
             "does not restore yet: use `surety restore vm`"
         )
+
+
+def _plan(host: Host, point: Manifest, options: InstantOptions) -> VmRestorePlan:
     restore_options = VmRestoreOptions(
         point.id,
         options.name,

@@ -1,0 +1,166 @@
+"""Instant recovery, pure parts: the state record, the domain XML before and after finish.
+
+The XML starts from ``data/testvm-domain.xml``, the live XML of a real test VM
+(runtime state, a backing chain, a console log), as ``surety backup vm`` stored it.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from surety.core.errors import TargetError, UsageError
+from surety.restore.instant_plan import (
+    copy_destination_xml,
+    copy_path,
+    disk_states,
+    finished_domain_xml,
+    instant_domain_xml,
+)
+from surety.restore.instant_state import (
+    FINISHING,
+    RUNNING,
+    STARTING,
+    InstantDisk,
+    InstantVm,
+    list_instant_vms,
+    load_instant_vm,
+    save_instant_vm,
+)
+
+DATA = Path(__file__).parent / "data"
+DOMAIN = (DATA / "testvm-domain.xml").read_text()
+VM_DIR = Path("/var/lib/surety/instant/web-i")
+STORAGE = Path("/srv/vms")
+OVERLAY = str(VM_DIR / "web-i-vda.qcow2")
+CONSOLE = str(VM_DIR / "web-i-console.log")
+DISK = InstantDisk("vda", 4 << 30, 1 << 30, OVERLAY, str(VM_DIR / "serve-vda"))
+
+
+def _record(directory: Path, **changes: object) -> InstantVm:
+    vm = InstantVm(
+        "web-i", str(directory), "ab" * 32, "web", "/backup/repo", "clone", STARTING, 1.0
+    )
+    return replace(vm, **changes)  # type: ignore[arg-type]
+
+
+def _disk(xml: str) -> ET.Element:
+    (disk,) = ET.fromstring(xml).findall("./devices/disk")
+    return disk
+
+
+# -- state ---------------------------------------------------------------------------
+
+
+def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
+    directory = tmp_path / "web-i"
+    directory.mkdir()
+    vm = _record(directory).with_disk(DISK).with_phase(RUNNING, uuid="u-1")
+    save_instant_vm(vm)
+    assert load_instant_vm(tmp_path, "web-i") == vm
+    assert [v.name for v in list_instant_vms(tmp_path)] == ["web-i"]
+    assert not list(directory.glob(".*.tmp"))
+    assert oct((directory / "state.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_with_disk_replaces_the_disk_of_its_target_in_place() -> None:
+    other = replace(DISK, target="vdb")
+    vm = _record(VM_DIR).with_disk(DISK).with_disk(other)
+    copied = replace(DISK, copy="/srv/vms/web-i-vda.qcow2")
+    assert vm.with_disk(copied).disks == (copied, other)
+    assert DISK.socket == str(VM_DIR / "serve-vda" / "nbd.sock")
+    assert DISK.pid_file == VM_DIR / "serve-vda" / "server.pid"
+
+
+def test_missing_damaged_and_bad_names(tmp_path: Path) -> None:
+    assert load_instant_vm(tmp_path, "nothing") is None
+    assert list_instant_vms(tmp_path / "absent") == []
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "state.json").write_text("{not json")
+    with pytest.raises(UsageError, match="not a state file"):
+        load_instant_vm(tmp_path, "bad")
+    for name in ("", "a/b", ".hidden"):
+        with pytest.raises(UsageError, match="cannot be a VM name"):
+            load_instant_vm(tmp_path, name)
+
+
+# -- domain XML ----------------------------------------------------------------------
+
+
+def test_instant_xml_puts_an_overlay_over_the_nbd_export() -> None:
+    xml = instant_domain_xml(DOMAIN, "web-i", [DISK])
+    disk = _disk(xml)
+    assert disk.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
+    assert disk.find("source").get("file") == OVERLAY  # type: ignore[union-attr]
+    backing = disk.find("backingStore")
+    assert backing is not None
+    assert backing.get("type") == "network"
+    assert backing.find("format").get("type") == "raw"  # type: ignore[union-attr]
+    assert backing.find("source").get("protocol") == "nbd"  # type: ignore[union-attr]
+    host = backing.find("source/host")
+    assert host is not None
+    assert (host.get("transport"), host.get("socket")) == ("unix", DISK.socket)
+    assert "root.qcow2" not in xml  # the original's backing chain is gone
+    assert ET.fromstring(xml).findtext("name") == "web-i"
+
+
+def _live_during_copy() -> str:
+    """What libvirt shows for the instant VM while a block copy of vda runs."""
+    xml = instant_domain_xml(DOMAIN, "web-i", [DISK]).replace(
+        "/var/lib/surety/testvm/rv-probe/console.log", CONSOLE
+    )
+    root = ET.fromstring(xml)
+    disk = root.find("./devices/disk")
+    assert disk is not None
+    mirror = ET.SubElement(disk, "mirror", type="file", job="copy", ready="yes")
+    ET.SubElement(mirror, "format", type="qcow2")
+    ET.SubElement(mirror, "source", file="/srv/vms/web-i-vda.qcow2")
+    ET.SubElement(disk, "alias", name="virtio-disk0")
+    return ET.tostring(root, encoding="unicode")
+
+
+def test_disk_states_show_the_source_and_a_ready_mirror() -> None:
+    (state,) = disk_states(_live_during_copy()).values()
+    assert (state.target, state.source) == ("vda", OVERLAY)
+    assert state.mirror == "/srv/vms/web-i-vda.qcow2"
+    assert state.ready
+    (idle,) = disk_states(instant_domain_xml(DOMAIN, "web-i", [DISK])).values()
+    assert (idle.mirror, idle.ready) == (None, False)
+    with pytest.raises(TargetError):
+        disk_states("<domain")
+
+
+def test_finished_xml_is_flat_on_the_copies_with_logs_beside_them() -> None:
+    copy = copy_path(STORAGE, "web-i", "vda")
+    assert copy == STORAGE / "web-i-vda.qcow2"
+    xml = finished_domain_xml(
+        _live_during_copy(), "web-i", [replace(DISK, copy=str(copy))], VM_DIR, STORAGE
+    )
+    disk = _disk(xml)
+    assert disk.find("source").get("file") == str(copy)  # type: ignore[union-attr]
+    assert disk.find("backingStore") is None
+    assert disk.find("mirror") is None
+    assert disk.find("alias") is None
+    assert "nbd" not in xml
+    assert str(VM_DIR) not in xml
+    assert str(STORAGE / "web-i-console.log") in xml
+
+
+def test_finished_xml_needs_every_copy() -> None:
+    with pytest.raises(TargetError, match="no copy recorded for vda"):
+        finished_domain_xml(_live_during_copy(), "web-i", [DISK], VM_DIR, STORAGE)
+
+
+def test_copy_destination_is_a_qcow2_file_with_a_quoted_path() -> None:
+    disk = ET.fromstring(copy_destination_xml("/srv/it's/a.qcow2"))
+    assert disk.get("type") == "file"
+    assert disk.find("source").get("file") == "/srv/it's/a.qcow2"  # type: ignore[union-attr]
+    assert disk.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
+
+
+def test_phases_are_recorded() -> None:
+    vm = _record(VM_DIR).with_phase(FINISHING, storage="/srv/vms")
+    assert (vm.phase, vm.storage) == (FINISHING, "/srv/vms")
