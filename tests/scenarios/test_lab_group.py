@@ -18,7 +18,7 @@ import pytest
 from tests.cli import Cli
 from tests.guests import replication as rep
 
-pytestmark = pytest.mark.scenario
+pytestmark = [pytest.mark.scenario, pytest.mark.timeout(2400)]
 
 
 def _backup(cli: Cli, member: rep.Member) -> str:
