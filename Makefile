@@ -18,12 +18,13 @@ test: setup
 
 # Real guests under libvirt (root, QEMU, libvirt; builds the cached guest first).
 test-vm: setup guest
-	$(BIN)/pytest -q -m vm tests/vm
+	$(BIN)/pytest -q -m vm tests/vm --durations=20
 
-# Replicated pairs (PostgreSQL, MariaDB) restored naive vs app-aware; prints the table.
+# Replicated pairs (PostgreSQL, MariaDB) restored naive vs app-aware (prints the table),
+# and a primary + standby application group verified in the lab.
 # SURETY_SCENARIO_REPEAT=N runs every case N times.
 scenario-replication: setup guest
-	$(BIN)/pytest -q -m scenario tests/scenarios/test_replication.py
+	$(BIN)/pytest -q -m scenario tests/scenarios --durations=20
 
 demo: setup
 	@scripts/demo
