@@ -220,19 +220,21 @@ def open_lab(
 
 
 def reap_dead_labs(host: Host, root: Path = LAB_ROOT) -> list[str]:
-    """Remove the VMs, namespaces and taps of labs whose process is gone."""
+    """Remove the VMs, namespaces and taps of labs whose process is gone.
+
+    Candidates are listed *before* the live labs are read: a lab writes its id
+    before it makes anything, so whatever a live lab made is known as live.
+    """
     notes = reap_dead_runs(root, "verification")
+    domains = [n for n in host.domain_names() if n.startswith(DOMAIN_PREFIX)]
+    candidates = {n[len(DOMAIN_PREFIX) :].partition("-")[0] for n in domains}
+    candidates |= set(labnet.lab_namespaces()) | labnet.host_tap_lab_ids()
     live = {_lab_id(p) for p in root.glob("*.*.*")} if root.is_dir() else set()
-    dead: set[str] = set()
-    for name in host.domain_names():
-        if name.startswith(DOMAIN_PREFIX):
-            lab_id = name[len(DOMAIN_PREFIX) :].partition("-")[0]
-            if lab_id not in live:
-                with suppress(SuretyError):
-                    host.domain(name).destroy()
-                dead.add(lab_id)
-    dead.update(i for i in labnet.lab_namespaces() if i not in live)
-    dead.update(i for i in labnet.host_tap_lab_ids() if i not in live)
+    dead = candidates - live
+    for name in domains:
+        if name[len(DOMAIN_PREFIX) :].partition("-")[0] in dead:
+            with suppress(SuretyError):
+                host.domain(name).destroy()
     for lab_id in sorted(dead):
         with suppress(ValueError):
             labnet.delete_lab_network(lab_id, labnet.host_taps(lab_id))
