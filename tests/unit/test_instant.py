@@ -19,6 +19,7 @@ from surety.restore.instant_plan import (
     disk_states,
     finished_domain_xml,
     instant_domain_xml,
+    resumed_domain_xml,
 )
 from surety.restore.instant_state import (
     FINISHING,
@@ -164,3 +165,29 @@ def test_copy_destination_is_a_qcow2_file_with_a_quoted_path() -> None:
 def test_phases_are_recorded() -> None:
     vm = _record(VM_DIR).with_phase(FINISHING, storage="/srv/vms")
     assert (vm.phase, vm.storage) == (FINISHING, "/srv/vms")
+
+
+def test_a_resumed_vm_keeps_its_identity_and_uses_copies_that_hold_the_newest_data() -> None:
+    saved = _live_during_copy()
+    copy = "/srv/vms/web-i-vda.qcow2"
+    on_overlay = _disk(resumed_domain_xml(saved, "web-i", [replace(DISK, copy=copy)]))
+    assert on_overlay.find("source").get("file") == OVERLAY  # type: ignore[union-attr]
+    assert on_overlay.find("backingStore/source/host").get("socket") == DISK.socket  # type: ignore[union-attr]
+    assert on_overlay.find("mirror") is None
+    xml = resumed_domain_xml(saved, "web-i", [replace(DISK, copy=copy, on_copy=True)])
+    on_copy = _disk(xml)
+    assert on_copy.find("source").get("file") == copy  # type: ignore[union-attr]
+    assert on_copy.find("backingStore") is None
+    assert ET.fromstring(xml).findtext("uuid") == ET.fromstring(saved).findtext("uuid")
+
+
+def test_finished_xml_moves_the_nvram_beside_the_copies() -> None:
+    live = _live_during_copy().replace(
+        "</os>", f"<nvram>{VM_DIR / 'web-i_VARS.fd'}</nvram></os>", 1
+    )
+    copy = str(copy_path(STORAGE, "web-i", "vda"))
+    nvram = str(STORAGE / "web-i_VARS.fd")
+    xml = finished_domain_xml(
+        live, "web-i", [replace(DISK, copy=copy)], VM_DIR, STORAGE, nvram=nvram
+    )
+    assert ET.fromstring(xml).findtext("./os/nvram") == nvram

@@ -5,7 +5,8 @@ instant clone (transient, on overlays over detached NBD servers): the time to
 guest-ping and to PostgreSQL ready is printed. Data written in the instant VM
 must survive a ``finish`` that is killed with SIGKILL mid-copy and run again,
 and the finished VM must boot again with the servers gone and the repository
-moved away. A second instant VM is aborted and leaves nothing.
+moved away. A second instant VM is stopped with its server killed (a power-off,
+a host reboot), resumed, then aborted, and leaves nothing.
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def test_instant_clone_survives_a_killed_finish_and_runs_without_the_repository(
         testvm.down(name)
 
 
-def test_abort_discards_the_instant_vm(source: Source, libvirt_conn: libvirt.virConnect) -> None:
+def test_a_stopped_instant_vm_resumes_and_abort_discards_it(
+    source: Source, libvirt_conn: libvirt.virConnect
+) -> None:
     name = f"{source.name}-a"
     try:
         started = _instant(source, name, "--no-wait")
@@ -186,6 +189,20 @@ def test_abort_discards_the_instant_vm(source: Source, libvirt_conn: libvirt.vir
         refused = source.cli.run("instant-recover", source.point, "--as", name, check=False)
         assert refused.returncode == 11, refused.stderr
         assert "exists already" in refused.stderr
+
+        # the transient VM ends (power-off) and its server with it (host reboot): resume
+        uuid = libvirt_conn.lookupByName(name).UUIDString()
+        libvirt_conn.lookupByName(name).destroy()
+        os.kill(servers[0], signal.SIGKILL)
+        listed = source.cli.json("instant-recover", "list")
+        assert [(v["running"], v["servers_alive"]) for v in listed] == [(False, 0)]
+        source.cli.run("instant-recover", "resume", name, "--no-wait")
+        dom = libvirt_conn.lookupByName(name)
+        assert dom.isActive()
+        assert not dom.isPersistent()
+        assert dom.UUIDString() == uuid
+        servers = _server_pids(started)
+        assert all(_alive(pid) for pid in servers)
 
         source.cli.run("instant-recover", "abort", name)
         assert testvm.lookup(libvirt_conn, name) is None

@@ -20,6 +20,7 @@ from surety.restore.instant_finish import (
     finish_instant,
     instant_status,
 )
+from surety.restore.instant_resume import ResumeOptions, resume_instant
 from surety.restore.instant_state import InstantVm
 
 __all__ = ["COMMANDS"]
@@ -54,6 +55,7 @@ def instant() -> None:
     surety instant-recover POINT [--as NAME]      start it on overlays over the repository
     surety instant-recover finish NAME --storage DIR   move its disks while it runs
     surety instant-recover abort NAME             stop it and discard its writes
+    surety instant-recover resume NAME            start it again after it stopped
     surety instant-recover list
     """
 
@@ -154,7 +156,10 @@ def _print_started(result: InstantResult) -> None:
     kind = f"clone of {vm.point_name}" if vm.identity == "clone" else "in place"
     lines = [f"instant VM {vm.name} ({kind}) runs from restore point {vm.point[:12]}"]
     lines += [
-        f"  {d.target}  {d.overlay} over the repository ({format_size(d.size)})" for d in vm.disks
+        f"  {d.target}  {d.copy} (its copy)"
+        if d.on_copy
+        else f"  {d.target}  {d.overlay} over the repository ({format_size(d.size)})"
+        for d in vm.disks
     ]
     timing = f"  running after {result.seconds_to_start:.1f} s"
     if result.seconds_to_ping is not None:
@@ -211,6 +216,41 @@ def abort_command(name: str, uri: str, root: Path, json_output: bool) -> None:
         emit_json({"name": record.name, "aborted": True})
         return
     out_console.print(f"aborted {name}: stopped, overlays and servers removed", highlight=False)
+
+
+@instant.command("resume")
+@click.argument("name")
+@click.option("--no-wait", is_flag=True, help="Return once the VM runs; do not wait for its agent.")
+@click.option("--ready-command", metavar="CMD", help="Shell command in the guest: app ready.")
+@click.option(
+    "--timeout", type=float, default=900, show_default=True, help="Seconds to wait for the guest."
+)
+@connect_option
+@root_option
+@json_option
+@click.pass_context
+def resume_command(
+    ctx: click.Context,
+    name: str,
+    no_wait: bool,
+    ready_command: str | None,
+    timeout: float,
+    uri: str,
+    root: Path,
+    json_output: bool,
+) -> None:
+    """Start the instant VM NAME again after it stopped (power-off, host reboot).
+
+    Its writes are kept; NBD servers that are gone are started again, which needs
+    the repository.
+    """
+    options = ResumeOptions(name, uri, root, not no_wait, ready_command, timeout)
+    with progress_for(json_output) as progress:
+        result = resume_instant(options, lambda: open_repo(ctx), progress)
+    if json_output:
+        emit_json(_start_document(result))
+        return
+    _print_started(result)
 
 
 @instant.command("list")

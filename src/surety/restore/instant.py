@@ -64,9 +64,18 @@ from surety.restore.vm_plan import (
     resolve_identity,
 )
 
-__all__ = ["DEFAULT_ROOT", "InstantOptions", "InstantResult", "discard", "start_instant"]
+__all__ = [
+    "DEFAULT_ROOT",
+    "DOMAIN_FILE",
+    "InstantOptions",
+    "InstantResult",
+    "discard",
+    "start_instant",
+    "wait_for_guest",
+]
 
 DEFAULT_ROOT = Path("/var/lib/surety/instant")
+DOMAIN_FILE = "domain.xml"  # the instant VM's live XML as it started (for resume)
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ def start_instant(
         started = time.monotonic() - began
         ping = ready = None
         if options.wait:
-            ping, ready = _wait_for_guest(domain, options, began, progress)
+            ping, ready = wait_for_guest(domain, options, began, progress)
         return InstantResult(vm, started, ping, ready, plan.notes)
     finally:
         if host is not None:
@@ -204,6 +213,7 @@ def _launch(
         progress.phase(f"start {plan.name}")
         domain = host.create_transient(instant_domain_xml(plan.xml, plan.name, record.disks))
         record = record.with_phase(RUNNING, uuid=domain.uuid())
+        _write_private(vm_dir / DOMAIN_FILE, domain.xml().encode())  # with its genid: resume
         save_instant_vm(record)
     except BaseException:
         discard(record, domain)
@@ -260,7 +270,7 @@ def discard(record: InstantVm, domain: LibvirtDomain | None) -> None:
     shutil.rmtree(record.directory, ignore_errors=True)
 
 
-def _wait_for_guest(
+def wait_for_guest(
     domain: LibvirtDomain, options: InstantOptions, began: float, progress: Progress
 ) -> tuple[float | None, float | None]:
     """Seconds from ``began`` until guest-ping answers, and until ``ready_command`` succeeds."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -51,8 +52,10 @@ __all__ = [
     "FinishResult",
     "InstantStatus",
     "abort_instant",
+    "find_instant_domain",
     "finish_instant",
     "instant_status",
+    "load_record",
 ]
 
 POLL = 0.5
@@ -75,10 +78,10 @@ class FinishResult:
 
 def finish_instant(options: FinishOptions, progress: Progress) -> FinishResult:
     began = time.monotonic()
-    record = _load(options.root, options.name)
+    record = load_record(options.root, options.name)
     host = connect(options.uri)
     try:
-        domain = _find(host, record)
+        domain = find_instant_domain(host, record)
         copied = 0
         if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
             record = record.with_phase(FINISHED)  # defined by an earlier run: clean up only
@@ -89,7 +92,9 @@ def finish_instant(options: FinishOptions, progress: Progress) -> FinishResult:
                     f"{record.directory}); `surety instant-recover abort {record.name}` discards it"
                 )
             record = _prepare_copies(record, options.storage)
-            copied = sum(_move_disk(domain, record, disk, progress) for disk in record.disks)
+            for disk in record.disks:
+                done, record = _move_disk(domain, record, disk, progress)
+                copied += done
             record = _define(host, domain, record)
         _cleanup(record)
         return FinishResult(record, copied, time.monotonic() - began)
@@ -97,14 +102,14 @@ def finish_instant(options: FinishOptions, progress: Progress) -> FinishResult:
         host.close()
 
 
-def _load(root: Path, name: str) -> InstantVm:
+def load_record(root: Path, name: str) -> InstantVm:
     record = load_instant_vm(root, name)
     if record is None:
         raise UsageError(f"no instant VM named {name} (`surety instant-recover list`)")
     return record
 
 
-def _find(host: Host, record: InstantVm) -> LibvirtDomain | None:
+def find_instant_domain(host: Host, record: InstantVm) -> LibvirtDomain | None:
     """The instant VM's domain: its name, and its UUID once known."""
     domain = host.find_domain(name=record.name)
     if domain is None:
@@ -135,6 +140,9 @@ def _prepare_copies(record: InstantVm, storage: Path | None) -> InstantVm:
         if disk.copy is None and (path.exists() or path.is_symlink()):
             raise TargetError(f"{path} exists; remove it or choose another --storage")
         disks.append(replace(disk, copy=str(path)))
+    nvram = chosen / Path(record.nvram).name if record.nvram else None
+    if record.storage is None and nvram is not None and nvram.exists():
+        raise TargetError(f"{nvram} exists; remove it or choose another --storage")
     _check_room(chosen, [d for d in record.disks if d.copy is None])
     updated = replace(record.with_phase(FINISHING), storage=str(chosen), disks=tuple(disks))
     save_instant_vm(updated)
@@ -162,30 +170,44 @@ def _allocated(path: Path) -> int:
 
 def _move_disk(
     domain: LibvirtDomain, record: InstantVm, disk: InstantDisk, progress: Progress
-) -> int:
-    """Copy one disk and pivot to the copy; bytes copied (0 if it was done before)."""
+) -> tuple[int, InstantVm]:
+    """Copy one disk and pivot to the copy: (bytes copied, the updated record)."""
     assert disk.copy is not None
     state = disk_states(domain.xml()).get(disk.target)
     if state is None:
         raise TargetError(f"{record.name} has no disk {disk.target} any more")
     if state.source == disk.copy:
-        return 0
+        return 0, _record_on_copy(record, disk, True)
     if domain.block_job(disk.target) is not None:
         progress.note(f"{disk.target}: a copy left by an earlier run is aborted and restarted")
         _abort_job(domain, disk.target)
-    Path(disk.copy).unlink(missing_ok=True)  # ours (recorded), never in use: not pivoted
+    record = _record_on_copy(record, disk, False)  # before the old copy goes
+    Path(disk.copy).unlink(missing_ok=True)  # ours (recorded), not in use: not pivoted to
     domain.block_copy(disk.target, copy_destination_xml(disk.copy))
     try:
         copied = _wait_ready(domain, disk, progress)
+        record = _record_on_copy(record, disk, True)  # ready: identical, writes mirrored
         domain.block_job_abort(disk.target, pivot=True)
     except KeyboardInterrupt:
-        _abort_job(domain, disk.target)
+        if disk_states(domain.xml())[disk.target].source != disk.copy:  # not pivoted yet
+            with suppress(TargetError):
+                _abort_job(domain, disk.target)
+            _record_on_copy(record, disk, False)
         raise Interrupted(
-            f"finish interrupted: {record.name} runs on, from its overlay as before"
+            f"finish interrupted: {record.name} runs on; run finish again to complete it"
         ) from None
     if disk_states(domain.xml())[disk.target].source != disk.copy:
         raise TargetError(f"{record.name}: {disk.target} did not switch to {disk.copy}")
-    return copied
+    return copied, record
+
+
+def _record_on_copy(record: InstantVm, disk: InstantDisk, on_copy: bool) -> InstantVm:
+    current = next(d for d in record.disks if d.target == disk.target)
+    if current.on_copy == on_copy:
+        return record
+    updated = record.with_disk(replace(current, on_copy=on_copy))
+    save_instant_vm(updated)
+    return updated
 
 
 def _wait_ready(domain: LibvirtDomain, disk: InstantDisk, progress: Progress) -> int:
@@ -224,10 +246,27 @@ def _define(host: Host, domain: LibvirtDomain, record: InstantVm) -> InstantVm:
                 os.rename(old, new)  # same file system: QEMU keeps writing into it
             except OSError:
                 shutil.copy2(old, new)
-    host.define_domain(finished_domain_xml(live, record.name, record.disks, vm_dir, storage))
+    nvram = _move_nvram(record, storage)
+    host.define_domain(
+        finished_domain_xml(live, record.name, record.disks, vm_dir, storage, nvram=nvram)
+    )
     finished = record.with_phase(FINISHED)
     save_instant_vm(finished)
     return finished
+
+
+def _move_nvram(record: InstantVm, storage: Path) -> str | None:
+    """The UEFI variables beside the copies (as the firmware last wrote them)."""
+    if record.nvram is None or not Path(record.nvram).exists():
+        return None
+    target = storage / Path(record.nvram).name
+    shutil.copy2(record.nvram, target)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return str(target)
 
 
 def _cleanup(record: InstantVm) -> None:
@@ -241,10 +280,10 @@ def _cleanup(record: InstantVm) -> None:
 
 
 def abort_instant(name: str, uri: str = "qemu:///system", root: Path = DEFAULT_ROOT) -> InstantVm:
-    record = _load(root, name)
+    record = load_record(root, name)
     host = connect(uri)
     try:
-        domain = _find(host, record)
+        domain = find_instant_domain(host, record)
         if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
             raise UsageError(
                 f"{name} is finished: it is a normal VM on {record.storage} now "
@@ -271,7 +310,7 @@ def instant_status(uri: str = "qemu:///system", root: Path = DEFAULT_ROOT) -> li
     try:
         found = []
         for record in records:
-            domain = _find(host, record)
+            domain = find_instant_domain(host, record)
             alive = sum(server_alive(d.pid_file) for d in record.disks)
             found.append(InstantStatus(record, domain is not None and domain.is_running(), alive))
         return found

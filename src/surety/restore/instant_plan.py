@@ -38,6 +38,7 @@ __all__ = [
     "finished_domain_xml",
     "instant_domain_xml",
     "moved_chardev_files",
+    "resumed_domain_xml",
 ]
 
 
@@ -56,6 +57,18 @@ def instant_domain_xml(plan_xml: str, name: str, disks: Sequence[InstantDisk]) -
     return rewrite_domain(plan_xml, DomainRewrite(name=name, disks=placements))
 
 
+def resumed_domain_xml(saved_xml: str, name: str, disks: Sequence[InstantDisk]) -> str:
+    """The instant VM again, from its saved live XML (same UUID, MACs, genid): each disk
+    on its copy once that holds the newest data (``on_copy``), else on its overlay."""
+    placements = tuple(
+        DiskPlacement(d.target, d.copy, "qcow2")
+        if d.on_copy and d.copy is not None
+        else DiskPlacement(d.target, d.overlay, "qcow2", backing_socket=d.socket)
+        for d in disks
+    )
+    return rewrite_domain(saved_xml, DomainRewrite(name=name, disks=placements))
+
+
 def copy_path(storage: Path, name: str, target: str) -> Path:
     return storage / f"{name}-{target}.qcow2"
 
@@ -69,15 +82,22 @@ def copy_destination_xml(path: str) -> str:
 
 
 def finished_domain_xml(
-    live_xml: str, name: str, disks: Sequence[InstantDisk], vm_dir: Path, storage: Path
+    live_xml: str,
+    name: str,
+    disks: Sequence[InstantDisk],
+    vm_dir: Path,
+    storage: Path,
+    *,
+    nvram: str | None = None,
 ) -> str:
-    """The definition of the finished VM (every disk on its copy)."""
+    """The definition of the finished VM (every disk on its copy, NVRAM at ``nvram``)."""
     missing = [d.target for d in disks if d.copy is None]
     if missing:
         raise TargetError(f"{name}: no copy recorded for {', '.join(missing)}")
     placements = tuple(DiskPlacement(d.target, str(d.copy), "qcow2") for d in disks)
     logs = moved_chardev_files(live_xml, vm_dir, storage)
-    return rewrite_domain(live_xml, DomainRewrite(name=name, disks=placements, chardev_files=logs))
+    rewrite = DomainRewrite(name=name, disks=placements, nvram=nvram, chardev_files=logs)
+    return rewrite_domain(live_xml, rewrite)
 
 
 def moved_chardev_files(live_xml: str, vm_dir: Path, storage: Path) -> dict[str, str]:

@@ -47,6 +47,8 @@ class InstantDisk:
     overlay: str  # qcow2 file taking the guest's writes
     server_dir: str  # socket, pid file, log of the detached NBD server
     copy: str | None = None  # the disk on production storage (finish)
+    on_copy: bool = False  # the copy is ready (identical, writes mirrored) or pivoted to:
+    # from then on it holds the guest's newest data, so a resumed VM must use it
 
     @property
     def socket(self) -> str:
