@@ -88,8 +88,8 @@ def finish_instant(options: FinishOptions, progress: Progress) -> FinishResult:
         else:
             if domain is None or not domain.is_running():
                 raise TargetError(
-                    f"instant VM {record.name} is not running (its writes are kept in "
-                    f"{record.directory}); `surety instant-recover abort {record.name}` discards it"
+                    f"instant VM {record.name} is not running (its writes are kept): "
+                    f"`surety instant-recover resume {record.name}` first, or `abort` it"
                 )
             record = _prepare_copies(record, options.storage)
             for disk in record.disks:
