@@ -30,6 +30,7 @@ from surety.restore.instant_state import (
     list_instant_vms,
     load_instant_vm,
     save_instant_vm,
+    working_on,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -191,3 +192,15 @@ def test_finished_xml_moves_the_nvram_beside_the_copies() -> None:
         live, "web-i", [replace(DISK, copy=copy)], VM_DIR, STORAGE, nvram=nvram
     )
     assert ET.fromstring(xml).findtext("./os/nvram") == nvram
+
+
+def test_one_command_at_a_time_per_instant_vm(tmp_path: Path) -> None:
+    vm = _record(tmp_path)
+    busy = pytest.raises(TargetError, match="another surety instant-recover command")
+    with working_on(vm), busy, working_on(vm):
+        pass
+    with working_on(vm):  # released
+        pass
+    gone = pytest.raises(UsageError, match="no instant VM named web-i any more")
+    with gone, working_on(_record(tmp_path / "gone")):
+        pass

@@ -44,6 +44,7 @@ from surety.restore.instant_state import (
     list_instant_vms,
     load_instant_vm,
     save_instant_vm,
+    working_on,
 )
 from surety.restore.serve import server_alive, stop_server
 
@@ -78,28 +79,29 @@ class FinishResult:
 
 def finish_instant(options: FinishOptions, progress: Progress) -> FinishResult:
     began = time.monotonic()
-    record = load_record(options.root, options.name)
-    host = connect(options.uri)
-    try:
-        domain = find_instant_domain(host, record)
-        copied = 0
-        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
-            record = record.with_phase(FINISHED)  # defined by an earlier run: clean up only
-        else:
-            if domain is None or not domain.is_running():
-                raise TargetError(
-                    f"instant VM {record.name} is not running (its writes are kept): "
-                    f"`surety instant-recover resume {record.name}` first, or `abort` it"
-                )
-            record = _prepare_copies(record, options.storage)
-            for disk in record.disks:
-                done, record = _move_disk(domain, record, disk, progress)
-                copied += done
-            record = _define(host, domain, record)
-        _cleanup(record)
-        return FinishResult(record, copied, time.monotonic() - began)
-    finally:
-        host.close()
+    with working_on(load_record(options.root, options.name)):
+        record = load_record(options.root, options.name)  # as the previous command left it
+        host = connect(options.uri)
+        try:
+            domain = find_instant_domain(host, record)
+            copied = 0
+            if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+                record = record.with_phase(FINISHED)  # defined by an earlier run: clean up only
+            else:
+                if domain is None or not domain.is_running():
+                    raise TargetError(
+                        f"instant VM {record.name} is not running (its writes are kept): "
+                        f"`surety instant-recover resume {record.name}` first, or `abort` it"
+                    )
+                record = _prepare_copies(record, options.storage)
+                for disk in record.disks:
+                    done, record = _move_disk(domain, record, disk, progress)
+                    copied += done
+                record = _define(host, domain, record)
+            _cleanup(record)
+            return FinishResult(record, copied, time.monotonic() - began)
+        finally:
+            host.close()
 
 
 def load_record(root: Path, name: str) -> InstantVm:
@@ -280,19 +282,20 @@ def _cleanup(record: InstantVm) -> None:
 
 
 def abort_instant(name: str, uri: str = "qemu:///system", root: Path = DEFAULT_ROOT) -> InstantVm:
-    record = load_record(root, name)
-    host = connect(uri)
-    try:
-        domain = find_instant_domain(host, record)
-        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
-            raise UsageError(
-                f"{name} is finished: it is a normal VM on {record.storage} now "
-                f"(run `surety instant-recover finish {name}` to clean up what is left)"
-            )
-        discard(record, domain)
-    finally:
-        host.close()
-    return record
+    with working_on(load_record(root, name)):
+        record = load_record(root, name)  # as the previous command left it
+        host = connect(uri)
+        try:
+            domain = find_instant_domain(host, record)
+            if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+                raise UsageError(
+                    f"{name} is finished: it is a normal VM on {record.storage} now "
+                    f"(run `surety instant-recover finish {name}` to clean up what is left)"
+                )
+            discard(record, domain)
+        finally:
+            host.close()
+        return record
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from surety.repo.repository import Repository
 from surety.restore.instant import DOMAIN_FILE, InstantOptions, InstantResult, wait_for_guest
 from surety.restore.instant_finish import find_instant_domain, load_record
 from surety.restore.instant_plan import resumed_domain_xml
-from surety.restore.instant_state import FINISHED, InstantVm
+from surety.restore.instant_state import FINISHED, InstantVm, working_on
 from surety.restore.serve import server_alive, start_detached_server, stop_server
 
 __all__ = ["ResumeOptions", "resume_instant"]
@@ -46,29 +46,30 @@ def resume_instant(
 ) -> InstantResult:
     """Start the stopped instant VM ``options.name`` again (nothing to do if it runs)."""
     began = time.monotonic()
-    record = load_record(options.root, options.name)
-    host = connect(options.uri)
-    try:
-        domain = find_instant_domain(host, record)
-        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
-            raise UsageError(f"{record.name} is finished: start it like any VM (virsh start)")
-        if domain is not None and domain.is_running():
-            progress.note(f"{record.name} is running already")
-        else:
-            xml = _resume_xml(record)
-            _restart_servers(record, open_repo, progress)
-            progress.phase(f"start {record.name}")
-            domain = host.create_transient(xml)
-        started = time.monotonic() - began
-        ping = ready = None
-        if options.wait:
-            waiting = InstantOptions(
-                record.point, timeout=options.timeout, ready_command=options.ready_command
-            )
-            ping, ready = wait_for_guest(domain, waiting, began, progress)
-        return InstantResult(record, started, ping, ready, ())
-    finally:
-        host.close()
+    with working_on(load_record(options.root, options.name)):
+        record = load_record(options.root, options.name)  # as the previous command left it
+        host = connect(options.uri)
+        try:
+            domain = find_instant_domain(host, record)
+            if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+                raise UsageError(f"{record.name} is finished: start it like any VM (virsh start)")
+            if domain is not None and domain.is_running():
+                progress.note(f"{record.name} is running already")
+            else:
+                xml = _resume_xml(record)
+                _restart_servers(record, open_repo, progress)
+                progress.phase(f"start {record.name}")
+                domain = host.create_transient(xml)
+            started = time.monotonic() - began
+            ping = ready = None
+            if options.wait:
+                waiting = InstantOptions(
+                    record.point, timeout=options.timeout, ready_command=options.ready_command
+                )
+                ping, ready = wait_for_guest(domain, waiting, began, progress)
+            return InstantResult(record, started, ping, ready, ())
+        finally:
+            host.close()
 
 
 def _restart_servers(

@@ -14,13 +14,16 @@ copied; each disk is on its overlay or, once pivoted, on its copy),
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from surety.core.errors import UsageError
+from surety.core.errors import TargetError, UsageError
 
 __all__ = [
     "FINISHED",
@@ -32,6 +35,7 @@ __all__ = [
     "list_instant_vms",
     "load_instant_vm",
     "save_instant_vm",
+    "working_on",
 ]
 
 STARTING, RUNNING, FINISHING, FINISHED = "starting", "running", "finishing", "finished"
@@ -141,3 +145,23 @@ def list_instant_vms(root: Path) -> list[InstantVm]:
         if vm is not None:
             found.append(vm)
     return found
+
+
+@contextmanager
+def working_on(vm: InstantVm) -> Iterator[None]:
+    """One command at a time per instant VM (finish, abort, resume): an flock on its
+    directory's ``.lock``, released by the kernel if the holder dies."""
+    try:
+        fd = os.open(Path(vm.directory) / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        raise UsageError(f"no instant VM named {vm.name} any more") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TargetError(
+                f"another surety instant-recover command is working on {vm.name}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
