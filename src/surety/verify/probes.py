@@ -179,7 +179,7 @@ def postgresql(ctx: ProbeContext, _options: dict[str, Any]) -> str:
         bindirs = "for d in /usr/lib/postgresql/*/bin; do PATH=$PATH:$d; done"
         code, out = _sh(ctx, f"{bindirs}; {amcheck} 2>&1", 600)
         if code != 0:
-            raise ProbeFailed(f"port {port}: pg_amcheck exit {code}: {out[-1200:]}")
+            raise ProbeFailed(f"port {port}: pg_amcheck exit {code}: {out[:1500]}")
         evidence.append("pg_amcheck --all --heapallindexed: no corruption")
     return "; ".join(evidence)
 
@@ -201,7 +201,7 @@ def mariadb(ctx: ProbeContext, _options: dict[str, Any]) -> str:
     code, out = _sh(ctx, "mysqlcheck --all-databases --check 2>&1", 600)
     bad = [line for line in out.splitlines() if line.split()[-1:] != ["OK"] and line.strip()]
     if code != 0 or any("error" in line.lower() or "corrupt" in line.lower() for line in bad):
-        raise ProbeFailed(f"mysqlcheck exit {code}: {' / '.join(bad)[-1200:]}")
+        raise ProbeFailed(f"mysqlcheck exit {code}: {' / '.join(bad)[:1500]}")
     evidence.append(f"mysqlcheck --all-databases: {len(out.splitlines())} tables OK")
     return "; ".join(evidence)
 
