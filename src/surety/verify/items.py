@@ -117,7 +117,12 @@ def extract_items(repo: Repository, options: ItemsOptions, progress: Progress) -
     try:
         with open_lab(host, repo, progress) as lab:
             vm = lab.boot(point)
-            _wait(vm.channel, clock.start + options.timeout, options, port, clock)
+            try:
+                _wait(vm.channel, clock.start + options.timeout, options, port, clock)
+            except LabError:
+                for line in vm.console_tail(3).splitlines():
+                    progress.note(f"{vm.name} console: {line}")
+                raise
             size, digest = _dump_and_copy(vm.channel, vm.domain, options, port, clock, progress)
     finally:
         host.close()
