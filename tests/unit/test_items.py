@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from surety.cli.main import cli
-from surety.core.errors import LabError, TargetError, UsageError
+from surety.core.errors import LabError, RestorePointNotFound, TargetError, UsageError
 from surety.core.progress import NullProgress
 from surety.testing.fake_guest import FakeGuest, FakeResult
 from surety.verify import items
@@ -329,3 +329,21 @@ def test_cli_refuses_an_existing_target(tmp_path: Path) -> None:
     assert "exists; remove it or use --force" in result.stderr
     assert (tmp_path / "f").read_text() == "keep"
     assert invoke(*args, "--force").exit_code == 3  # got past the check: no repository there
+
+
+# -- the use case refuses before any lab -----------------------------------------------
+def test_a_point_without_the_app_is_refused_before_the_lab(
+    repo: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_libvirt(uri: str) -> Any:
+        raise AssertionError("no lab may start")
+
+    monkeypatch.setattr(items, "connect", no_libvirt)
+    point = repo.commit(make_manifest(applications={"mariadb": {"state": "thawed"}}))
+    options = ItemsOptions(point[:8], PG, tmp_path / "v.sql")
+    with pytest.raises(UsageError, match=r"no postgresql writer ran \(applications held: mariadb"):
+        items.extract_items(repo, options, NullProgress())
+    other = "0000" if point.startswith("ffff") else "ffff"
+    with pytest.raises(RestorePointNotFound):
+        items.extract_items(repo, ItemsOptions(other, PG, tmp_path / "v.sql"), NullProgress())
+    assert list(tmp_path.iterdir()) == []
