@@ -126,7 +126,7 @@ def find_instant_domain(host: Host, record: InstantVm) -> LibvirtDomain | None:
 
 
 def _prepare_copies(record: InstantVm, storage: Path | None) -> InstantVm:
-    if record.storage is not None and storage is not None and Path(record.storage) != storage:
+    if record.storage and storage is not None and Path(record.storage) != storage.resolve():
         raise UsageError(
             f"finish of {record.name} began with --storage {record.storage}: rerun it with that"
         )
