@@ -84,7 +84,14 @@ def main() -> int:
             runs.append(started)
             if number == 0:
                 began = time.monotonic()
-                surety(env, "instant-recover", "finish", name, "--storage", str(args.workdir))
+                surety(
+                    env,
+                    "instant-recover",
+                    "finish",
+                    name,
+                    "--storage",
+                    str(args.workdir / "storage"),
+                )
                 print(f"finish of a 4 GiB disk: {time.monotonic() - began:.1f} s")
             else:
                 surety(env, "instant-recover", "abort", name)
