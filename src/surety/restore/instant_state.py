@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,6 @@ class InstantVm:
     disks: tuple[InstantDisk, ...] = ()
     nvram: str | None = None
     storage: str | None = None  # finish's target directory
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def with_phase(self, phase: str, **changes: Any) -> InstantVm:
         return replace(self, phase=phase, **changes)
