@@ -4,7 +4,10 @@
 lab (a private network namespace, VMs on throwaway overlays over the
 repository); ``verify.addressing`` gives clones their addresses back through
 the guest agent; ``verify.probes`` are the checks; ``verify.group`` reads
-application groups; ``verify.proof`` writes the reports.
+application groups; ``verify.proof`` writes the reports; ``verify.truncation``
+lets writers truncate logs a passed point covers (``after-verify``);
+``verify.items`` and ``verify.dumptools`` extract tables with the app's own
+tools from a point booted in the lab.
 
 Invariants: nothing in the lab reaches anything outside it (no route, no
 forwarding, no host address in the namespace but the prober's); a lab is torn
