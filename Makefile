@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup check test test-vm scenario-replication guest demo bench format
+.PHONY: setup check test test-vm scenario-replication scenario-replication-full guest demo bench format
 
 setup:
 	@scripts/bootstrap
@@ -25,6 +25,10 @@ test-vm: setup guest
 # SURETY_SCENARIO_REPEAT=N runs every case N times.
 scenario-replication: setup guest
 	$(BIN)/pytest -q -m scenario tests/scenarios --durations=20
+
+# The same with the second naive ordering of each app ("restored member writes first").
+scenario-replication-full: setup guest
+	SURETY_SCENARIO_FULL=1 $(BIN)/pytest -q -m scenario tests/scenarios --durations=20
 
 demo: setup
 	@scripts/demo

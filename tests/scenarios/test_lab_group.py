@@ -42,7 +42,7 @@ def test_primary_and_standby_verify_in_order_and_replicate(
     group.write_text(
         'name = "pg-pair"\n\n'
         f'[[vm]]\npoint = "{primary}"\nname = "primary"\n'
-        'probes = ["heartbeat", "ping", "postgresql"]\n\n'
+        'probes = ["heartbeat", "ping"]\n[[vm.probe]]\nkind = "tcp"\nport = 5432\n\n'
         f'[[vm]]\npoint = "{standby}"\nname = "standby"\n'
         'probes = ["heartbeat", "ping", "postgresql", "replication"]\n'
     )

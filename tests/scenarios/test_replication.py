@@ -58,13 +58,18 @@ PG_ERRORS = re.compile(
 TRANSIENT_MARIADB_ERRORS = ("0", "", "2003", "2013")  # none; cannot connect; lost connection
 NAIVE_PRIMARY = "error seen or silent divergence or replication broken"
 
+FULL = os.environ.get("SURETY_SCENARIO_FULL") == "1"
+"""The second naive ordering ("restored member writes first") shows the same failure as
+the first in another order; it runs with SURETY_SCENARIO_FULL=1 (``make
+scenario-replication-full``), not in CI, whose time it does not fit beside the lab."""
+
 CASES = [
     ("postgresql", "primary", "naive, partner reconnects first", NAIVE_PRIMARY),
-    ("postgresql", "primary", "naive, restored member writes first", NAIVE_PRIMARY),
+    *([("postgresql", "primary", "naive, restored member writes first", NAIVE_PRIMARY)] * FULL),
     ("postgresql", "primary", "app-aware backup + app-aware restore", "functional"),
     ("postgresql", "standby", "naive | app-aware backup + app-aware restore", "functional"),
     ("mariadb", "primary", "naive, partner reconnects first", NAIVE_PRIMARY),
-    ("mariadb", "primary", "naive, restored member writes first", NAIVE_PRIMARY),
+    *([("mariadb", "primary", "naive, restored member writes first", NAIVE_PRIMARY)] * FULL),
     ("mariadb", "primary", "app-aware backup + app-aware restore", "functional"),
     ("mariadb", "standby", "naive | app-aware backup + app-aware restore", "functional"),
 ]

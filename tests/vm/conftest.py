@@ -100,11 +100,16 @@ def lab_points(
         apps.stop_pgbench(guest)
         heap = apps.psql(guest, "select pg_relation_filepath('victim')").strip()
         apps.psql(guest, "checkpoint")
-        guest.sh("systemctl stop postgresql")
-        garbage = "dd if=/dev/urandom bs=1 seek=60 count=4000 conv=notrunc status=none"
-        guest.sh(f"cd /var/lib/postgresql/15/main && {garbage} of={heap}")
-        guest.sh("systemctl start postgresql")
+        # pg_ctlcluster waits for the shutdown: no buffer can write the page back
+        guest.sh("pg_ctlcluster 15 main stop -m fast && ! pg_isready -q")
+        garbage = "dd if=/dev/urandom bs=8192 count=1 conv=notrunc status=none"
+        guest.sh(f"cd /var/lib/postgresql/15/main && {garbage} of={heap} && sync")
+        guest.sh("pg_ctlcluster 15 main start")
         apps.wait_postgresql_ready(guest)
+        seen = guest.sh(
+            "runuser -u postgres -- psql -XAtc 'select count(*) from victim' 2>&1 || true"
+        ).stdout.decode()
+        assert "invalid page" in seen, f"the damage did not land in the source: {seen}"
         damaged = _backup_point(cli, name)
         listed = json.loads(cli.run("points", "--json").stdout)
         address = listed[-1]["source"]["guest_network"][0]["ipv4"][0]
