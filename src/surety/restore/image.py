@@ -24,7 +24,13 @@ from surety.repo.image import ImageIndex
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 
-__all__ = ["ImageRestoreOptions", "RestoreResult", "restore_image", "write_image_file"]
+__all__ = [
+    "ImageRestoreOptions",
+    "RestoreResult",
+    "restore_image",
+    "write_image_file",
+    "write_private_file",
+]
 
 
 @dataclass(frozen=True)
@@ -242,3 +248,13 @@ def _write_chunks(
             for future in window:
                 future.cancel()
     return written
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, mode 0600, fsynced (small files: NVRAM, TPM state, records)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

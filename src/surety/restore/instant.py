@@ -28,7 +28,6 @@ and there is either the running instant VM or the finished VM. A failure in
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import time
 from contextlib import suppress
@@ -45,6 +44,7 @@ from surety.hypervisor.qemu_user import qemu_ids
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.repo.storage import LocalStorage
+from surety.restore.image import write_private_file
 from surety.restore.instant_plan import instant_domain_xml
 from surety.restore.instant_state import (
     RUNNING,
@@ -208,12 +208,12 @@ def _launch(
             progress.note(f"network {network} was recreated from the restore point")
         record = _serve_disks(repo, plan, record, progress)
         if plan.nvram is not None and "nvram.b64" in plan.point.config:
-            _write_private(plan.nvram, base64.b64decode(plan.point.config["nvram.b64"]))
+            write_private_file(plan.nvram, base64.b64decode(plan.point.config["nvram.b64"]))
             record = record.with_phase(STARTING, nvram=str(plan.nvram))
         progress.phase(f"start {plan.name}")
         domain = host.create_transient(instant_domain_xml(plan.xml, plan.name, record.disks))
         record = record.with_phase(RUNNING, uuid=domain.uuid())
-        _write_private(vm_dir / DOMAIN_FILE, domain.xml().encode())  # with its genid: resume
+        write_private_file(vm_dir / DOMAIN_FILE, domain.xml().encode())  # with its genid: resume
         save_instant_vm(record)
     except BaseException:
         discard(record, domain)
@@ -243,15 +243,6 @@ def _serve_disks(
         create_overlay(disk.path, server.uri, disk.size)
         disk.path.chmod(0o600)
     return record
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def discard(record: InstantVm, domain: LibvirtDomain | None) -> None:

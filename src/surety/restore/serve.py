@@ -49,8 +49,9 @@ import surety
 from surety.core.errors import ExposeError, SourceError, UsageError
 from surety.hypervisor.nbd import NbdDisk
 from surety.repo.crypto import MasterKeys
+from surety.repo.image import ImageIndex
 from surety.repo.lock import hold_lock
-from surety.repo.manifest import Manifest
+from surety.repo.manifest import DiskRecord, Manifest
 from surety.repo.reader import ImageReader
 from surety.repo.repository import RepoConfig, Repository
 from surety.repo.storage import LocalStorage, Storage
@@ -122,15 +123,9 @@ def serve_disk(
     opening the export as an overlay's base): the directory and the socket
     become that user's, mode 0700/0600.
     """
-    nbdkit = shutil.which("nbdkit")
-    if nbdkit is None:
-        raise ExposeError("nbdkit is needed (apt install nbdkit nbdkit-plugin-python)")
+    nbdkit = _nbdkit_binary()
     with repo.lock(exclusive=False, operation=f"serve {point}"):
-        manifest = repo.resolve(point)
-        name = pick_disk(manifest, disk)
-        record = manifest.disk(name)
-        assert record is not None
-        image = repo.get_image(record.image)
+        manifest, name, record, image = _resolve_disk(repo, point, disk)
         with _private_dir(workdir) as directory:
             served = ServedDisk(
                 manifest, name, image.size, directory / "nbd.sock", directory / "failures"
@@ -160,6 +155,24 @@ def _hand_to(client: tuple[int, int], directory: Path, socket: Path) -> None:
     for path, mode in ((directory, 0o700), (socket, 0o600)):
         os.chown(path, *client)
         os.chmod(path, mode)
+
+
+def _nbdkit_binary() -> str:
+    nbdkit = shutil.which("nbdkit")
+    if nbdkit is None:
+        raise ExposeError("nbdkit is needed (apt install nbdkit nbdkit-plugin-python)")
+    return nbdkit
+
+
+def _resolve_disk(
+    repo: Repository, point: str, disk: str | None
+) -> tuple[Manifest, str, DiskRecord, ImageIndex]:
+    """The restore point, the disk's name, its record and its image index."""
+    manifest = repo.resolve(point)
+    name = pick_disk(manifest, disk)
+    record = manifest.disk(name)
+    assert record is not None
+    return manifest, name, record, repo.get_image(record.image)
 
 
 def open_export(document: dict[str, Any]) -> ImageReader:
@@ -345,15 +358,9 @@ def start_detached_server(
     parent-death signal, so a ``--foreground`` server would die with us); the
     plugin opens the export after that fork.
     """
-    nbdkit = shutil.which("nbdkit")
-    if nbdkit is None:
-        raise ExposeError("nbdkit is needed (apt install nbdkit nbdkit-plugin-python)")
+    nbdkit = _nbdkit_binary()
     with repo.lock(exclusive=False, operation=f"serve {point}"):
-        manifest = repo.resolve(point)
-        name = pick_disk(manifest, disk)
-        record = manifest.disk(name)
-        assert record is not None
-        image = repo.get_image(record.image)
+        manifest, name, record, image = _resolve_disk(repo, point, disk)
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         served = ServedDisk(manifest, name, image.size, workdir / "nbd.sock", workdir / "failures")
         served.report.touch(mode=0o600)

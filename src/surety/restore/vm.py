@@ -35,7 +35,7 @@ from surety.repo.image import ImageIndex
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.restore.hooks import RestoredDisk, RestoredVm, RestoreHook
-from surety.restore.image import write_image_file
+from surety.restore.image import write_image_file, write_private_file
 from surety.restore.vm_plan import (
     CLONE,
     FORMATS,
@@ -256,7 +256,7 @@ def _stage_firmware(plan: VmRestorePlan) -> list[Staged]:
         if plan.nvram is not None and "nvram.b64" in config:
             item = Staged(temporary_name(plan.nvram), plan.nvram)
             staged.append(item)
-            _write_file(item.temporary, base64.b64decode(config["nvram.b64"]))
+            write_private_file(item.temporary, base64.b64decode(config["nvram.b64"]))
         if plan.tpm_state is not None:
             item = Staged(temporary_name(plan.tpm_state), plan.tpm_state)
             staged.append(item)
@@ -265,21 +265,12 @@ def _stage_firmware(plan: VmRestorePlan) -> list[Staged]:
                 if key.startswith("tpm/") and key.endswith(".b64"):
                     path = item.temporary / key[len("tpm/") : -len(".b64")]
                     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    _write_file(path, base64.b64decode(text))
+                    write_private_file(path, base64.b64decode(text))
     except OSError as exc:
         for item in staged:
             _remove(item.temporary)
         raise TargetError(f"writing firmware state: {exc}") from exc
     return staged
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:
