@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from surety.catalog import Catalog, Verification
+from surety.catalog import Catalog, Verification, default_catalog_path
 from surety.core.errors import LabError, SuretyError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor import labnet
@@ -201,11 +201,7 @@ def _address(
 
 
 def _record(options: VerifyOptions, repository: str, proof: Proof, proof_dir: Path) -> None:
-    catalog = Catalog(options.catalog) if options.catalog else None
-    if catalog is None:
-        from surety.catalog import default_catalog_path  # noqa: PLC0415
-
-        catalog = Catalog(default_catalog_path())
+    catalog = Catalog(options.catalog or default_catalog_path())
     at = proof.document()["finished"]
     for vm in proof.vms:
         status = "verified" if vm.passed else "failed"
