@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option
+from surety.cli.options import connect_option, network_map_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
 from surety.restore.instant import DEFAULT_ROOT, InstantOptions, InstantResult, start_instant
@@ -60,18 +60,6 @@ def instant() -> None:
     """
 
 
-def _network_map(
-    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
-) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for value in values:
-        old, sep, new = value.partition("=")
-        if not sep or not old or not new:
-            raise click.BadParameter(f"{value!r} is not OLD=NEW")
-        pairs.append((old, new))
-    return tuple(pairs)
-
-
 @instant.command("start")
 @click.argument("point")
 @click.option("--as", "name", metavar="NAME", help="Name of the VM [default: original].")
@@ -81,13 +69,7 @@ def _network_map(
     help="in-place keeps name, UUID, MACs and genid; clone gives new ones "
     "[default: in-place, or clone when --as names another VM].",
 )
-@click.option(
-    "--network-map",
-    multiple=True,
-    metavar="OLD=NEW",
-    callback=_network_map,
-    help="Attach NICs of network OLD to the existing network NEW (repeatable).",
-)
+@network_map_option
 @click.option("--no-wait", is_flag=True, help="Return once the VM runs; do not wait for its agent.")
 @click.option(
     "--ready-command",

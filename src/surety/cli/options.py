@@ -11,7 +11,7 @@ import click
 
 from surety.core.errors import UsageError
 
-__all__ = ["GlobalOptions", "connect_option", "read_passphrase"]
+__all__ = ["GlobalOptions", "connect_option", "network_map_option", "read_passphrase"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,26 @@ connect_option = click.option(
     help="libvirt connection URI.",
 )
 """``--connect/-c URI`` of every command that talks to libvirt."""
+
+
+def _network_map(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        old, sep, new = value.partition("=")
+        if not sep or not old or not new:
+            raise click.BadParameter(f"{value!r} is not OLD=NEW")
+        pairs.append((old, new))
+    return tuple(pairs)
+
+
+network_map_option = click.option(
+    "--network-map",
+    "network_map",
+    multiple=True,
+    metavar="OLD=NEW",
+    callback=_network_map,
+    help="Attach NICs of network OLD to the existing network NEW (repeatable).",
+)
+"""``--network-map OLD=NEW`` (repeatable) of every command that places a VM on networks."""

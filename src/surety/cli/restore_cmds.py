@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option
+from surety.cli.options import connect_option, network_map_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
 from surety.restore.appaware import AppRestoreOptions, application_restore
@@ -79,18 +79,6 @@ def restore_image_command(
     )
 
 
-def _network_map(
-    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
-) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for value in values:
-        old, sep, new = value.partition("=")
-        if not sep or not old or not new:
-            raise click.BadParameter(f"{value!r} is not OLD=NEW")
-        pairs.append((old, new))
-    return tuple(pairs)
-
-
 def _settings(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, str]:
@@ -129,14 +117,7 @@ def _settings(
     type=click.Choice(["qcow2", "raw"]),
     help="Image format of the disk files [default: each disk's original format].",
 )
-@click.option(
-    "--network-map",
-    "network_map",
-    multiple=True,
-    metavar="OLD=NEW",
-    callback=_network_map,
-    help="Attach NICs of network OLD to the existing network NEW (repeatable).",
-)
+@network_map_option
 @connect_option
 @click.option("--start", is_flag=True, help="Start the VM once it is defined.")
 @click.option(
