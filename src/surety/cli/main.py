@@ -16,6 +16,7 @@ from surety.cli import (
     files_cmds,
     instant_cmds,
     items_cmds,
+    key_cmds,
     points_cmds,
     repo_cmds,
     restore_cmds,
@@ -23,6 +24,7 @@ from surety.cli import (
 )
 from surety.cli.options import GlobalOptions
 from surety.cli.render import err_console
+from surety.core import interrupts
 from surety.core.errors import Interrupted, SuretyError
 
 __all__ = ["cli", "main"]
@@ -63,6 +65,7 @@ def cli(ctx: click.Context, repo: str | None, passphrase_file: Path | None) -> N
 
 for module in (
     repo_cmds,
+    key_cmds,
     backup_cmds,
     restore_cmds,
     instant_cmds,
@@ -75,10 +78,12 @@ for module in (
         cli.add_command(command)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _request_stop(signum: int, frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM stop the command, except inside a deferred section."""
+    interrupts.request_stop()
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
     sys.exit(cli.main(prog_name="surety", standalone_mode=True))
