@@ -11,7 +11,13 @@ import click
 
 from surety.core.errors import UsageError
 
-__all__ = ["GlobalOptions", "connect_option", "network_map_option", "read_passphrase"]
+__all__ = [
+    "GlobalOptions",
+    "connect_option",
+    "network_map_option",
+    "read_new_passphrase",
+    "read_passphrase",
+]
 
 
 @dataclass(frozen=True)
@@ -23,13 +29,7 @@ class GlobalOptions:
 def read_passphrase(options: GlobalOptions, confirm: bool = False) -> str:
     """From --passphrase-file, SURETY_PASSPHRASE, or a prompt on a terminal."""
     if options.passphrase_file is not None:
-        try:
-            text = options.passphrase_file.read_text().rstrip("\n")
-        except OSError as exc:
-            raise UsageError(f"cannot read passphrase file: {exc.strerror}") from exc
-        if not text:
-            raise UsageError(f"{options.passphrase_file} is empty")
-        return text
+        return _read_secret(options.passphrase_file, "passphrase file")
     from_env = os.environ.get("SURETY_PASSPHRASE")
     if from_env:
         return from_env
@@ -38,6 +38,18 @@ def read_passphrase(options: GlobalOptions, confirm: bool = False) -> str:
             click.prompt("repository passphrase", hide_input=True, confirmation_prompt=confirm)
         )
     raise UsageError("no passphrase: set SURETY_PASSPHRASE or use --passphrase-file")
+
+
+def read_new_passphrase(path: Path | None) -> str:
+    """A new key's passphrase: from ``path``, SURETY_NEW_PASSPHRASE, or asked twice."""
+    if path is not None:
+        return _read_secret(path, "new passphrase file")
+    from_env = os.environ.get("SURETY_NEW_PASSPHRASE")
+    if from_env:
+        return from_env
+    if sys.stdin.isatty():
+        return str(click.prompt("new passphrase", hide_input=True, confirmation_prompt=True))
+    raise UsageError("no new passphrase: set SURETY_NEW_PASSPHRASE or use --new-passphrase-file")
 
 
 connect_option = click.option(
@@ -73,3 +85,14 @@ network_map_option = click.option(
     help="Attach NICs of network OLD to the existing network NEW (repeatable).",
 )
 """``--network-map OLD=NEW`` (repeatable) of every command that places a VM on networks."""
+
+
+def _read_secret(path: Path, what: str) -> str:
+    """A passphrase file's text without its trailing newlines; an empty one is refused."""
+    try:
+        text = path.read_text().rstrip("\n")
+    except OSError as exc:
+        raise UsageError(f"cannot read {what}: {exc.strerror}") from exc
+    if not text:
+        raise UsageError(f"{path} is empty")
+    return text

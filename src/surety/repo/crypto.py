@@ -7,11 +7,15 @@
   so a blob cannot be swapped for another one unnoticed.
 * Key files wrap the master keys under a key derived from the passphrase
   with argon2id (memory-hard); their parameters live in the key file.
+  Version 2 adds ``check``, a SHA-256 of the other fields, so a damaged key
+  file (``IntegrityError``) is told from a wrong passphrase (``WrongPassphrase``)
+  before any key is derived. Version 1 files (no check) stay readable.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -27,10 +31,24 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from surety.core.errors import IntegrityError, WrongPassphrase
 from surety.repo.format import SEAL_VERSION
 
-__all__ = ["KdfParams", "MasterKeys", "unwrap_master", "wrap_master"]
+__all__ = [
+    "KEYFILE_VERSION",
+    "KdfParams",
+    "KeyFile",
+    "MasterKeys",
+    "read_keyfile",
+    "unwrap_master",
+    "wrap_master",
+]
 
 _NONCE = 12
 _OVERHEAD = 1 + _NONCE + 16
+
+KEYFILE_VERSION = 2  # 1: no "check" field (still read); 2: with "check"
+_KEYFILE_FIELDS = frozenset(
+    {"version", "kdf", "time_cost", "memory_kib", "parallelism", "salt", "nonce", "master", "check"}
+)
+_B64_FIELDS = ("salt", "nonce", "master")
 
 
 @dataclass(frozen=True)
@@ -93,11 +111,13 @@ def wrap_master(
     keys: MasterKeys, passphrase: str, params: KdfParams, extra: dict[str, Any]
 ) -> bytes:
     """A key file (JSON): KDF parameters + master keys sealed under the passphrase key."""
+    if _KEYFILE_FIELDS & extra.keys():
+        raise ValueError(f"extra fields may not replace {sorted(_KEYFILE_FIELDS & extra.keys())}")
     salt = secrets.token_bytes(16)
     nonce = os.urandom(_NONCE)
     sealed = _kek(passphrase, salt, params).encrypt(nonce, keys.material, b"keyfile")
     doc = {
-        "version": 1,
+        "version": KEYFILE_VERSION,
         "kdf": "argon2id",
         "time_cost": params.time_cost,
         "memory_kib": params.memory_kib,
@@ -107,29 +127,82 @@ def wrap_master(
         "master": base64.b64encode(sealed).decode(),
         **extra,
     }
+    doc["check"] = _checksum(doc)
     return json.dumps(doc, indent=1).encode()
 
 
-def unwrap_master(keyfile: bytes, passphrase: str, what: str) -> MasterKeys:
-    """Open a key file; ``WrongPassphrase`` if the passphrase does not fit."""
+def _checksum(doc: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of every field but ``check``."""
+    fields = {key: value for key, value in doc.items() if key != "check"}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A parsed key file whose structure (and, from version 2, checksum) is sound."""
+
+    name: str
+    version: int
+    params: KdfParams
+    salt: bytes
+    nonce: bytes
+    sealed: bytes
+    extra: dict[str, Any]
+
+    def unwrap(self, passphrase: str) -> MasterKeys:
+        """The master keys; ``WrongPassphrase`` if the passphrase does not fit."""
+        try:
+            material = _kek(passphrase, self.salt, self.params).decrypt(
+                self.nonce, self.sealed, b"keyfile"
+            )
+        except InvalidTag as exc:
+            if self.version == 1:  # no checksum: damage looks like a wrong passphrase
+                raise WrongPassphrase(
+                    f"wrong passphrase (or the key file {self.name} is damaged)"
+                ) from exc
+            raise WrongPassphrase("wrong passphrase for this repository") from exc
+        except (HashingError, ValueError) as exc:
+            raise IntegrityError(f"{self.name}: damaged key file ({exc})") from exc
+        if len(material) != 64:
+            raise IntegrityError(f"{self.name}: damaged key file (key length)")
+        return MasterKeys(material)
+
+
+def read_keyfile(keyfile: bytes, what: str) -> KeyFile:
+    """Parse and check a key file without its passphrase; ``IntegrityError`` if damaged."""
     try:
         doc = json.loads(keyfile)
+        version = _check_version(doc, what)
         params = KdfParams(doc["time_cost"], doc["memory_kib"], doc["parallelism"])
-        salt, nonce, sealed = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "master"))
+        salt, nonce, sealed = (base64.b64decode(doc[k], validate=True) for k in _B64_FIELDS)
         if doc["kdf"] != "argon2id":
             raise IntegrityError(f"{what}: unknown key derivation {doc['kdf']!r}")
         _check_params(params, salt, nonce)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"{what}: damaged key file") from exc
-    try:
-        material = _kek(passphrase, salt, params).decrypt(nonce, sealed, b"keyfile")
-    except InvalidTag as exc:
-        raise WrongPassphrase("wrong passphrase for this repository") from exc
-    except (HashingError, ValueError) as exc:
-        raise IntegrityError(f"{what}: damaged key file ({exc})") from exc
-    if len(material) != 64:
-        raise IntegrityError(f"{what}: damaged key file (key length)")
-    return MasterKeys(material)
+    extra = {key: value for key, value in doc.items() if key not in _KEYFILE_FIELDS}
+    return KeyFile(what, version, params, salt, nonce, sealed, extra)
+
+
+def _check_version(doc: Any, what: str) -> int:
+    """Verify the checksum first: a damaged field must never reach the KDF."""
+    if not isinstance(doc, dict):
+        raise TypeError("not a JSON object")
+    if "check" in doc:
+        if doc["check"] != _checksum(doc):
+            raise IntegrityError(f"{what}: damaged key file (checksum mismatch)")
+    elif doc.get("version") != 1:
+        raise IntegrityError(f"{what}: damaged key file (no checksum)")
+    version = doc["version"]
+    if type(version) is not int or not 1 <= version <= KEYFILE_VERSION:
+        raise IntegrityError(f"{what}: key file version {version!r} is not supported")
+    return version
+
+
+def unwrap_master(keyfile: bytes, passphrase: str, what: str) -> MasterKeys:
+    """Open a key file: ``IntegrityError`` if damaged, ``WrongPassphrase`` if it does not fit."""
+    return read_keyfile(keyfile, what).unwrap(passphrase)
 
 
 def _check_params(params: KdfParams, salt: bytes, nonce: bytes) -> None:

@@ -34,10 +34,9 @@ from surety.core.errors import (
     RepositoryNotFound,
     RestorePointNotFound,
     UsageError,
-    WrongPassphrase,
 )
 from surety.repo import codec
-from surety.repo.crypto import KdfParams, MasterKeys, unwrap_master, wrap_master
+from surety.repo.crypto import KdfParams, MasterKeys, wrap_master
 from surety.repo.format import (
     CHUNK_SIZE_DEFAULT,
     CHUNK_SIZE_MAX,
@@ -48,6 +47,7 @@ from surety.repo.format import (
 )
 from surety.repo.image import ImageIndex
 from surety.repo.index import ChunkIndex, Location, decode_index, encode_index
+from surety.repo.keyring import open_keys
 from surety.repo.lock import hold_lock
 from surety.repo.manifest import Manifest
 from surety.repo.pack import PackEntry, chunk_kind
@@ -71,6 +71,7 @@ class Repository:
         self.keys = keys
         self.config = config
         self.notes: list[str] = []  # remarks for the user (stale locks removed, ...)
+        self.key_name: str | None = None  # the key file (keys/<id>) that opened it
         self._index: ChunkIndex | None = None
 
     # -- creation and opening -------------------------------------------------
@@ -107,18 +108,26 @@ class Repository:
         try:
             raw_config = storage.get("config")
         except ObjectNotFound:
+            if any(any(True for _ in storage.list(kind)) for kind in _OBJECT_KINDS):
+                raise IntegrityError(
+                    f"{storage.describe()}: the repository is damaged: its config is missing "
+                    "(keys or data are present; do not `surety init` over them)"
+                ) from None
             raise RepositoryNotFound(
                 f"{storage.describe()}: not a surety repository (no config); "
                 "create one with `surety init`"
             ) from None
         if not raw_config.startswith(CONFIG_MAGIC):
             raise RepositoryNotFound(f"{storage.describe()}: not a surety repository")
-        keys = _open_keys(storage, passphrase)
+        opened = open_keys(storage, passphrase)
+        keys = opened.keys
         body = keys.unseal(b"config", raw_config[len(CONFIG_MAGIC) :], "config")
         doc = json.loads(body)
         if doc.pop("format") != FORMAT_VERSION:
             raise IntegrityError("config: repository format version not supported")
-        return cls(storage, keys, RepoConfig(**doc))
+        repo = cls(storage, keys, RepoConfig(**doc))
+        repo.key_name = opened.name
+        return repo
 
     @contextmanager
     def lock(self, exclusive: bool, operation: str) -> Iterator[None]:
@@ -237,18 +246,4 @@ def _check_chunk_size(chunk_size: int) -> None:
         )
 
 
-def _open_keys(storage: Storage, passphrase: str) -> MasterKeys:
-    names = [name for name, _ in storage.list("keys/")]
-    if not names:
-        raise RepositoryNotFound(f"{storage.describe()}: repository has no key files")
-    damaged: list[IntegrityError] = []
-    for name in names:
-        try:
-            return unwrap_master(storage.get(name), passphrase, name)
-        except WrongPassphrase:
-            continue
-        except IntegrityError as exc:  # try the others; report only if none opens
-            damaged.append(exc)
-    if len(damaged) == len(names):
-        raise damaged[0]
-    raise WrongPassphrase("wrong passphrase for this repository")
+_OBJECT_KINDS = ("keys/", "data/", "index/", "images/", "points/")
