@@ -176,6 +176,16 @@ def test_all_slots_refusing_is_wrong_passphrase(repo: Repository, storage: Memor
         Repository.open(storage, "third")
 
 
+def test_a_version_1_slot_opens_and_its_refusal_names_it(
+    repo: Repository, storage: MemoryStorage
+) -> None:
+    (name,) = _key_names(storage)
+    storage.put(name, _as_version_1(storage.get(name)))
+    assert Repository.open(storage, PASSPHRASE).key_name == name
+    with pytest.raises(WrongPassphrase, match=rf"^wrong passphrase \(or the key file {name} is"):
+        Repository.open(storage, "not it")
+
+
 def test_a_key_failing_verify_is_skipped(repo: Repository, storage: MemoryStorage) -> None:
     stray = MasterKeys.generate()  # a losing concurrent init's key, same passphrase
     storage.put("keys/" + "0" * 32, wrap_master(stray, PASSPHRASE, CHEAP_KDF, {}))

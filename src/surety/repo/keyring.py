@@ -120,7 +120,7 @@ class _Tried:
                 f"{_join(self.foreign)} opens with this passphrase but not the config: the "
                 f"config is damaged, or the key is a stray of another `surety init`{broken}"
             )
-        if not (self.refused or self.unchecked):
+        if self.damaged and not (self.refused or self.unchecked):
             if len(self.damaged) == 1:
                 return self.damaged[0][1]
             return IntegrityError(f"every key file is damaged{broken}")
