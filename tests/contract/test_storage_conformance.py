@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,13 +41,18 @@ def test_local_storage_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "cd" / ("cd" * 32)).exists()
 
 
-def test_local_storage_ignores_and_cleans_temporary_files(tmp_path: Path) -> None:
+def test_local_storage_ignores_and_cleans_only_old_temporary_files(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     storage.put("index/a", b"1")
-    (tmp_path / "index" / ".tmp-b-1234").write_bytes(b"torn")
+    old, young = tmp_path / "index" / ".tmp-old", tmp_path / "index" / ".tmp-young"
+    old.write_bytes(b"torn")
+    young.write_bytes(b"another writer's, being written")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
     assert dict(storage.list("index/")) == {"index/a": 1}
-    assert storage.clean_temporary() == 1
-    assert not (tmp_path / "index" / ".tmp-b-1234").exists()
+    assert storage.clean_temporary(older_than=1800) == 1
+    assert not old.exists()
+    assert young.exists()
 
 
 def test_faulty_storage_injects_after_n_puts() -> None:

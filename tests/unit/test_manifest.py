@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from surety.core.errors import IntegrityError
-from surety.repo.format import FORMAT_VERSION
+from surety.repo.format import MANIFEST_FORMAT
 from surety.repo.manifest import DiskRecord, Manifest
 from tests.unit.conftest import make_manifest
 
@@ -61,7 +61,7 @@ def test_round_trip_of_defaults() -> None:
 def test_encoding_is_canonical_json_without_the_id() -> None:
     manifest = _rich_manifest()
     doc = json.loads(manifest.encode())
-    assert doc["format"] == FORMAT_VERSION
+    assert doc["format"] == MANIFEST_FORMAT
     assert "id" not in doc
     assert list(doc) == sorted(doc)
     assert doc["started"] == "2024-02-29T23:59:58.123456+00:00"
@@ -131,7 +131,7 @@ def _doc() -> dict[str, object]:
     return json.loads(make_manifest().encode())
 
 
-@pytest.mark.parametrize("version", [0, 2, FORMAT_VERSION + 1, "1", None])
+@pytest.mark.parametrize("version", [0, 3, MANIFEST_FORMAT + 2, "1", None])
 def test_unknown_format_version_is_rejected(version: object) -> None:
     doc = _doc()
     doc["format"] = version

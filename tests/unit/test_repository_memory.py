@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,15 +19,18 @@ from surety.core.errors import (
     RepositoryLocked,
     RepositoryNotFound,
     RestorePointNotFound,
+    StorageReadOnly,
     UsageError,
     WrongPassphrase,
 )
 from surety.repo.crypto import unwrap_master, wrap_master
 from surety.repo.format import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, CONFIG_MAGIC, ZERO_ID
 from surety.repo.image import ImageIndex
-from surety.repo.lock import STALE_AFTER, hold_lock
+from surety.repo.lock import STALE_AFTER, Holder, hold_lock
+from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.repo.storage import MemoryStorage, Storage
+from surety.repo.storage.faulty import FaultyStorage
 from surety.repo.writer import ChunkWriter, prepare_chunk
 from tests.unit.conftest import CHEAP_KDF, PASSPHRASE, make_manifest
 
@@ -398,7 +401,11 @@ def _dead_pid() -> int:
 
 
 def _put_lock(storage: Storage, name: str, **fields: object) -> None:
+    me = Holder.me()
     doc = {
+        "version": 2,
+        "boot_id": me.boot_id,
+        "pid_ns": me.pid_ns,
         "host": socket.gethostname(),
         "pid": _dead_pid(),
         "start_time": "x",
@@ -462,3 +469,88 @@ def test_unreadable_lock_is_treated_as_held(storage: MemoryStorage) -> None:
     ):
         pytest.fail("lock granted")
     assert storage.exists("locks/" + "ee" * 16)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"pid_ns": "4026531999"},  # another PID namespace on this kernel (a container)
+        {"boot_id": "00000000-1111-2222-3333-444444444444"},  # a clone sharing the storage
+        {"boot_id": None, "pid_ns": None, "version": None},  # written by format 1
+    ],
+)
+def test_a_pid_from_elsewhere_is_never_taken_for_dead(
+    storage: MemoryStorage, other: dict[str, object]
+) -> None:
+    """Same host name, a pid that is dead *here*: only the refresh age may make it stale."""
+    fields = {k: v for k, v in other.items() if v is not None}
+    _put_lock(storage, "locks/" + "ab" * 16, **fields)
+    if "version" in other:  # format 1 had no boot id, PID namespace or version
+        doc = json.loads(storage.get("locks/" + "ab" * 16))
+        for key in ("version", "boot_id", "pid_ns"):
+            doc.pop(key)
+        storage.put("locks/" + "ab" * 16, json.dumps(doc).encode())
+    with (
+        pytest.raises(RepositoryLocked, match="exclusive lock by 'prune'"),
+        hold_lock(storage, exclusive=False, operation="backup"),
+    ):
+        pytest.fail("a live lock of another PID namespace was taken for stale")
+    assert storage.exists("locks/" + "ab" * 16)
+    _put_lock(storage, "locks/" + "ab" * 16, refreshed=time.time() - STALE_AFTER - 1, **fields)
+    with hold_lock(storage, exclusive=False, operation="backup"):
+        assert not storage.exists("locks/" + "ab" * 16)
+
+
+def test_a_backup_that_lost_its_lock_does_not_commit(repo: Repository) -> None:
+    manifest = Manifest(
+        name="web01",
+        kind="image",
+        started=datetime.now(UTC),
+        finished=datetime.now(UTC),
+        host="h",
+        disks=(),
+    )
+    with repo.lock(exclusive=False, operation="backup image web01") as held:
+        repo.storage.delete(held.name)  # another process removed it as stale
+        with pytest.raises(RepositoryLocked, match="lost its repository lock"):
+            repo.commit(manifest)
+    assert list(repo.storage.list("points/")) == []
+    with repo.lock(exclusive=False, operation="backup image web01"):
+        repo.commit(manifest)
+    assert len(list(repo.storage.list("points/"))) == 1
+
+
+def test_a_lock_not_refreshed_in_time_is_lost(repo: Repository) -> None:
+    with repo.lock(exclusive=True, operation="prune") as held:
+        held.last_refresh -= STALE_AFTER
+        with pytest.raises(RepositoryLocked, match="lost"):
+            held.check()
+
+
+def test_refresh_does_not_bring_back_a_removed_lock(storage: MemoryStorage) -> None:
+    with hold_lock(storage, exclusive=False, operation="backup") as held:
+        storage.delete(held.name)
+        held.refresh()
+        assert held.lost
+        assert not storage.exists(held.name)
+
+
+def test_reading_on_unwritable_storage_goes_on_without_a_lock(storage: MemoryStorage) -> None:
+    faulty = FaultyStorage(storage)
+    faulty.fail_put_after(0, StorageReadOnly("locks/x: the repository cannot be written"))
+    notes: list[str] = []
+    with hold_lock(faulty, exclusive=False, operation="points", notes=notes, read_only=True):
+        assert list(storage.list("locks/")) == []
+    assert notes == ["no lock was taken: locks/x: the repository cannot be written"]
+    for exclusive, read_only in ((True, True), (False, False)):
+        with (
+            pytest.raises(StorageReadOnly),
+            hold_lock(faulty, exclusive=exclusive, operation="prune", read_only=read_only),
+        ):
+            pytest.fail("a lock was granted without being written")
+    _put_lock(storage, "locks/" + "ef" * 16, pid=os.getpid(), start_time=Holder.me().start_time)
+    with (
+        pytest.raises(RepositoryLocked),
+        hold_lock(faulty, exclusive=False, operation="points", read_only=True),
+    ):
+        pytest.fail("an exclusive lock was ignored by an unlocked reader")

@@ -18,6 +18,9 @@ its traceback (exit code 1).
     +-- StorageFull                  exit 8   the backend ran out of space
     +-- StorageError                 exit 9   the backend failed (I/O, network)
     |   +-- ObjectNotFound           exit 9   a named object is missing from storage
+    |   +-- ObjectExists             exit 9   create-if-absent found the name taken
+    |   +-- StorageReadOnly          exit 9   the backend refuses writes (read-only
+    |                                         mount, snapshot, another user's files)
     +-- SourceError                  exit 10  the thing to back up cannot be read
     +-- TargetError                  exit 11  the restore target cannot be written
     +-- PathNotFound                 exit 12  a path is not in the restore point's file system
@@ -38,15 +41,18 @@ __all__ = [
     "IntegrityError",
     "Interrupted",
     "LabError",
+    "ObjectExists",
     "ObjectNotFound",
     "PathNotFound",
     "RepositoryExists",
     "RepositoryLocked",
     "RepositoryNotFound",
     "RestorePointNotFound",
+    "RestoreProcedureFailed",
     "SourceError",
     "StorageError",
     "StorageFull",
+    "StorageReadOnly",
     "SuretyError",
     "TargetError",
     "UsageError",
@@ -111,6 +117,14 @@ class StorageError(SuretyError):
 
 class ObjectNotFound(StorageError):
     """The named object does not exist. Never transient: do not retry."""
+
+
+class ObjectExists(StorageError):
+    """``create`` found an object under the name already. Never transient."""
+
+
+class StorageReadOnly(StorageError):
+    """The backend refuses writes; reading commands go on without a lock."""
 
 
 class SourceError(SuretyError):

@@ -17,15 +17,21 @@ __all__ = [
     "ID_LEN",
     "IMAGE_MAGIC",
     "INDEX_MAGIC",
+    "MANIFEST_FORMAT",
+    "MANIFEST_FORMATS",
     "PACK_ENTRY",
     "PACK_HEADER_MAGIC",
     "PACK_MAGIC",
     "PACK_SIZE_TARGET",
+    "READABLE_FORMATS",
     "SEAL_VERSION",
     "ZERO_ID",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what a new repository's config says (docs/format.md "Versions")
+READABLE_FORMATS = (1, 2)  # every repository format this release reads and writes
+MANIFEST_FORMAT = 1  # a restore point's manifest (2: a salvaged point, see repair)
+MANIFEST_FORMATS = (1, 2)
 
 # Object magics (first bytes of the *plaintext* of sealed objects, or of the
 # object itself where it is not sealed).

@@ -2,9 +2,10 @@
 
 Stored as ``index/<id>`` objects, each sealed, each listing the blobs of some
 packs. The in-memory ``ChunkIndex`` is the union of all index objects;
-a chunk listed twice (possible after an interrupted prune) is found in
-whichever pack was listed first — both copies are valid until prune has
-deleted the index object that names the older one.
+a chunk listed twice (after an interrupted prune, or two backups storing the
+same new data at once) is found in whichever pack was listed first, unless
+that copy was recorded as damaged (``repo.damage``) — both copies are valid
+until prune has deleted the index object that names the older one.
 
 Plaintext of an index object::
 
@@ -72,30 +73,63 @@ def decode_index(data: bytes, what: str) -> list[tuple[str, list[PackEntry]]]:
 
 
 class ChunkIndex:
-    """Union of index objects; thread-safe for lookups while one thread adds."""
+    """Union of index objects, minus what was found damaged.
+
+    Thread-safe for lookups while one thread adds. A chunk has a *healthy*
+    location (the first one listed whose (chunk, pack) pair is not recorded
+    as damaged) or, failing that, a *damaged* one. ``in`` answers only for
+    healthy chunks, so a backup stores a damaged chunk afresh (dedup never
+    propagates damage); ``get`` answers with either, healthy first, so a
+    restore still tries a chunk whose damage record may have been wrong (and
+    hash-checks it as always). Load damage records before index objects: a
+    healthy duplicate listed after a damaged copy then wins.
+    """
 
     def __init__(self) -> None:
         self._map: dict[bytes, Location] = {}
+        self._damaged_only: dict[bytes, Location] = {}
+        self._bad: set[tuple[bytes, str]] = set()
         self.index_names: set[str] = set()
+        self.indexed_packs: set[str] = set()  # every pack some index names
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        self.indexed_packs.add(pack_id)
         for e in entries:
-            self._map.setdefault(e.chunk_id, Location(pack_id, e.offset, e.length, e.raw_length))
+            loc = Location(pack_id, e.offset, e.length, e.raw_length)
+            if (e.chunk_id, pack_id) in self._bad:
+                if e.chunk_id not in self._map:
+                    self._damaged_only.setdefault(e.chunk_id, loc)
+            elif e.chunk_id not in self._map:
+                self._map[e.chunk_id] = loc
+                self._damaged_only.pop(e.chunk_id, None)
+
+    def mark_damaged(self, chunk_id: bytes, pack_id: str) -> None:
+        """Record that ``chunk_id``'s copy in ``pack_id`` is damaged or missing."""
+        self._bad.add((chunk_id, pack_id))
+        loc = self._map.get(chunk_id)
+        if loc is not None and loc.pack == pack_id:
+            del self._map[chunk_id]
+            self._damaged_only[chunk_id] = loc
+
+    def is_damaged(self, chunk_id: bytes, pack_id: str) -> bool:
+        return (chunk_id, pack_id) in self._bad
 
     def __contains__(self, chunk_id: object) -> bool:
         return chunk_id in self._map
 
     def get(self, chunk_id: bytes) -> Location | None:
-        return self._map.get(chunk_id)
+        return self._map.get(chunk_id) or self._damaged_only.get(chunk_id)
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self._map) + len(self._damaged_only)
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
-        return iter(self._map.items())
+        yield from self._map.items()
+        yield from self._damaged_only.items()
 
     def packs(self) -> dict[str, list[tuple[bytes, Location]]]:
+        """Each chunk at the one location ``get`` gives, grouped by pack."""
         by_pack: dict[str, list[tuple[bytes, Location]]] = {}
-        for chunk_id, loc in self._map.items():
+        for chunk_id, loc in self.items():
             by_pack.setdefault(loc.pack, []).append((chunk_id, loc))
         return by_pack

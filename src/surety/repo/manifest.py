@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from surety.core.errors import IntegrityError
-from surety.repo.format import FORMAT_VERSION
+from surety.repo.format import MANIFEST_FORMAT, MANIFEST_FORMATS
 
 __all__ = ["CONSISTENCY_LEVELS", "DiskRecord", "Manifest"]
 
@@ -55,10 +55,14 @@ class Manifest:
     def disk(self, name: str) -> DiskRecord | None:
         return next((d for d in self.disks if d.name == name), None)
 
+    def disk_images(self) -> set[str]:
+        """Ids of the image indexes this point's disks name."""
+        return {d.image for d in self.disks}
+
     def encode(self) -> bytes:
         doc = asdict(self)
         doc.pop("id")
-        doc["format"] = FORMAT_VERSION
+        doc["format"] = MANIFEST_FORMAT
         doc["started"] = self.started.isoformat()
         doc["finished"] = self.finished.isoformat()
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -69,7 +73,7 @@ class Manifest:
             doc = json.loads(data)
             if not isinstance(doc, dict):
                 raise TypeError("manifest is not a JSON object")
-            if doc.pop("format") != FORMAT_VERSION:
+            if doc.pop("format") not in MANIFEST_FORMATS:
                 raise IntegrityError(f"restore point {point_id[:12]}: unknown format")
             disks = tuple(
                 DiskRecord(**{k: v for k, v in d.items() if k in _DISK_FIELDS})

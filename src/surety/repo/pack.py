@@ -19,8 +19,9 @@ import blake3
 from surety.core.errors import IntegrityError
 from surety.repo.crypto import MasterKeys
 from surety.repo.format import PACK_ENTRY, PACK_HEADER_MAGIC, PACK_MAGIC
+from surety.repo.storage.base import Storage
 
-__all__ = ["PackBuilder", "PackEntry", "chunk_kind", "parse_pack"]
+__all__ = ["PackBuilder", "PackEntry", "chunk_kind", "parse_pack", "read_pack_header"]
 
 _ENTRY = struct.Struct(PACK_ENTRY)
 _TRAILER = struct.Struct("<I8s")
@@ -70,10 +71,33 @@ def parse_pack(data: bytes, keys: MasterKeys, what: str) -> list[PackEntry]:
     if len(data) < _TRAILER.size:
         raise IntegrityError(f"{what}: truncated pack")
     header_len, magic = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
-    if magic != PACK_MAGIC or header_len > len(data) - _TRAILER.size:
+    start = _header_start(len(data), header_len, magic, what)
+    return _entries(keys, data[start : start + header_len], start, what)
+
+
+def read_pack_header(storage: Storage, keys: MasterKeys, pack_id: str) -> list[PackEntry]:
+    """A stored pack's entries from its header alone (two range reads, not the pack).
+
+    Raises ``IntegrityError`` when the trailer or header is damaged and
+    ``ObjectNotFound``/``StorageError`` as the storage does.
+    """
+    name, what = f"data/{pack_id}", f"pack {pack_id[:12]}"
+    size = storage.size(name)
+    if size < _TRAILER.size:
+        raise IntegrityError(f"{what}: truncated pack")
+    header_len, magic = _TRAILER.unpack(storage.get(name, size - _TRAILER.size, _TRAILER.size))
+    start = _header_start(size, header_len, magic, what)
+    return _entries(keys, storage.get(name, start, header_len), start, what)
+
+
+def _header_start(size: int, header_len: int, magic: bytes, what: str) -> int:
+    if magic != PACK_MAGIC or header_len > size - _TRAILER.size:
         raise IntegrityError(f"{what}: pack trailer damaged")
-    start = len(data) - _TRAILER.size - header_len
-    header = keys.unseal(b"packheader", data[start : start + header_len], what)
+    return size - _TRAILER.size - header_len
+
+
+def _entries(keys: MasterKeys, sealed_header: bytes, start: int, what: str) -> list[PackEntry]:
+    header = keys.unseal(b"packheader", sealed_header, what)
     if not header.startswith(PACK_HEADER_MAGIC):
         raise IntegrityError(f"{what}: pack header damaged")
     body = memoryview(header)[len(PACK_HEADER_MAGIC) :]

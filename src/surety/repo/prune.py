@@ -1,19 +1,30 @@
 """Garbage collection: drop chunks no restore point references.
 
-Runs under the exclusive lock (no backup can add chunks meanwhile). Steps,
-each durable before the next, so a crash anywhere leaves a valid repository:
+Runs under the exclusive lock (no backup can add chunks meanwhile). The
+safety rule (format 2, docs/format.md "Prune"): **prune deletes a pack only
+when it has proved that no committed restore point needs a chunk in it.**
 
 1. Mark: chunks reachable from every manifest -> image index -> chunk ids.
-2. Repack: packs holding both used and unused blobs (unused share >=
+   If a manifest or an image index cannot be read, prune cannot know what
+   it references: it stops before deleting anything and names the damaged
+   objects and the points they belong to.
+2. Prove: a stored pack that no index names (an interrupted backup, or an
+   index object that is missing or damaged) has its header read. If it holds
+   a chunk a point uses and no healthy indexed copy exists, it is *rescued*:
+   re-indexed, never deleted. A pack whose header cannot be read is kept.
+3. Repack: packs holding both used and unused blobs (unused share >=
    ``repack_threshold``) have their used blobs copied — authenticated on the
-   way, never decrypted to disk — into new packs.
-3. Write one new index object naming every kept blob at its new place.
-4. Delete the old index objects (from here on only the new index counts).
-5. Delete packs no longer indexed (unused, repacked, or orphans left by an
-   interrupted backup), unused image indexes, and stale temporary files.
+   way, never decrypted to disk — into new packs. A pack with a blob that
+   fails authentication is kept whole (and the damage recorded) instead.
+4. Write one new index object naming every kept blob at its new place, and
+   one damage record of what is still indexed and damaged.
+5. Re-check the lock, then delete the old index objects and damage records,
+   packs no longer indexed, unused image indexes, and temporary files older
+   than the lock staleness age (younger ones may be a live writer's).
 
-A crash after 3 leaves duplicate index entries (both copies valid); after 4,
-unindexed packs that the next prune deletes.
+Each step is durable before the next: a crash after 4 leaves duplicate
+index entries (both copies valid); after the index deletes, unindexed packs
+that the next prune proves unused and deletes.
 """
 
 from __future__ import annotations
@@ -21,13 +32,17 @@ from __future__ import annotations
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from surety.core.errors import ObjectNotFound
+from surety.core.errors import IntegrityError, ObjectNotFound, StorageError
 from surety.core.progress import Progress
-from surety.repo.index import Location, encode_index
-from surety.repo.pack import PackBuilder, PackEntry, chunk_kind
+from surety.repo.damage import encode_damage
+from surety.repo.index import ChunkIndex, Location, encode_index
+from surety.repo.lock import STALE_AFTER
+from surety.repo.pack import PackBuilder, PackEntry, chunk_kind, read_pack_header
 from surety.repo.repository import Repository
 
-__all__ = ["PruneReport", "prune_repository"]
+__all__ = ["PruneReport", "prune_repository", "used_chunks"]
+
+Entries = list[tuple[bytes, Location]]
 
 
 @dataclass
@@ -35,10 +50,37 @@ class PruneReport:
     used_chunks: int = 0
     deleted_packs: int = 0
     repacked_packs: int = 0
+    rescued_packs: int = 0  # unindexed packs kept because points use their chunks
     freed_bytes: int = 0
     deleted_images: int = 0
     kept_unused_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+
+
+def used_chunks(repo: Repository) -> tuple[set[str], set[bytes]]:
+    """(image ids, chunk ids) every restore point references; ``IntegrityError`` if unknowable."""
+    points = repo.points()
+    if repo.damaged_points:
+        ids = ", ".join(sorted(i[:12] for i in repo.damaged_points))
+        raise IntegrityError(
+            f"restore point(s) {ids}: damaged manifest, so prune cannot tell which data "
+            "they use; nothing was deleted (drop them with `surety forget ID`, or "
+            "`surety repair points`)"
+        )
+    images = {d.image for p in points for d in p.disks}
+    used: set[bytes] = set()
+    for image_id in sorted(images):
+        try:
+            used |= repo.get_image(image_id).stored_ids()
+        except (IntegrityError, ObjectNotFound) as exc:
+            users = sorted(
+                f"{p.id[:12]} ({p.name})" for p in points if p.disk_images() & {image_id}
+            )
+            raise IntegrityError(
+                f"{exc}; it belongs to restore point(s) {', '.join(users)}, so prune cannot tell "
+                "which data they use; nothing was deleted (`surety repair points` drops them)"
+            ) from None
+    return images, used
 
 
 def prune_repository(
@@ -46,68 +88,118 @@ def prune_repository(
 ) -> PruneReport:
     report = PruneReport()
     progress.phase("mark")
-    used_images = {d.image for p in repo.points() for d in p.disks}
-    used: set[bytes] = set()
-    for image_id in used_images:
-        used |= repo.get_image(image_id).stored_ids()
+    used_images, used = used_chunks(repo)
     report.used_chunks = len(used)
     index = repo.index()
     stored = dict(repo.storage.list("data/"))
-    keep: list[tuple[str, list[PackEntry]]] = []
-    repack: list[tuple[str, list[tuple[bytes, Location]]]] = []
-    for pack_id, entries in index.packs().items():
-        live = [(c, loc) for c, loc in entries if c in used]
-        size = stored.get(f"data/{pack_id}", 0)
-        dead_bytes = sum(loc.length for c, loc in entries if c not in used)
-        if not live:
-            continue
-        if dead_bytes and dead_bytes >= repack_threshold * size:
-            repack.append((pack_id, live))
-        else:
-            report.kept_unused_bytes += dead_bytes
-            keep.append(
-                (pack_id, [PackEntry(c, loc.offset, loc.length, loc.raw_length) for c, loc in live])
-            )
-    kept_names = {f"data/{p}" for p, _ in keep}
+    packs = index.packs()
+    protected = _prove_unindexed(
+        repo, index=index, stored=stored, used=used, packs=packs, report=report, progress=progress
+    )
+    keep, repack = _plan(
+        index, packs=packs, used=used, stored=stored, threshold=repack_threshold, report=report
+    )
+    kept_names = {f"data/{p}" for p, _ in keep} | protected
     doomed = [name for name in stored if name not in kept_names]
     report.deleted_packs = len(doomed) - len(repack)
     report.repacked_packs = len(repack)
     report.freed_bytes = sum(stored[n] for n in doomed)
-    all_images = [n for n, _ in repo.storage.list("images/")]
-    unused_images = [n for n in all_images if n[7:] not in used_images]
+    unused_images = [n for n, _ in repo.storage.list("images/") if n[7:] not in used_images]
     report.deleted_images = len(unused_images)
     if dry_run:
         return report
-    keep.extend(_repack(repo, repack, progress))
-    report.freed_bytes -= sum(
-        repo.storage.size(f"data/{p}") for p, _ in keep if f"data/{p}" not in kept_names
+    written, failed = _repack(repo, repack, progress, report)
+    keep.extend(written + failed)
+    if failed:
+        kept_names |= {f"data/{p}" for p, _ in failed}
+        doomed = [name for name in doomed if name not in kept_names]
+    report.freed_bytes = sum(stored[n] for n in doomed) - sum(
+        repo.storage.size(f"data/{p}") for p, _ in written
     )
-    progress.phase("write index")
-    new_index = f"index/{repo.put_object('index', encode_index(keep))}"
-    # content-addressed: the new index may be byte-identical to an old one
-    old_indexes = sorted(index.index_names - {new_index})
-    progress.phase("delete", len(old_indexes) + len(doomed) + len(unused_images))
-    for name in [*old_indexes, *doomed, *unused_images]:
-        with suppress(ObjectNotFound):
-            repo.storage.delete(name)
-        progress.advance(1)
-    clean = getattr(repo.storage, "clean_temporary", None)
-    if clean is not None:
-        clean()
-    repo.forget_index()
+    _commit_and_delete(repo, index, keep, [*doomed, *unused_images], progress)
     return report
 
 
+def _prove_unindexed(
+    repo: Repository,
+    *,
+    index: ChunkIndex,
+    stored: dict[str, int],
+    used: set[bytes],
+    packs: dict[str, Entries],
+    report: PruneReport,
+    progress: Progress,
+) -> set[str]:
+    """Read the headers of packs no index names; rescue those points need. Returns kept names."""
+    unindexed = [n[5:] for n in stored if n[5:] not in index.indexed_packs]
+    progress.phase("read unindexed pack headers", len(unindexed))
+    protected: set[str] = set()
+    for pack_id in unindexed:
+        progress.advance(1)
+        try:
+            entries = read_pack_header(repo.storage, repo.keys, pack_id)
+        except (IntegrityError, StorageError) as exc:
+            protected.add(f"data/{pack_id}")
+            report.notes.append(f"{exc}; kept: cannot prove it unused (`surety repair index`)")
+            continue
+        needed = [e for e in entries if e.chunk_id in used and e.chunk_id not in index]
+        if needed:
+            packs[pack_id] = [
+                (e.chunk_id, Location(pack_id, e.offset, e.length, e.raw_length)) for e in needed
+            ]
+            report.rescued_packs += 1
+            report.notes.append(
+                f"pack {pack_id[:12]} was in no index but holds {len(needed)} chunk(s) restore "
+                "points use: re-indexed, not deleted"
+            )
+    return protected
+
+
+def _plan(
+    index: ChunkIndex,
+    *,
+    packs: dict[str, Entries],
+    used: set[bytes],
+    stored: dict[str, int],
+    threshold: float,
+    report: PruneReport,
+) -> tuple[list[tuple[str, list[PackEntry]]], list[tuple[str, Entries]]]:
+    keep: list[tuple[str, list[PackEntry]]] = []
+    repack: list[tuple[str, Entries]] = []
+    for pack_id, entries in packs.items():
+        live = [(c, loc) for c, loc in entries if c in used]
+        if not live or f"data/{pack_id}" not in stored:
+            continue
+        dead_bytes = sum(loc.length for c, loc in entries if c not in used)
+        damaged = any(index.is_damaged(c, pack_id) for c, _ in live)
+        if not damaged and dead_bytes and dead_bytes >= threshold * stored[f"data/{pack_id}"]:
+            repack.append((pack_id, live))
+            continue
+        report.kept_unused_bytes += dead_bytes
+        keep.append((pack_id, _pack_entries(live)))
+    return keep, repack
+
+
+def _pack_entries(live: Entries) -> list[PackEntry]:
+    return [PackEntry(c, loc.offset, loc.length, loc.raw_length) for c, loc in live]
+
+
 def _repack(
-    repo: Repository, repack: list[tuple[str, list[tuple[bytes, Location]]]], progress: Progress
-) -> list[tuple[str, list[PackEntry]]]:
+    repo: Repository, repack: list[tuple[str, Entries]], progress: Progress, report: PruneReport
+) -> tuple[list[tuple[str, list[PackEntry]]], list[tuple[str, list[PackEntry]]]]:
+    """(new packs, source packs kept whole because a blob failed authentication)."""
     progress.phase("repack", sum(loc.length for _, live in repack for _, loc in live))
     written: list[tuple[str, list[PackEntry]]] = []
+    failed: list[tuple[str, list[PackEntry]]] = []
     builder = PackBuilder()
     for pack_id, live in repack:
-        for chunk_id, loc in live:
-            sealed = repo.storage.get(f"data/{pack_id}", loc.offset, loc.length)
-            repo.keys.unseal(chunk_kind(chunk_id), sealed, f"chunk {chunk_id.hex()[:12]}")
+        try:
+            blobs = [_authenticated_blob(repo, pack_id, c, loc) for c, loc in live]
+        except IntegrityError as exc:
+            failed.append((pack_id, _pack_entries(live)))
+            report.notes.append(f"{exc}; pack {pack_id[:12]} kept whole, not repacked")
+            continue
+        for (chunk_id, loc), sealed in zip(live, blobs, strict=True):
             builder.add(chunk_id, sealed, loc.raw_length)
             progress.advance(loc.length)
             if len(builder) >= repo.config.pack_size:
@@ -115,10 +207,59 @@ def _repack(
                 builder = PackBuilder()
     if builder.entries:
         written.append(_store(repo, builder))
-    return written
+    return written, failed
+
+
+def _authenticated_blob(repo: Repository, pack_id: str, chunk_id: bytes, loc: Location) -> bytes:
+    what = f"chunk {chunk_id.hex()[:12]} in pack {pack_id[:12]}"
+    try:
+        sealed = repo.storage.get(f"data/{pack_id}", loc.offset, loc.length)
+        repo.keys.unseal(chunk_kind(chunk_id), sealed, what)
+    except (IntegrityError, StorageError) as exc:
+        repo.record_damage(chunk_id, pack_id, str(exc))
+        raise IntegrityError(str(exc)) from exc
+    return sealed
 
 
 def _store(repo: Repository, builder: PackBuilder) -> tuple[str, list[PackEntry]]:
     pack_id, data, entries = builder.finish(repo.keys)
     repo.storage.put(f"data/{pack_id}", data)
     return pack_id, entries
+
+
+def _commit_and_delete(
+    repo: Repository,
+    index: ChunkIndex,
+    keep: list[tuple[str, list[PackEntry]]],
+    doomed: list[str],
+    progress: Progress,
+) -> None:
+    progress.phase("write index")
+    new_index = f"index/{repo.put_object('index', encode_index(keep))}"
+    old_damage = [n for n, _ in repo.storage.list("damaged/")]
+    new_damage = _still_damaged(repo, index, keep)
+    # content-addressed: the new index may be byte-identical to an old one
+    obsolete = sorted(index.index_names - {new_index}) + sorted(set(old_damage) - new_damage)
+    if repo.held is not None:
+        repo.held.check()  # still ours: nobody judged it stale and went on meanwhile
+    progress.phase("delete", len(obsolete) + len(doomed))
+    for name in [*obsolete, *doomed]:
+        with suppress(ObjectNotFound):
+            repo.storage.delete(name)
+        progress.advance(1)
+    clean = getattr(repo.storage, "clean_temporary", None)
+    if clean is not None:
+        clean(older_than=STALE_AFTER)
+    repo.forget_index()
+
+
+def _still_damaged(
+    repo: Repository, index: ChunkIndex, keep: list[tuple[str, list[PackEntry]]]
+) -> set[str]:
+    """Write one damage record of the damaged copies still indexed; returns its name(s)."""
+    kept = {(e.chunk_id, pack) for pack, entries in keep for e in entries}
+    records = [r for r in repo.damage_records() if (r.chunk_id, r.pack) in kept]
+    if not records:
+        return set()
+    unique = {(r.chunk, r.pack): r for r in records}
+    return {f"damaged/{repo.put_object('damaged', encode_damage(unique.values()))}"}

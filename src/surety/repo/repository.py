@@ -8,12 +8,20 @@ Object names in storage::
     index/<id>       sealed index objects              (id = keyed hash)
     images/<id>      sealed image indexes              (id = keyed hash)
     points/<id>      sealed manifests = restore points (id = keyed hash)
-    locks/<id>       JSON locks
+    damaged/<id>     sealed damage records (format 2; ``repo.damage``)
+    locks/<id>       JSON locks (``repo.lock``)
 
 Commit order of a backup: packs -> index -> image indexes -> manifest, each
 durable before the next starts; the manifest is the commit. Readers trust only
 what a manifest reaches, so a crash before it leaves garbage, never a
 half-visible restore point.
+
+Damage is contained: a manifest, image index or index object that does not
+authenticate is named (``notes``, ``damaged_points``, ``damaged_indexes``)
+and skipped, so every other restore point still restores and backups still
+work (a damaged index's chunks are absent, hence stored again). Chunks found
+damaged are recorded in the repository (``record_damage``) so the next
+backup heals them.
 """
 
 from __future__ import annotations
@@ -29,14 +37,18 @@ from datetime import UTC, datetime
 from surety.core.errors import (
     AmbiguousRestorePoint,
     IntegrityError,
+    ObjectExists,
     ObjectNotFound,
     RepositoryExists,
     RepositoryNotFound,
     RestorePointNotFound,
+    StorageFull,
+    StorageReadOnly,
     UsageError,
 )
 from surety.repo import codec
 from surety.repo.crypto import KdfParams, MasterKeys, wrap_master
+from surety.repo.damage import Damage, decode_damage, encode_damage
 from surety.repo.format import (
     CHUNK_SIZE_DEFAULT,
     CHUNK_SIZE_MAX,
@@ -44,11 +56,12 @@ from surety.repo.format import (
     CONFIG_MAGIC,
     FORMAT_VERSION,
     PACK_SIZE_TARGET,
+    READABLE_FORMATS,
 )
 from surety.repo.image import ImageIndex
 from surety.repo.index import ChunkIndex, Location, decode_index, encode_index
 from surety.repo.keyring import open_keys
-from surety.repo.lock import hold_lock
+from surety.repo.lock import HeldLock, hold_lock
 from surety.repo.manifest import Manifest
 from surety.repo.pack import PackEntry, chunk_kind
 from surety.repo.storage.base import Storage
@@ -72,7 +85,11 @@ class Repository:
         self.config = config
         self.notes: list[str] = []  # remarks for the user (stale locks removed, ...)
         self.key_name: str | None = None  # the key file (keys/<id>) that opened it
+        self.held: HeldLock | None = None  # the lock this process holds, if any
+        self.damaged_points: dict[str, str] = {}  # point id -> why its manifest is unreadable
+        self.damaged_indexes: dict[str, str] = {}  # index object name -> why
         self._index: ChunkIndex | None = None
+        self._recorded: set[tuple[bytes, str]] = set()
 
     # -- creation and opening -------------------------------------------------
     @classmethod
@@ -95,13 +112,19 @@ class Repository:
             secrets.token_hex(16), chunk_size, created=datetime.now(UTC).isoformat()
         )
         extra = {"host": socket.gethostname(), "created": config.created}
-        storage.put(
-            f"keys/{secrets.token_hex(16)}",
-            wrap_master(keys, passphrase, kdf or KdfParams(), extra),
-        )
+        key_name = f"keys/{secrets.token_hex(16)}"
+        storage.put(key_name, wrap_master(keys, passphrase, kdf or KdfParams(), extra))
         body = json.dumps({"format": FORMAT_VERSION, **config.__dict__}).encode()
-        storage.put("config", CONFIG_MAGIC + keys.seal(b"config", body))
-        return cls(storage, keys, config)
+        try:  # the commit of an init: of two at once, exactly one creates the config
+            storage.create("config", CONFIG_MAGIC + keys.seal(b"config", body))
+        except ObjectExists:
+            storage.delete(key_name)
+            raise RepositoryExists(
+                f"{storage.describe()}: another `surety init` created a repository here first"
+            ) from None
+        repo = cls(storage, keys, config)
+        repo.key_name = key_name
+        return repo
 
     @classmethod
     def open(cls, storage: Storage, passphrase: str) -> Repository:
@@ -119,20 +142,26 @@ class Repository:
             ) from None
         if not raw_config.startswith(CONFIG_MAGIC):
             raise RepositoryNotFound(f"{storage.describe()}: not a surety repository")
-        opened = open_keys(storage, passphrase)
+        sealed_config = raw_config[len(CONFIG_MAGIC) :]
+        opened = open_keys(storage, passphrase, verify=lambda k: _opens(k, sealed_config))
         keys = opened.keys
-        body = keys.unseal(b"config", raw_config[len(CONFIG_MAGIC) :], "config")
+        body = keys.unseal(b"config", sealed_config, "config")
         doc = json.loads(body)
-        if doc.pop("format") != FORMAT_VERSION:
+        if doc.pop("format") not in READABLE_FORMATS:
             raise IntegrityError("config: repository format version not supported")
         repo = cls(storage, keys, RepoConfig(**doc))
         repo.key_name = opened.name
         return repo
 
     @contextmanager
-    def lock(self, exclusive: bool, operation: str) -> Iterator[None]:
-        with hold_lock(self.storage, exclusive, operation, self.notes):
-            yield
+    def lock(self, exclusive: bool, operation: str, read_only: bool = False) -> Iterator[HeldLock]:
+        """Hold a repository lock; ``read_only`` commands go on unlocked on unwritable storage."""
+        with hold_lock(self.storage, exclusive, operation, self.notes, read_only) as held:
+            self.held = held
+            try:
+                yield held
+            finally:
+                self.held = None
 
     # -- sealed objects -----------------------------------------------------------
     def put_object(self, kind: str, plaintext: bytes) -> str:
@@ -153,14 +182,53 @@ class Repository:
 
     # -- chunk index --------------------------------------------------------------
     def index(self) -> ChunkIndex:
+        """The chunk index: damage records first, then every index object that opens."""
         if self._index is None:
             index = ChunkIndex()
+            for record in self.damage_records():
+                index.mark_damaged(record.chunk_id, record.pack)
             for name, _size in self.storage.list("index/"):
-                for pack_id, entries in decode_index(self.get_object("index", name[6:]), name):
-                    index.add_pack(pack_id, entries)
                 index.index_names.add(name)
+                try:
+                    packs = decode_index(self.get_object("index", name[6:]), name)
+                except IntegrityError as exc:
+                    self._index_damaged(name, exc)
+                    continue
+                for pack_id, entries in packs:
+                    index.add_pack(pack_id, entries)
             self._index = index
         return self._index
+
+    def _index_damaged(self, name: str, exc: IntegrityError) -> None:
+        self.damaged_indexes[name] = str(exc)
+        self.notes.append(
+            f"{exc}; its chunks are treated as absent (a backup stores them again; "
+            "`surety repair index` rebuilds the index from the packs)"
+        )
+
+    # -- damage records (repo.damage) ---------------------------------------------
+    def damage_records(self) -> list[Damage]:
+        found: list[Damage] = []
+        for name, _size in self.storage.list("damaged/"):
+            try:
+                found.extend(decode_damage(self.get_object("damaged", name[8:]), name))
+            except IntegrityError as exc:
+                self.notes.append(f"{exc} (skipped)")
+        return found
+
+    def record_damage(self, chunk_id: bytes, pack: str, reason: str) -> None:
+        """Record a damaged or missing chunk copy in the repository (best effort)."""
+        if (chunk_id, pack) in self._recorded:
+            return
+        self._recorded.add((chunk_id, pack))
+        if self._index is not None:
+            self._index.mark_damaged(chunk_id, pack)
+        found = datetime.now(UTC).isoformat()
+        record = Damage(chunk_id.hex(), pack, reason, found, socket.gethostname())
+        try:
+            self.put_object("damaged", encode_damage([record]))
+        except (StorageReadOnly, StorageFull) as exc:
+            self.notes.append(f"damage of chunk {chunk_id.hex()[:12]} not recorded: {exc}")
 
     def forget_index(self) -> None:
         """Drop the cached index (after prune rewrote it)."""
@@ -180,12 +248,23 @@ class Repository:
         loc = location or self.index().get(chunk_id)
         what = f"chunk {chunk_id.hex()[:12]}"
         if loc is None:
-            raise IntegrityError(f"{what}: missing from the index")
+            raise IntegrityError(f"{what}: missing from the index{self._index_hint()}")
         try:
             sealed = self.storage.get(f"data/{loc.pack}", loc.offset, loc.length)
+            return self.open_chunk(
+                chunk_id, sealed, loc.raw_length, f"{what} in pack {loc.pack[:12]}"
+            )
         except ObjectNotFound:
+            self.record_damage(chunk_id, loc.pack, "pack missing")
             raise IntegrityError(f"{what}: pack {loc.pack[:12]} is missing") from None
-        return self.open_chunk(chunk_id, sealed, loc.raw_length, f"{what} in pack {loc.pack[:12]}")
+        except IntegrityError as exc:
+            self.record_damage(chunk_id, loc.pack, str(exc))
+            raise
+
+    def _index_hint(self) -> str:
+        if not self.damaged_indexes:
+            return ""
+        return f" ({len(self.damaged_indexes)} damaged index object(s): run `surety repair index`)"
 
     def open_chunk(self, chunk_id: bytes, sealed: bytes, raw_length: int, what: str) -> bytes:
         data = codec.decode(self.keys.unseal(chunk_kind(chunk_id), sealed, what), raw_length, what)
@@ -201,14 +280,24 @@ class Repository:
         return ImageIndex.decode(self.get_object("images", image_id), f"image {image_id[:12]}")
 
     def commit(self, manifest: Manifest) -> str:
-        """Write the manifest: the atomic commit of a restore point."""
+        """Write the manifest: the atomic commit of a restore point (if our lock still holds)."""
+        if self.held is not None:
+            self.held.check()
         return self.put_object("points", manifest.encode())
 
     def points_get(self, point_id: str) -> Manifest:
         return Manifest.decode(self.get_object("points", point_id), point_id)
 
     def points(self) -> list[Manifest]:
-        found = [self.points_get(name[7:]) for name, _ in self.storage.list("points/")]
+        """Every readable restore point; damaged manifests are named in notes and skipped."""
+        found = []
+        for name, _ in self.storage.list("points/"):
+            try:
+                found.append(self.points_get(name[7:]))
+            except IntegrityError as exc:
+                if name[7:] not in self.damaged_points:
+                    self.damaged_points[name[7:]] = str(exc)
+                    self.notes.append(f"{exc}; skipped (drop it with `surety forget {name[7:19]}`)")
         return sorted(found, key=lambda m: (m.finished, m.id))
 
     def resolve(self, ref: str) -> Manifest:
@@ -226,6 +315,9 @@ class Repository:
                 "or NAME@latest)"
             )
         matches = [p for p in points if p.id.startswith(ref)]
+        damaged = [i for i in self.damaged_points if i.startswith(ref)]
+        if damaged and not matches:
+            raise IntegrityError(self.damaged_points[damaged[0]])
         if not matches:
             raise RestorePointNotFound(f"no restore point {ref!r}")
         if len(matches) > 1:
@@ -236,6 +328,15 @@ class Repository:
 
     def forget(self, point_id: str) -> None:
         self.storage.delete(f"points/{point_id}")
+
+
+def _opens(keys: MasterKeys, sealed_config: bytes) -> bool:
+    """True if ``keys`` are this repository's (a stray key of a losing ``init`` is not)."""
+    try:
+        keys.unseal(b"config", sealed_config, "config")
+    except IntegrityError:
+        return False
+    return True
 
 
 def _check_chunk_size(chunk_size: int) -> None:

@@ -41,6 +41,9 @@ class CountingStorage:
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
         self.inner.put(name, data)
 
+    def create(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self.inner.create(name, data)
+
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         data = self.inner.get(name, offset, length)
         with self._lock:

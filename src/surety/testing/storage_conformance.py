@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from surety.core.errors import ObjectNotFound, StorageError, UsageError
+from surety.core.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
 from surety.repo.storage.base import Storage
 
 __all__ = ["StorageConformance"]
@@ -102,3 +102,30 @@ class StorageConformance:
         listed = dict(storage.list("data/"))
         assert len(listed) == 100
         assert storage.get("data/t3-24") == b"3:24"
+
+    def test_create_refuses_an_existing_name(self, storage: Storage) -> None:
+        storage.create("config", b"first")
+        with pytest.raises(ObjectExists):
+            storage.create("config", b"second")
+        assert storage.get("config") == b"first"
+        assert dict(storage.list("")) == {"config": 5}  # nothing left of the loser
+
+    def test_concurrent_creates_have_one_winner(self, storage: Storage) -> None:
+        barrier = threading.Barrier(8)
+        winners: list[int] = []
+
+        def creator(n: int) -> None:
+            barrier.wait()
+            try:
+                storage.create("config", f"creator {n}".encode())
+                winners.append(n)
+            except ObjectExists:
+                pass
+
+        threads = [threading.Thread(target=creator, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(winners) == 1
+        assert storage.get("config") == f"creator {winners[0]}".encode()

@@ -10,6 +10,11 @@ Guarantees every backend gives (checked by ``surety.testing.storage_conformance`
   leaves either no object or the previous one, never a torn one. Putting an
   existing name replaces it atomically (the repository only does that for
   locks and the config).
+* ``create(name, data)`` is ``put`` that succeeds only if no object has the
+  name: exactly one of several concurrent creators wins, the others get
+  ``ObjectExists`` (local: ``link(2)``; S3: a conditional write,
+  ``If-None-Match: *``). The repository uses it for the ``config`` (one
+  ``init`` wins) and nowhere else.
 * ``get(name, offset, length)`` returns exactly the requested bytes, or raises
   ``ObjectNotFound`` (never retryable). A range past the end is an error
   (``StorageError``): objects are immutable, so a short read means damage.
@@ -17,8 +22,9 @@ Guarantees every backend gives (checked by ``surety.testing.storage_conformance`
   ``ObjectNotFound``.
 * ``list(prefix)`` yields ``(name, size)`` of every complete object whose name
   starts with ``prefix``, in no particular order; never temporary files.
-* Any other failure raises ``StorageError`` (possibly transient) or
-  ``StorageFull`` (out of space). No other exception escapes a backend.
+* Any other failure raises ``StorageError`` (possibly transient),
+  ``StorageFull`` (out of space) or ``StorageReadOnly`` (writes refused:
+  read-only media, permissions). No other exception escapes a backend.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ class Storage(Protocol):
         """A short human description (path or URL) for messages."""
 
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None: ...
+
+    def create(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        """``put`` only if ``name`` is free; ``ObjectExists`` if it is taken."""
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes: ...
 

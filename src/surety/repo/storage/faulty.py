@@ -1,7 +1,7 @@
 """A fault-injecting wrapper around any storage (for tests of failure paths).
 
-Faults are armed explicitly: ``fail_put_after(n, exc)`` lets ``n`` more puts
-succeed and then raises ``exc`` for every later put. Everything else passes
+Faults are armed explicitly: ``fail_put_after(n, exc)`` lets ``n`` more writes
+(puts and creates) succeed and then raises ``exc`` for every later one. Everything else passes
 through unchanged.
 """
 
@@ -27,12 +27,19 @@ class FaultyStorage:
     def describe(self) -> str:
         return f"faulty({self.inner.describe()})"
 
-    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+    def _count_write(self) -> None:
         if self._puts_left is not None and self._fault is not None:
             if self._puts_left <= 0:
                 raise self._fault
             self._puts_left -= 1
+
+    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self._count_write()
         self.inner.put(name, data)
+
+    def create(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        self._count_write()
+        self.inner.create(name, data)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return self.inner.get(name, offset, length)

@@ -3,8 +3,11 @@
 Layout: ``<root>/<kind>/<id>``; the ``data`` kind fans out into 256
 subdirectories (``data/3f/3fa2...``) so no directory grows past a few
 thousand entries. Temporary files are ``.tmp-*`` beside their target; they are
-never listed and a crash leaves at most such a file behind (``clean_temporary``
-removes them).
+never listed and a crash leaves at most such a file behind. ``clean_temporary``
+removes only those older than a grace period: a younger one may belong to a
+writer that is still running (prune never judges that from a lock alone).
+``create`` writes a temporary file and ``link(2)``s it to the name, which
+fails if the name exists: exactly one concurrent creator wins.
 """
 
 from __future__ import annotations
@@ -12,10 +15,17 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from surety.core.errors import ObjectNotFound, StorageError, StorageFull
+from surety.core.errors import (
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StorageFull,
+    StorageReadOnly,
+)
 from surety.repo.storage.base import validate_name
 
 __all__ = ["LocalStorage"]
@@ -23,9 +33,16 @@ __all__ = ["LocalStorage"]
 _FANOUT_KINDS = frozenset({"data"})
 
 
+_READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 def _os_error(name: str, exc: OSError) -> StorageError | StorageFull:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(f"no space left on the repository device while writing {name}")
+    if exc.errno in _READ_ONLY:
+        return StorageReadOnly(f"{name}: the repository cannot be written ({exc.strerror})")
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError(f"{name}: the repository path is too long for this file system")
     return StorageError(f"{name}: {exc.strerror or exc}")
 
 
@@ -45,22 +62,28 @@ class LocalStorage:
 
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
         path = self._path(name)
-        tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
+        tmp = path.with_name(f".tmp-{secrets.token_hex(8)}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_durable(tmp, data)
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise _os_error(name, exc) from exc
+
+    def create(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        path = self._path(name)
+        tmp = path.with_name(f".tmp-{secrets.token_hex(8)}")
+        try:
+            _write_durable(tmp, data)
+            os.link(tmp, path)
+            _fsync_dir(path.parent)
+        except FileExistsError as exc:
+            raise ObjectExists(f"{name}: already exists") from exc
+        except OSError as exc:
+            raise _os_error(name, exc) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
@@ -127,17 +150,36 @@ class LocalStorage:
             raise _os_error(name, exc) from exc
 
     def exists(self, name: str) -> bool:
-        return self._path(name).exists()
+        try:
+            return self._path(name).exists()
+        except OSError as exc:
+            raise _os_error(name, exc) from exc
 
-    def clean_temporary(self) -> int:
-        """Remove temp files a crashed writer left behind; returns how many."""
-        removed = 0
+    def clean_temporary(self, older_than: float) -> int:
+        """Remove temp files not modified for ``older_than`` seconds; returns how many."""
+        removed, cutoff = 0, time.time() - older_than
         for dirpath, _dirs, files in os.walk(self.root):
             for file in files:
-                if file.startswith(".tmp-"):
-                    (Path(dirpath) / file).unlink(missing_ok=True)
-                    removed += 1
+                path = Path(dirpath) / file
+                try:
+                    if file.startswith(".tmp-") and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
         return removed
+
+
+def _write_durable(path: Path, data: bytes | bytearray | memoryview) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from surety.core.errors import ObjectNotFound, StorageError
+from surety.core.errors import ObjectExists, ObjectNotFound, StorageError
 from surety.repo.storage.base import validate_name
 
 __all__ = ["MemoryStorage"]
@@ -22,6 +22,13 @@ class MemoryStorage:
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
         validate_name(name)
         with self._lock:
+            self._objects[name] = bytes(data)
+
+    def create(self, name: str, data: bytes | bytearray | memoryview) -> None:
+        validate_name(name)
+        with self._lock:
+            if name in self._objects:
+                raise ObjectExists(f"{name}: already exists")
             self._objects[name] = bytes(data)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
