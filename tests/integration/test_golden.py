@@ -23,10 +23,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("version", "passphrase", "point", "size", "sha256"), CASES)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_golden_repository_restores_and_checks(
-    tmp_path: Path, version: str, passphrase: str, point: str, size: int, sha256: str
+    tmp_path: Path, case: tuple[str, str, str, int, str]
 ) -> None:
+    version, passphrase, point, size, sha256 = case
     repo = tmp_path / version
     shutil.copytree(GOLDEN / version, repo)  # the golden copy itself is never written
     cli = cli_for(repo, dict(os.environ))

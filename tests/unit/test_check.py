@@ -147,13 +147,18 @@ def test_damaged_chunk_is_found_by_its_part_only_and_by_the_full_check(
     found = []
     for part in range(1, parts + 1):
         report = check(shared, DataSubset(part, parts))
-        if not report.ok:
+        if any("authentication failed" in e for e in report.errors):
             found.append(part)
-            assert all(pack_id[:12] in error for error in report.errors)
+            assert all(pack_id[:12] in error for error in report.errors[:-1])
+            assert "affect restore point(s)" in report.errors[-1]
+        elif found:  # later parts: the damage the first one recorded, named
+            assert any("recorded as damaged" in e for e in report.errors)
+        else:
+            assert report.ok
     assert found == [int(pack_id[:16], 16) % parts + 1]
     full = check(shared)
     assert any("authentication failed" in e for e in full.errors)
-    assert all(pack_id[:12] in error for error in full.errors)
+    assert all(pack_id[:12] in error for error in full.errors[:-1])
 
 
 # -- x% and SIZE: random packs ------------------------------------------------------------

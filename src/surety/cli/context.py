@@ -9,15 +9,24 @@ from surety.cli.options import GlobalOptions, read_passphrase
 from surety.cli.render import err_console
 from surety.repo.repository import Repository
 
-__all__ = ["open_repo", "show_notes"]
+__all__ = ["open_repo", "show_notes", "show_pending_notes"]
 
 
 def open_repo(ctx: click.Context) -> Repository:
     options: GlobalOptions = ctx.obj
-    return open_repository(options.repo, read_passphrase(options))
+    repo = open_repository(options.repo, read_passphrase(options))
+    ctx.meta["surety.repository"] = repo
+    return repo
 
 
 def show_notes(repo: Repository) -> None:
     for note in repo.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     repo.notes.clear()
+
+
+def show_pending_notes(ctx: click.Context) -> None:
+    """Notes of the command's repository not shown yet (the command failed before)."""
+    repo = ctx.meta.get("surety.repository")
+    if isinstance(repo, Repository):
+        show_notes(repo)

@@ -18,10 +18,12 @@ from surety.cli import (
     items_cmds,
     key_cmds,
     points_cmds,
+    repair_cmds,
     repo_cmds,
     restore_cmds,
     verify_cmds,
 )
+from surety.cli.context import show_pending_notes
 from surety.cli.options import GlobalOptions
 from surety.cli.render import err_console
 from surety.core import interrupts
@@ -35,6 +37,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SuretyError as exc:
+            show_pending_notes(ctx)  # e.g. the damaged objects that were skipped on the way
             err_console.print(f"[bold red]surety: error:[/] {exc}", highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -65,6 +68,7 @@ def cli(ctx: click.Context, repo: str | None, passphrase_file: Path | None) -> N
 
 for module in (
     repo_cmds,
+    repair_cmds,
     key_cmds,
     backup_cmds,
     restore_cmds,

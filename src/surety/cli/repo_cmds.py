@@ -7,11 +7,12 @@ import click
 from surety.app.repository import create_repository
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import GlobalOptions, read_passphrase
-from surety.cli.render import emit_json, out_console, progress_for
+from surety.cli.render import emit_json, err_console, out_console, progress_for
 from surety.core.errors import IntegrityError, UsageError
 from surety.core.units import format_size, parse_size
 from surety.repo.check import CheckReport, DataSubset, check_repository
 from surety.repo.prune import prune_repository
+from surety.repo.repair import PointRef, forget_points
 from surety.repo.retention import RetentionPolicy, apply_policy
 
 __all__ = ["COMMANDS"]
@@ -53,7 +54,10 @@ def check(ctx: click.Context, read_data: bool, subset_text: str | None, json_out
     """Check the repository's structure (and with --read-data, every stored byte)."""
     subset = _parse_subset(subset_text)
     repo = open_repo(ctx)
-    with repo.lock(exclusive=False, operation="check"), progress_for(json_output) as progress:
+    with (
+        repo.lock(exclusive=False, operation="check", read_only=True),
+        progress_for(json_output) as progress,
+    ):
         report = check_repository(repo, read_data, progress, subset)
     show_notes(repo)
     if json_output:
@@ -115,12 +119,14 @@ def _keep_options(f: click.decorators.FC) -> click.decorators.FC:
 
 
 @click.command()
+@click.argument("ids", nargs=-1, metavar="[ID]...")
 @_keep_options
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be forgotten.")
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def forget(
     ctx: click.Context,
+    ids: tuple[str, ...],
     keep_last: int,
     keep_hourly: int,
     keep_daily: int,
@@ -130,10 +136,18 @@ def forget(
     dry_run: bool,
     json_output: bool,
 ) -> None:
-    """Forget restore points by a retention policy (then `surety prune` frees space)."""
-    policy = RetentionPolicy(
-        keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly
-    )
+    """Forget restore points by id, or by a retention policy (then `surety prune` frees space).
+
+    Each ID is a unique prefix (4+ hex digits) of a restore point id; a point
+    whose manifest is damaged can be forgotten this way too.
+    """
+    keeps = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
+    if ids:
+        if any(keeps):
+            raise UsageError("give restore point ids or --keep-* rules, not both")
+        _forget_ids(ctx, ids, dry_run, json_output)
+        return
+    policy = RetentionPolicy(*keeps)
     repo = open_repo(ctx)
     with repo.lock(exclusive=not dry_run, operation="forget"):
         decisions = apply_policy(repo.points(), policy)
@@ -159,6 +173,38 @@ def forget(
     out_console.print(f"{verb} {dropped} of {len(decisions)} restore points")
 
 
+def _forget_ids(ctx: click.Context, ids: tuple[str, ...], dry_run: bool, json_output: bool) -> None:
+    repo = open_repo(ctx)
+    with repo.lock(exclusive=not dry_run, operation="forget"):
+        found = forget_points(repo, ids, dry_run)
+    show_notes(repo)
+    if json_output:
+        emit_json([_forgotten_json(p) for p in found])
+        return
+    verb = "would forget" if dry_run else "forgot"
+    for point in found:
+        if point.manifest is None:
+            what = f"{'damaged manifest':<20} {'':19}"
+        else:
+            when = point.manifest.finished.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            what = f"{point.manifest.name:<20} {when}"
+        out_console.print(f"{point.id[:12]}  {what}  {verb}", highlight=False)
+    out_console.print(f"{verb} {len(found)} restore point(s)")
+
+
+def _forgotten_json(point: PointRef) -> dict[str, object]:
+    manifest = point.manifest
+    return {
+        "id": point.id,
+        "name": manifest.name if manifest else None,
+        "finished": manifest.finished.isoformat() if manifest else None,
+        "damaged_manifest": manifest is None,
+        "problem": point.problem or None,
+        "keep": False,
+        "reasons": [],
+    }
+
+
 @click.command()
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be deleted.")
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
@@ -172,6 +218,8 @@ def prune(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
     if json_output:
         emit_json({"dry_run": dry_run, **report.__dict__})
         return
+    for note in report.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     out_console.print(
         f"{'would delete' if dry_run else 'deleted'} {report.deleted_packs} packs, "
         f"repacked {report.repacked_packs}, {report.deleted_images} image indexes; "

@@ -14,7 +14,13 @@ read every pack exactly once and a damaged pack always falls in the same part â€
 a random share, or random packs up to a byte budget.
 
 Problems are *errors* (data a restore point needs is damaged or missing) or
-*warnings* (garbage an interrupted backup left; ``prune`` removes it).
+*warnings* (garbage an interrupted backup left; ``prune`` removes it). A pack
+that no index names has its header read: if it holds chunks points use, it is
+an error (an index object is missing or damaged: ``repair index``), never
+garbage. Chunks found damaged are recorded in the repository (``repo.damage``)
+so the next backup stores them afresh; on storage that cannot be written
+they are reported only. Every error about data names the restore points it
+affects.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import math
 import random
 import re
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import blake3
@@ -31,8 +38,8 @@ from surety.core.errors import IntegrityError, ObjectNotFound, StorageError, Usa
 from surety.core.progress import Progress
 from surety.core.units import format_size, parse_size
 from surety.repo.format import ZERO_ID
-from surety.repo.index import Location
-from surety.repo.pack import parse_pack
+from surety.repo.index import ChunkIndex, Location
+from surety.repo.pack import parse_pack, read_pack_header
 from surety.repo.repository import Repository
 
 __all__ = ["CheckReport", "DataSubset", "check_repository"]
@@ -139,32 +146,100 @@ def check_repository(
     except (IntegrityError, StorageError) as exc:
         report.errors.append(str(exc))
         return report
+    report.errors.extend(
+        f"{msg}; its chunks count as absent" for msg in repo.damaged_indexes.values()
+    )
     used = _check_points(repo, report)
     by_pack = index.packs()
     stored = dict(repo.storage.list("data/"))
     report.packs, report.chunks = len(by_pack), len(index)
-    for chunk_id in used:
-        if chunk_id not in index:
-            report.errors.append(f"chunk {chunk_id.hex()[:12]} is used but not indexed")
+    bad: set[bytes] = set()
     for pack_id, entries in by_pack.items():
         size = stored.get(f"data/{pack_id}")
         if size is None:
             report.errors.append(f"pack {pack_id[:12]} is indexed but missing")
+            bad.update(c for c, _ in entries if c in used)
         elif max(loc.offset + loc.length for _, loc in entries) > size:
             report.errors.append(f"pack {pack_id[:12]} is truncated ({size} bytes)")
-    orphans = [name for name in stored if name[5:] not in by_pack]
-    if orphans:
-        report.warnings.append(
-            f"{len(orphans)} pack(s) not in any index (left by an "
-            "interrupted backup; `surety prune` removes them)"
-        )
+            bad.update(c for c, _ in entries if c in used)
+    unindexed = [name[5:] for name in stored if name[5:] not in index.indexed_packs]
+    missing = {c for c in used if c not in index and index.get(c) is None}
+    missing -= _check_unindexed(repo, unindexed, missing, report)
+    for chunk_id in sorted(missing):
+        report.errors.append(f"chunk {chunk_id.hex()[:12]} is used but not indexed")
+    bad |= missing
     if read_data or subset is not None:
         subset = subset or ALL_PACKS
         report.subset = subset.describe()
         sizes = {p: stored.get(f"data/{p}", 0) for p in by_pack}
         chosen = subset.choose(sizes, rng or random.SystemRandom())
-        _read_packs(repo, {p: by_pack[p] for p in chosen}, sizes, report, progress)
+        bad |= _read_packs(repo, {p: by_pack[p] for p in chosen}, sizes, report, progress)
+    bad |= _recorded_damage(repo, index, used, report, found=bad)
+    _name_affected_points(repo, bad & used, report)
     return report
+
+
+def _recorded_damage(
+    repo: Repository, index: ChunkIndex, used: set[bytes], report: CheckReport, found: set[bytes]
+) -> set[bytes]:
+    """Chunks points use whose only copy was recorded as damaged (by an earlier run)."""
+    damaged = {c for c in used if c not in index and index.get(c) is not None}
+    named = set(found)  # found by this run: reported already
+    for record in repo.damage_records():
+        if record.chunk_id in damaged and record.chunk_id not in named:
+            named.add(record.chunk_id)
+            report.errors.append(
+                f"chunk {record.chunk[:12]} in pack {record.pack[:12]} was recorded as damaged "
+                f"({record.reason}; {record.host}, {record.found[:19]}); a backup of the same "
+                "data stores it afresh"
+            )
+    return damaged
+
+
+def _check_unindexed(
+    repo: Repository, unindexed: list[str], missing: set[bytes], report: CheckReport
+) -> set[bytes]:
+    """Read the headers of packs no index names; returns the missing chunks found in them."""
+    found: set[bytes] = set()
+    garbage = 0
+    for pack_id in unindexed:
+        try:
+            entries = read_pack_header(repo.storage, repo.keys, pack_id)
+        except (IntegrityError, StorageError) as exc:
+            report.errors.append(f"{exc} (a pack in no index; `surety prune` keeps it)")
+            continue
+        needed = {e.chunk_id for e in entries} & missing
+        if needed:
+            found |= needed
+            report.errors.append(
+                f"pack {pack_id[:12]} is in no index but holds {len(needed)} chunk(s) restore "
+                "points use (an index object is missing or damaged): run `surety repair index`"
+            )
+        else:
+            garbage += 1
+    if garbage:
+        report.warnings.append(
+            f"{garbage} pack(s) not in any index and not used by any restore point (left by "
+            "an interrupted backup; `surety prune` removes them)"
+        )
+    return found
+
+
+def _name_affected_points(repo: Repository, bad: set[bytes], report: CheckReport) -> None:
+    if not bad:
+        return
+    affected = []
+    for point in repo.points():
+        images = []
+        for image_id in point.disk_images():
+            with suppress(IntegrityError, StorageError):
+                images.append(repo.get_image(image_id))
+        if any(image.stored_ids() & bad for image in images):
+            affected.append(f"{point.id[:12]} ({point.name})")
+    if affected:
+        report.errors.append(
+            f"{len(bad)} damaged or missing chunk(s) affect restore point(s) {', '.join(affected)}"
+        )
 
 
 def _check_points(repo: Repository, report: CheckReport) -> set[bytes]:
@@ -179,7 +254,7 @@ def _check_points(repo: Repository, report: CheckReport) -> set[bytes]:
                     used |= repo.get_image(disk.image).stored_ids()
                     images.add(disk.image)
         except (IntegrityError, StorageError) as exc:
-            report.errors.append(f"{name[:19]}: {exc}")
+            report.errors.append(f"restore point {name[7:19]}: {exc}")
     used.discard(ZERO_ID)
     return used
 
@@ -190,7 +265,9 @@ def _read_packs(
     sizes: dict[str, int],
     report: CheckReport,
     progress: Progress,
-) -> None:
+) -> set[bytes]:
+    """Read ``packs`` whole; returns the chunks found damaged (recorded in the repository)."""
+    bad: set[bytes] = set()
     progress.phase("check data", sum(sizes[p] for p in packs))
     for pack_id, entries in packs.items():
         what = f"pack {pack_id[:12]}"
@@ -205,7 +282,8 @@ def _read_packs(
         report.chunks_read += len(entries)
         report.bytes_read += len(data)
         progress.advance(len(data))
-        _verify_pack(repo, pack_id, data, entries, report)
+        bad |= _verify_pack(repo, pack_id, data, entries, report)
+    return bad
 
 
 def _verify_pack(
@@ -214,8 +292,9 @@ def _verify_pack(
     data: bytes,
     entries: list[tuple[bytes, Location]],
     report: CheckReport,
-) -> None:
+) -> set[bytes]:
     what = f"pack {pack_id[:12]}"
+    bad: set[bytes] = set()
     if blake3.blake3(data).hexdigest() != pack_id:
         report.errors.append(f"{what}: content does not match its name (damaged)")
     try:
@@ -230,3 +309,6 @@ def _verify_pack(
             )
         except IntegrityError as exc:
             report.errors.append(str(exc))
+            bad.add(chunk_id)
+            repo.record_damage(chunk_id, pack_id, str(exc))
+    return bad

@@ -114,6 +114,10 @@ class ChunkIndex:
     def is_damaged(self, chunk_id: bytes, pack_id: str) -> bool:
         return (chunk_id, pack_id) in self._bad
 
+    def damaged_packs(self) -> set[str]:
+        """Packs holding a copy recorded as damaged."""
+        return {pack for _, pack in self._bad}
+
     def __contains__(self, chunk_id: object) -> bool:
         return chunk_id in self._map
 

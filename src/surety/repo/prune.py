@@ -13,7 +13,8 @@ when it has proved that no committed restore point needs a chunk in it.**
    a chunk a point uses and no healthy indexed copy exists, it is *rescued*:
    re-indexed, never deleted. A pack whose header cannot be read is kept.
 3. Repack: packs holding both used and unused blobs (unused share >=
-   ``repack_threshold``) have their used blobs copied — authenticated on the
+   ``repack_threshold``), and packs with a damaged blob whose chunk is now
+   stored healthy elsewhere, have their used blobs copied — authenticated on the
    way, never decrypted to disk — into new packs. A pack with a blob that
    fails authentication is kept whole (and the damage recorded) instead.
 4. Write one new index object naming every kept blob at its new place, and
@@ -166,13 +167,16 @@ def _plan(
 ) -> tuple[list[tuple[str, list[PackEntry]]], list[tuple[str, Entries]]]:
     keep: list[tuple[str, list[PackEntry]]] = []
     repack: list[tuple[str, Entries]] = []
+    with_damage = index.damaged_packs()
     for pack_id, entries in packs.items():
         live = [(c, loc) for c, loc in entries if c in used]
         if not live or f"data/{pack_id}" not in stored:
             continue
         dead_bytes = sum(loc.length for c, loc in entries if c not in used)
         damaged = any(index.is_damaged(c, pack_id) for c, _ in live)
-        if not damaged and dead_bytes and dead_bytes >= threshold * stored[f"data/{pack_id}"]:
+        wasteful = dead_bytes and dead_bytes >= threshold * stored[f"data/{pack_id}"]
+        # a pack whose damaged copy was stored afresh elsewhere is rewritten without it
+        if not damaged and (wasteful or pack_id in with_damage):
             repack.append((pack_id, live))
             continue
         report.kept_unused_bytes += dead_bytes

@@ -113,7 +113,9 @@ def start_instant(
         )
     host: Host | None = None
     try:
-        with repo.lock(exclusive=False, operation=f"instant-recover {options.point}"):
+        with repo.lock(
+            exclusive=False, operation=f"instant-recover {options.point}", read_only=True
+        ):
             point = repo.resolve(options.point)
             _check_point(point)
             host = connect(options.uri)

@@ -79,7 +79,9 @@ def _restart_servers(
     if not dead:
         return
     repo = open_repo()
-    with repo.lock(exclusive=False, operation=f"instant-recover resume {record.name}"):
+    with repo.lock(
+        exclusive=False, operation=f"instant-recover resume {record.name}", read_only=True
+    ):
         for disk in dead:
             progress.phase(f"serve {disk.target}")
             stop_server(disk.pid_file)  # removes a stale socket and pid file

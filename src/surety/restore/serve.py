@@ -124,7 +124,7 @@ def serve_disk(
     become that user's, mode 0700/0600.
     """
     nbdkit = _nbdkit_binary()
-    with repo.lock(exclusive=False, operation=f"serve {point}"):
+    with repo.lock(exclusive=False, operation=f"serve {point}", read_only=True):
         manifest, name, record, image = _resolve_disk(repo, point, disk)
         with _private_dir(workdir) as directory:
             served = ServedDisk(
@@ -193,7 +193,9 @@ def hold_export_lock(document: dict[str, Any]) -> ExitStack:
     stack = ExitStack()
     if document.get("lock"):
         storage = _storage_from_spec(document["storage"])
-        stack.enter_context(hold_lock(storage, exclusive=False, operation=document["lock"]))
+        stack.enter_context(
+            hold_lock(storage, exclusive=False, operation=document["lock"], read_only=True)
+        )
     return stack
 
 
@@ -359,7 +361,7 @@ def start_detached_server(
     plugin opens the export after that fork.
     """
     nbdkit = _nbdkit_binary()
-    with repo.lock(exclusive=False, operation=f"serve {point}"):
+    with repo.lock(exclusive=False, operation=f"serve {point}", read_only=True):
         manifest, name, record, image = _resolve_disk(repo, point, disk)
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         served = ServedDisk(manifest, name, image.size, workdir / "nbd.sock", workdir / "failures")

@@ -78,7 +78,7 @@ def restore_vm(
     began = time.monotonic()
     host = connect(options.uri)
     try:
-        with repo.lock(exclusive=False, operation=f"restore vm {options.point}"):
+        with repo.lock(exclusive=False, operation=f"restore vm {options.point}", read_only=True):
             point = repo.resolve(options.point)
             images = {d.name: repo.get_image(d.image) for d in point.disks}
             plan = _plan(host, point, options, images)
