@@ -1,0 +1,1 @@
+"""Fault tests: "never silently wrong, never locked out" (real ``surety`` runs)."""
