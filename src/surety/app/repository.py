@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from surety.core.errors import RepositoryNotFound, UsageError
@@ -19,14 +21,18 @@ def storage_for(location: str | None, create: bool = False) -> Storage:
     if "://" in location:
         raise UsageError(f"{location}: unsupported repository location (use a local path)")
     path = Path(location).expanduser()
-    if create:
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"{path} exists and is not a directory")
-        if not path.parent.is_dir():
-            raise UsageError(f"{path.parent} does not exist")
-        path.mkdir(exist_ok=True)
-    elif not path.is_dir():
-        raise RepositoryNotFound(f"{path}: no such repository (create one with `surety init`)")
+    try:
+        if create:
+            if path.exists() and not path.is_dir():
+                raise UsageError(f"{path} exists and is not a directory")
+            if not path.parent.is_dir():
+                raise UsageError(f"{path.parent} does not exist")
+            path.mkdir(exist_ok=True)
+        elif not path.is_dir():
+            raise RepositoryNotFound(f"{path}: no such repository (create one with `surety init`)")
+    except OSError as exc:  # ENAMETOOLONG, EACCES, ELOOP ...: one line, never a traceback
+        problem = UsageError if create else RepositoryNotFound
+        raise problem(f"{path}: {exc.strerror or exc}") from exc
     return LocalStorage(path)
 
 
@@ -40,5 +46,13 @@ def create_repository(
     chunk_size: int = CHUNK_SIZE_DEFAULT,
     kdf: KdfParams | None = None,
 ) -> Repository:
+    """Create a repository; a directory made by this call is removed again if init fails."""
+    path = Path(location).expanduser() if location else None
+    made_here = path is not None and not os.path.lexists(path)
     storage = storage_for(location, create=True)
-    return Repository.init(storage, passphrase, chunk_size, kdf)
+    try:
+        return Repository.init(storage, passphrase, chunk_size, kdf)
+    except BaseException:
+        if made_here and path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
