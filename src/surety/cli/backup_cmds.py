@@ -33,7 +33,12 @@ def backup() -> None:
 def backup_image_command(
     ctx: click.Context, source: Path, name: str, disk: str | None, json_output: bool
 ) -> None:
-    """Back up a raw disk image file or block device."""
+    """Back up a raw disk image file or block device.
+
+    SOURCE must be a non-empty regular file or a block device; a pipe or FIFO
+    (e.g. /dev/stdin), a character device such as /dev/zero, or a directory is
+    refused.
+    """
     repo = open_repo(ctx)
     with progress_for(json_output) as progress:
         point = backup_image(repo, ImageBackupOptions(source, name, disk), progress)
