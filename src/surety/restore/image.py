@@ -1,23 +1,41 @@
 """``surety restore image``: write one disk of a restore point to a file or device.
 
-File targets are written sparse (zero chunks become holes) to a temporary
-name beside the target, fsynced, then renamed: an interrupted or failed
-restore never leaves a half-written file under the target's name. Block
-device targets are written in place, zero chunks included.
+File targets are written sparse (zero chunks become holes) to a hidden partial
+file beside the target, fsynced, then renamed over it: an interrupted or failed
+restore never leaves a half-written file under the target's name. A partial
+file's name has a fixed length (``.surety-partial-<8 hex>``), so every valid
+target name works. Its writer holds an exclusive ``flock`` on it until the
+rename; each restore into a directory first removes the partial files there
+that no live process holds (left by a restore killed with -9), with a note.
+The final rename and the directory fsync run in a deferred section
+(``surety.core.interrupts``): a stop request arriving there lets the restore
+complete, and it is reported complete, with a note.
+
+Block device targets are written in place, zero chunks included; one smaller
+than the disk is refused before anything is written. Every write is checked:
+a short write goes on with the rest, and a write of nothing or ENOSPC ends the
+restore with a ``TargetError`` ("no space left"), never a success.
 ``write_image_file`` is the file writer shared with ``restore.vm``.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import secrets
 import stat
 import threading
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from surety.core import interrupts
 from surety.core.errors import DiskNotFound, Interrupted, TargetError, UsageError
 from surety.core.progress import Progress
+from surety.core.units import format_size
 from surety.hypervisor.images import convert_raw
 from surety.repo.format import ZERO_ID
 from surety.repo.image import ImageIndex
@@ -25,12 +43,16 @@ from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 
 __all__ = [
+    "PARTIAL_PREFIX",
     "ImageRestoreOptions",
     "RestoreResult",
+    "remove_stale_partials",
     "restore_image",
     "write_image_file",
     "write_private_file",
 ]
+
+PARTIAL_PREFIX = ".surety-partial-"
 
 
 @dataclass(frozen=True)
@@ -70,14 +92,24 @@ def restore_image(
 ) -> RestoreResult:
     if options.format not in ("raw", "qcow2"):
         raise UsageError(f"unknown image format {options.format!r} (raw or qcow2)")
-    with repo.lock(exclusive=False, operation="restore image"):
-        point = repo.resolve(options.point)
-        disk = pick_disk(point, options.disk)
-        record = point.disk(disk)
-        assert record is not None
-        image = repo.get_image(record.image)
-        written = _write_target(repo, image, options, progress)
-    return RestoreResult(point, disk, options.target, image.size, written)
+    target = options.target
+    with ExitStack() as finishing:
+        with repo.lock(exclusive=False, operation="restore image", read_only=True):
+            point = repo.resolve(options.point)
+            disk = pick_disk(point, options.disk)
+            record = point.disk(disk)
+            assert record is not None
+            image = repo.get_image(record.image)
+            progress.phase("restore", image.size)
+            if _is_block_target(target, options.overwrite, options.format):
+                written = _write_block(repo, image, target, options.threads, progress)
+                return RestoreResult(point, disk, target, image.size, written)
+            partial = finishing.enter_context(_partial_beside(target, progress))
+            written = _fill(
+                repo, image, partial, options.format, threads=options.threads, progress=progress
+            )
+        _install(partial, target, progress)
+    return RestoreResult(point, disk, target, image.size, written)
 
 
 def _is_block_target(target: Path, overwrite: bool, fmt: str) -> bool:
@@ -101,37 +133,122 @@ def _is_block_target(target: Path, overwrite: bool, fmt: str) -> bool:
     return False
 
 
-def _write_target(
-    repo: Repository, image: ImageIndex, options: ImageRestoreOptions, progress: Progress
-) -> int:
-    target = options.target
-    is_block = _is_block_target(target, options.overwrite, options.format)
-    progress.phase("restore", image.size)
-    if not is_block:
-        temporary = target.with_name(f".{target.name}.surety-partial")
-        written = write_image_file(
-            repo, image, temporary, options.format, threads=options.threads, progress=progress
-        )
-        try:
-            os.replace(temporary, target)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            raise TargetError(f"writing {target}: {exc.strerror}") from exc
-        return written
+_NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "no space left (quota)"}
+
+
+@contextmanager
+def _target_errors(target: Path, interrupted: str) -> Iterator[None]:
+    """OSError and KeyboardInterrupt in the block, as one-line errors naming ``target``."""
     try:
-        fd = os.open(target, os.O_WRONLY)
-    except OSError as exc:
-        raise TargetError(f"{target}: {exc.strerror}") from exc
-    try:
-        written = _write_chunks(
-            repo, image=image, fd=fd, is_block=True, threads=options.threads, progress=progress
-        )
-        os.fsync(fd)
-        return written
+        yield
     except KeyboardInterrupt:
-        raise Interrupted("restore interrupted") from None
+        raise Interrupted(f"restore interrupted; {interrupted}") from None
     except OSError as exc:
-        raise TargetError(f"writing {target}: {exc.strerror}") from exc
+        reason = _NO_SPACE.get(exc.errno or 0, exc.strerror or str(exc))
+        raise TargetError(f"writing {target}: {reason}") from exc
+
+
+def _write_block(
+    repo: Repository, image: ImageIndex, target: Path, threads: int | None, progress: Progress
+) -> int:
+    with _target_errors(target, f"{target} is only partly written"):
+        fd = os.open(target, os.O_WRONLY)
+        try:
+            room = os.lseek(fd, 0, os.SEEK_END)
+            if room < image.size:
+                raise TargetError(
+                    f"writing {target}: no space left on device: it holds {format_size(room)} "
+                    f"({room} bytes), the disk needs {image.size} bytes"
+                )
+            written = _write_chunks(
+                repo, image=image, fd=fd, is_block=True, threads=threads, progress=progress
+            )
+            os.fsync(fd)
+            return written
+        finally:
+            os.close(fd)
+
+
+class _Partial:
+    """A file being written, held open (and ``flock``ed when created here) until released."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.held = True
+
+    @classmethod
+    def create(cls, directory: Path) -> _Partial:
+        """A new ``.surety-partial-<8 hex>`` file in ``directory``, locked by this process."""
+        while True:
+            path = directory / f"{PARTIAL_PREFIX}{secrets.token_hex(4)}"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while a sweeper looks at it
+            if os.fstat(fd).st_nlink:
+                return cls(path, fd)
+            os.close(fd)  # a sweeper took it for abandoned before the lock: a new name
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            os.close(self.fd)
+
+    def discard(self) -> None:
+        """Close and remove the file, unless it was already released (installed)."""
+        if self.held:
+            self.release()
+            self.path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _partial_beside(target: Path, progress: Progress) -> Iterator[_Partial]:
+    """A new partial file in the target's directory; removed unless it is installed."""
+    for path in remove_stale_partials(target.parent):
+        progress.note(f"removed {path}, a partial file left by a restore that did not finish")
+    with _target_errors(target, f"{target} was not changed"):
+        partial = _Partial.create(target.parent)
+        try:
+            yield partial
+        finally:
+            partial.discard()
+
+
+def _install(partial: _Partial, target: Path, progress: Progress) -> None:
+    """Rename the complete partial file over ``target``; a stop request waits for it."""
+    with _target_errors(target, f"{target} was not changed"), interrupts.deferred() as rename:
+        os.replace(partial.path, target)
+        partial.release()
+        _fsync_directory(target.parent)
+        if rename.requested:
+            progress.note(f"a stop request came after {target} was complete; it is kept")
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Remove the partial files in ``directory`` that no live writer holds; returns them."""
+    try:
+        candidates = sorted(directory.glob(f"{PARTIAL_PREFIX}*"))
+    except OSError:
+        return []
+    return [path for path in candidates if _remove_if_abandoned(path)]
+
+
+def _remove_if_abandoned(path: Path) -> bool:
+    """Remove ``path`` if no process holds its ``flock`` (its writer is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        path.unlink()
+        return True
+    except OSError:  # BlockingIOError: a live restore is writing it
+        return False
     finally:
         os.close(fd)
 
@@ -149,54 +266,79 @@ def write_image_file(
     """Write ``image`` as a complete, fsynced file of format ``fmt`` at ``path``.
 
     Raw files are sparse (zero chunks are holes); qcow2 is converted from a
-    sparse raw file beside ``path``, removed afterwards. Every chunk is
+    sparse raw partial file beside ``path``, removed afterwards. Every chunk is
     hash-checked. On any failure nothing is left at ``path``. ``cancel`` set
     by another thread stops the write (``Interrupted``). Returns data bytes.
     """
-    raw = path if fmt == "raw" else path.with_name(path.name + ".raw")
-    try:
-        fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise TargetError(f"{raw}: {exc.strerror}") from exc
-    try:
+    with _target_errors(path, "the target was not created"):
+        out = _Partial(path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         try:
-            os.ftruncate(fd, image.size)
-            written = _write_chunks(
-                repo,
-                image=image,
-                fd=fd,
-                is_block=False,
-                threads=threads,
-                progress=progress,
-                cancel=cancel,
+            written = _fill(
+                repo, image, out, fmt, threads=threads, progress=progress, cancel=cancel
             )
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if raw != path:
-            convert_raw(raw, path, fmt)
-            _fsync_file(path)
+        except BaseException:
+            out.discard()
+            raise
+        out.release()
         return written
-    except KeyboardInterrupt:
-        path.unlink(missing_ok=True)
-        raise Interrupted("restore interrupted; the target was not created") from None
-    except OSError as exc:
-        path.unlink(missing_ok=True)
-        raise TargetError(f"writing {path}: {exc.strerror}") from exc
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+
+
+def _fill(
+    repo: Repository,
+    image: ImageIndex,
+    out: _Partial,
+    fmt: str,
+    *,
+    threads: int | None,
+    progress: Progress,
+    cancel: threading.Event | None = None,
+) -> int:
+    """Write ``image`` into ``out`` in format ``fmt``, fsynced; returns data bytes."""
+    if fmt == "raw":
+        return _fill_raw(repo, image, out.fd, threads=threads, progress=progress, cancel=cancel)
+    raw = _Partial.create(out.path.parent)
+    try:
+        written = _fill_raw(repo, image, raw.fd, threads=threads, progress=progress, cancel=cancel)
+        convert_raw(raw.path, out.path, fmt)
     finally:
-        if raw != path:
-            raw.unlink(missing_ok=True)
+        raw.discard()
+    os.fsync(out.fd)
+    return written
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _fill_raw(
+    repo: Repository,
+    image: ImageIndex,
+    fd: int,
+    *,
+    threads: int | None,
+    progress: Progress,
+    cancel: threading.Event | None,
+) -> int:
+    os.ftruncate(fd, image.size)
+    written = _write_chunks(
+        repo, image=image, fd=fd, is_block=False, threads=threads, progress=progress, cancel=cancel
+    )
+    os.fsync(fd)
+    return written
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """All of ``data`` at ``offset``: a short write goes on, a write of nothing is ENOSPC."""
+    view = memoryview(data)
+    while view:
+        count = os.pwrite(fd, view, offset)
+        if count == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[count:], offset + count
 
 
 def _write_chunks(
@@ -217,7 +359,7 @@ def _write_chunks(
 
     def fetch_and_write(chunk_id: bytes, offset: int) -> int:
         data = repo.read_chunk(chunk_id, index.get(chunk_id))
-        os.pwrite(fd, data, offset)
+        _pwrite_all(fd, data, offset)
         return len(data)
 
     def drain() -> None:
@@ -236,7 +378,7 @@ def _write_chunks(
                 length = image.chunk_length(number)
                 if chunk_id == ZERO_ID:
                     if is_block:
-                        os.pwrite(fd, zero[:length], number * image.chunk_size)
+                        _pwrite_all(fd, zero[:length], number * image.chunk_size)
                     progress.advance(length)
                     continue
                 window.add(pool.submit(fetch_and_write, chunk_id, number * image.chunk_size))
@@ -254,7 +396,7 @@ def write_private_file(path: Path, data: bytes) -> None:
     """``data`` at ``path``, mode 0600, fsynced (small files: NVRAM, TPM state, records)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        _pwrite_all(fd, data, 0)
         os.fsync(fd)
     finally:
         os.close(fd)
