@@ -60,10 +60,12 @@ __all__ = [
     "Unlocked",
     "byte_ranges",
     "find_damaged_points",
+    "find_points",
     "forget_points",
     "remove_locks",
     "repair_index",
     "repair_points",
+    "salvaged_manifest",
 ]
 
 SALVAGED_FORMAT = 2  # manifest format of a salvaged restore point (repo/format.py)
