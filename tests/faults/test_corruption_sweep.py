@@ -180,7 +180,7 @@ def _run_case(sweep: Sweep, cli: Cli, out: Path) -> Run:
             *(("restore", "image", p, "--to", out / f"{p}.img") for p in points),
         ],
     )
-    backed_up = cli.run("backup", "image", sweep.fresh, "--name", "z", check=False)
+    backed_up = cli.run("backup", "image", sweep.fresh, "--name", "z", "--json", check=False)
     before = repo_files(cli.repo)
     pruned = cli.run("prune", check=False)
     return Run(
@@ -196,94 +196,109 @@ def _run_case(sweep: Sweep, cli: Cli, out: Path) -> Run:
     )
 
 
+@dataclass(frozen=True)
+class Case:
+    """One damaged object and what it means for the restore points."""
+
+    kind: str
+    mode: str
+    name: str  # the object damaged, e.g. data/<id>
+    affected: frozenset[str]  # the points that need it
+    lost: str | None  # the point whose manifest it is
+
+    @property
+    def ident(self) -> str:
+        return self.name.partition("/")[2][:12] or self.name
+
+
+def _case(sweep: Sweep, kind: str, mode: str, name: str) -> Case:
+    lost = name[7:] if kind == "points" else None
+    # a deleted manifest is a forgotten point: nothing a point needs is damaged
+    affected = set() if (kind, mode) == ("points", "delete") else sweep.needed_by.get(name, set())
+    return Case(kind, mode, name, frozenset(affected), lost)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_damaged_object(sweep: Sweep, tmp_path: Path, kind: str, mode: str) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(sweep.repo, repo)
     cli = cli_for(repo, dict(os.environ))
-    name = _prepare(sweep, repo, kind)
-    damage(object_path(repo, name), mode)
+    case = _case(sweep, kind, mode, _prepare(sweep, repo, kind))
+    damage(object_path(repo, case.name), mode)
     out = tmp_path / "out"
     out.mkdir()
     run = _run_case(sweep, cli, out)
-    for proc in (run.listed, run.checked, run.backed_up, run.pruned, *run.restores.values()):
+    for proc in _all_commands(run):
         assert_no_traceback(proc)
     if kind in ("config", "keys"):
-        _assert_locked_out(run, kind, mode)
+        _assert_locked_out(run, case)
     elif kind == "locks" and mode != "delete":
-        _assert_lock_respected(run, name)
+        _assert_lock_respected(run, case)
     else:
-        _assert_contained(sweep, run, kind, mode, name)
+        _assert_contained(sweep, run, case)
 
 
 def _all_commands(run: Run) -> list[subprocess.CompletedProcess[str]]:
     return [run.listed, run.checked, run.backed_up, run.pruned, *run.restores.values()]
 
 
-def _assert_locked_out(run: Run, kind: str, mode: str) -> None:
+def _assert_locked_out(run: Run, case: Case) -> None:
     """Config or the only key damaged: every command fails with one line, exit 6 (or 3)."""
-    codes = {3, 6} if (kind, mode) == ("keys", "delete") else {6}
-    needles = () if (kind, mode) == ("keys", "delete") else ("damaged",)
+    no_key = (case.kind, case.mode) == ("keys", "delete")
     for proc in _all_commands(run):
-        assert_failed_cleanly(proc, codes, *needles)
+        assert_failed_cleanly(proc, {3, 6} if no_key else {6}, *(() if no_key else ("damaged",)))
         assert "wrong passphrase" not in proc.stderr, proc.stderr
     for point in run.restores:
         assert not (run.out / f"{point}.img").exists()
     assert run.files_after_prune == run.files_before_prune
 
 
-def _assert_lock_respected(run: Run, name: str) -> None:
+def _assert_lock_respected(run: Run, case: Case) -> None:
     """A lock that cannot be read is held by someone unknown: exit 7, never removed."""
     for proc in _all_commands(run):
         assert_failed_cleanly(proc, {7}, "unreadable lock", "surety unlock")
-    assert (run.cli.repo / name).exists()
+    assert (run.cli.repo / case.name).exists()
     assert run.files_after_prune == run.files_before_prune
 
 
-def _assert_contained(sweep: Sweep, run: Run, kind: str, mode: str, name: str) -> None:
+def _assert_contained(sweep: Sweep, run: Run, case: Case) -> None:
     """Damage stays where it is: other points restore, check names it, prune is safe."""
-    affected = set() if (kind, mode) == ("points", "delete") else sweep.needed_by.get(name, set())
-    lost = name[7:] if kind == "points" else None  # the point whose manifest is damaged
-    ident = name.partition("/")[2][:12] or name
     # points: lists every point but a damaged or deleted manifest, which is named
     assert run.listed.returncode == 0, run.listed.stderr
     listed = {p["id"] for p in json.loads(run.listed.stdout)}
-    assert listed == set(sweep.sources) - {lost}
-    if lost and mode != "delete":
-        assert ident in run.listed.stderr, run.listed.stderr
+    assert listed == set(sweep.sources) - {case.lost}
+    if case.lost and case.mode != "delete":
+        assert case.ident in run.listed.stderr, run.listed.stderr
     # restores: never wrong bytes; points that do not need the object restore
-    _assert_restores(run.restores, sweep.sources, run.out, affected=affected, lost=lost, mode=mode)
+    _assert_restores(run.restores, sweep.sources, run.out, case)
     # check: exit 6 and the object named whenever a point needs what was damaged
-    _assert_check(run.checked, affected, kind, mode, ident)
+    _assert_check(run.checked, case)
     # backups go on; the new point is restored after prune
     assert run.backed_up.returncode == 0, run.backed_up.stderr
     # prune: refuses, deleting nothing, when it cannot know what points use
-    if kind == "images" or (kind == "points" and mode != "delete"):
-        assert_failed_cleanly(run.pruned, {6}, ident)
+    if case.kind == "images" or (case.kind == "points" and case.mode != "delete"):
+        assert_failed_cleanly(run.pruned, {6}, case.ident)
         assert run.files_after_prune == run.files_before_prune
         return
     assert run.pruned.returncode == 0, run.pruned.stderr
-    _assert_after_prune(sweep, run, affected, kind, mode)
+    _assert_after_prune(sweep, run, case)
 
 
 def _assert_restores(
     restores: dict[str, subprocess.CompletedProcess[str]],
     sources: dict[str, Path],
     out: Path,
-    *,
-    affected: set[str],
-    lost: str | None,
-    mode: str,
+    case: Case,
 ) -> set[str]:
     """Judge restores of points (by id); returns the points that did not restore."""
     failed = set()
     for point, proc in restores.items():
-        if point == lost:
-            assert_failed_cleanly(proc, {5} if mode == "delete" else {6})
+        if point == case.lost:
+            assert_failed_cleanly(proc, {5} if case.mode == "delete" else {6})
             failed.add(point)
             continue
-        if point not in affected:
+        if point not in case.affected:
             assert proc.returncode == 0, f"{point[:12]} does not need the damage: {proc.stderr}"
         if not restored_ok(proc, out / f"{point}.img", sources[point], {6, 9}):
             failed.add(point)
@@ -293,31 +308,28 @@ def _assert_restores(
 _KIND_WORD = {"data": "pack", "index": "index", "images": "image", "points": "point"}
 
 
-def _assert_check(
-    checked: subprocess.CompletedProcess[str], affected: set[str], kind: str, mode: str, ident: str
-) -> None:
+def _assert_check(checked: subprocess.CompletedProcess[str], case: Case) -> None:
     said = checked.stdout + checked.stderr
-    if affected:
+    if case.affected:
         assert checked.returncode == 6, said
-        named = ident in said or (mode == "delete" and _KIND_WORD[kind] in said)
-        assert named, f"check does not name {kind}/{ident}: {said}"
-    elif kind == "damaged" and mode != "delete":
+        named = case.ident in said or (case.mode == "delete" and _KIND_WORD[case.kind] in said)
+        assert named, f"check does not name {case.name}: {said}"
+    elif case.kind == "damaged" and case.mode != "delete":
         assert checked.returncode in (0, 6), said
-        assert ident in said, f"check does not name the damaged damage record: {said}"
+        assert case.ident in said, f"check does not name the damaged damage record: {said}"
     else:
         assert checked.returncode == 0, said
-    if kind == "index":
+    if case.kind == "index":
         # the packs the index named hold chunks points use: prune must not be advised
         assert GARBAGE_ADVICE not in said, said
 
 
-def _assert_after_prune(sweep: Sweep, run: Run, affected: set[str], kind: str, mode: str) -> None:
+def _assert_after_prune(sweep: Sweep, run: Run, case: Case) -> None:
     """Every point that need not fail restores after prune, the new one too."""
     cli, after = run.cli, run.out.parent / "after"
     after.mkdir()
-    points = [p["id"] for p in cli.json("points")]
-    sources = {**sweep.sources, **{p: sweep.fresh for p in points if p not in sweep.sources}}
-    assert len(sources) == len(sweep.sources) + 1, points
+    sources = {**sweep.sources, json.loads(run.backed_up.stdout)["id"]: sweep.fresh}
+    points = sorted(sources)
     results = run_many(
         cli,
         [
@@ -325,14 +337,13 @@ def _assert_after_prune(sweep: Sweep, run: Run, affected: set[str], kind: str, m
             *(("restore", "image", p, "--to", after / f"{p}.img") for p in points),
         ],
     )
-    restores = dict(zip(points, results[1:], strict=True))
-    failed = _assert_restores(restores, sources, after, affected=affected, lost=None, mode=mode)
+    failed = _assert_restores(dict(zip(points, results[1:], strict=True)), sources, after, case)
     checked = results[0]
     said = checked.stdout + checked.stderr
-    if kind == "index" and failed:
+    if case.kind == "index" and failed:
         # a damaged or deleted index must lose no data: prune keeps what points use
         _repair_index_then_restore(cli, sources, failed, after)
-    elif kind == "data":
+    elif case.kind == "data":
         assert checked.returncode == 6, said  # the only copy is still damaged or gone
     else:
         assert checked.returncode == 0, said
