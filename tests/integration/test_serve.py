@@ -16,6 +16,7 @@ import pytest
 
 from surety.app.repository import open_repository
 from surety.core.errors import ExposeError
+from surety.repo.image import ImageIndex
 from surety.restore.serve import serve_disk
 from tests.cli import PASSPHRASE, Cli
 from tests.integration import fskit
@@ -190,11 +191,20 @@ def test_a_damaged_chunk_is_refused_with_eio_and_reported(initialized: Cli, imag
         assert failures[0].offset == bad + 100
 
 
-def test_a_server_that_cannot_start_says_why(initialized: Cli, image: Path, tmp_path: Path) -> None:
+def test_a_server_that_cannot_start_says_why(
+    initialized: Cli, image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     initialized.run("backup", "image", image, "--name", "served")
-    for index_object in (initialized.repo / "index").iterdir():
-        index_object.write_bytes(b"garbage")  # the plugin loads the index at start
     repo = open_repository(str(initialized.repo), PASSPHRASE)
+    (image_object,) = (initialized.repo / "images").iterdir()
+    real_get_image = repo.get_image
+
+    def get_image_then_lose_it(image_id: str) -> ImageIndex:
+        found = real_get_image(image_id)
+        image_object.unlink()  # the plugin reads it again at start, and finds it gone
+        return found
+
+    monkeypatch.setattr(repo, "get_image", get_image_then_lose_it)
     workdir = tmp_path / "serve"
     workdir.mkdir(mode=0o700)
     with (
@@ -203,4 +213,4 @@ def test_a_server_that_cannot_start_says_why(initialized: Cli, image: Path, tmp_
     ):
         pass
     assert fskit.processes_naming(workdir) == []
-    assert "index" in (workdir / "nbdkit.log").read_text()
+    assert "no such object" in (workdir / "nbdkit.log").read_text()
