@@ -87,3 +87,25 @@ def test_incremental_equals_full_and_reads_only_dirty(
     assert _restore(repo, incremental) == bytes(disk.data)
     assert incremental == _backup(repo, MemoryDisk(bytes(disk.data)))
     assert disk.bytes_read <= sum(n for _, n in extents)  # never whole chunks for small writes
+
+
+def test_an_incremental_reads_and_stores_afresh_a_chunk_recorded_damaged() -> None:
+    """Dedup never propagates damage: clean and dirty chunks over a damaged parent copy heal."""
+    storage = MemoryStorage()
+    repo = Repository.init(storage, PASSPHRASE, chunk_size=CHUNK, kdf=CHEAP_KDF)
+    disk = MemoryDisk(random.Random(5).randbytes(4 * CHUNK))
+    parent = _backup(repo, disk)
+    for number in (1, 2):  # 1 stays clean, 2 gets a small write
+        chunk_id = parent.chunk_ids[number]
+        loc = repo.index().get(chunk_id)
+        assert loc is not None
+        repo.record_damage(chunk_id, loc.pack, "authentication failed (test)")
+    disk.data[2 * CHUNK : 2 * CHUNK + 10] = b"x" * 10
+    disk.bytes_read = 0
+    fresh = Repository.open(storage, PASSPHRASE)  # another host: reads the records
+    changed = ChangedBlocks.from_extents(parent, [(2 * CHUNK, 10)])
+    incremental = _backup(fresh, disk, changed)
+    assert disk.bytes_read == 2 * CHUNK  # both read whole; chunks 0 and 3 taken unread
+    reopened = Repository.open(storage, PASSPHRASE)
+    assert parent.chunk_ids[1] in reopened.index()  # a healthy copy now: the parent heals too
+    assert _restore(reopened, incremental) == bytes(disk.data)

@@ -5,6 +5,12 @@ chunks; the calling thread only collects results in order and appends them to
 packs; pack stores happen in the writer's background thread. At most
 ``4 * workers`` chunks are in flight, so memory is bounded by that many
 chunks plus three packs.
+
+An incremental takes clean chunks from its parent unread and rebuilds dirty
+ones from the parent's chunk, except where the parent's copy is damaged or
+absent (recorded in ``repo.damage``, or in a damaged index object): those are
+read whole from the source and stored afresh, so damage never propagates and
+the parent's restore points heal with them.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class DiskStats:
     new_chunks: int = 0
     new_bytes: int = 0
     stored_bytes: int = 0
+    healed_chunks: int = 0  # clean or dirty chunks read whole: the parent's copy is damaged
 
 
 def _chunks_with_data(source: DiskSource, chunk_size: int) -> set[int]:
@@ -129,6 +136,7 @@ class _DiskBackup:
         self.zero = bytes(self.chunk_size)
         self.level = repo.config.compression_level
         self.window: dict[Future[PreparedChunk], int] = {}  # in flight -> chunk number
+        self.index = repo.index()
 
     def run(self, workers: int) -> None:
         with_data = _chunks_with_data(self.source, self.chunk_size)
@@ -149,6 +157,9 @@ class _DiskBackup:
         length = min(self.chunk_size, self.source.size - number * self.chunk_size)
         changed = self.changed
         how, to_read = changed.action(number, length) if changed else ("read", length)
+        if how != "read" and not self._parent_chunk_healthy(number):
+            how, to_read = "read", length  # heal: never build on a damaged or absent chunk
+            self.stats.healed_chunks += 1
         if how == "parent" and changed is not None:
             self.ids[number] = changed.parent.chunk_ids[number]  # clean: taken unread
         elif not has_data:  # a hole, or known zeros
@@ -159,6 +170,11 @@ class _DiskBackup:
             self.window[pool.submit(work, number, length)] = number
             return
         self.progress.advance(length)
+
+    def _parent_chunk_healthy(self, number: int) -> bool:
+        assert self.changed is not None
+        parent_id = self.changed.parent.chunk_ids[number]
+        return parent_id == ZERO_ID or parent_id in self.index
 
     def _drain(self) -> None:
         """Collect whatever finished (order does not matter: ids go by number)."""
