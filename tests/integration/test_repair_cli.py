@@ -263,6 +263,8 @@ def test_repair_points_salvage_keeps_the_point_with_zeros_in_the_named_ranges(
     assert point["lost"]["x.img"]["chunks"] == case["chunks"]
     salvaged = next(p for p in initialized.json("points") if p["id"] == point["new_id"])
     assert salvaged["source"]["salvaged"] == {"x.img": case["ranges"]}
+    assert salvaged["salvaged"] == {"x.img": case["ranges"]}
+    assert "salvaged" in initialized.run("points").stdout
     assert case["x2"] not in {p["id"] for p in initialized.json("points")}
     expected = bytearray(case["image"].read_bytes())
     for start, end in case["ranges"]:

@@ -12,6 +12,7 @@ from surety.catalog import Catalog, Verification, default_catalog_path
 from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console
 from surety.core.units import format_size
+from surety.repo.manifest import Manifest
 
 __all__ = ["COMMANDS"]
 
@@ -45,6 +46,7 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
                     "finished": p.finished.isoformat(),
                     "consistency": p.consistency,
                     "consistency_reason": p.consistency_reason,
+                    "salvaged": p.salvaged or None,
                     "parent": p.parent,
                     "disks": [
                         {"name": d.name, "size": d.size, "image": d.image, "source": d.source}
@@ -68,7 +70,7 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
             p.id[:12],
             p.name,
             p.finished.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-            p.consistency,
+            _consistency(p),
             ", ".join(d.name for d in p.disks),
             format_size(sum(d.size for d in p.disks)),
             format_size(p.stats.get("stored_bytes", 0)),
@@ -76,6 +78,14 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
         )
     out_console.print(table)
     out_console.print(f"{len(found)} restore points")
+
+
+def _consistency(point: Manifest) -> str:
+    """The level, or that the point was salvaged and how many bytes are zeros now."""
+    if not point.salvaged:
+        return point.consistency
+    lost = sum(end - start for ranges in point.salvaged.values() for start, end in ranges)
+    return f"[red]salvaged[/] ({format_size(lost)} lost)"
 
 
 def _verified(verification: Verification | None) -> str:

@@ -19,6 +19,7 @@ __all__ = [
     "INDEX_MAGIC",
     "MANIFEST_FORMAT",
     "MANIFEST_FORMATS",
+    "MANIFEST_FORMAT_SALVAGED",
     "PACK_ENTRY",
     "PACK_HEADER_MAGIC",
     "PACK_MAGIC",
@@ -30,8 +31,9 @@ __all__ = [
 
 FORMAT_VERSION = 2  # what a new repository's config says (docs/format.md "Versions")
 READABLE_FORMATS = (1, 2)  # every repository format this release reads and writes
-MANIFEST_FORMAT = 1  # a restore point's manifest (2: a salvaged point, see repair)
-MANIFEST_FORMATS = (1, 2)
+MANIFEST_FORMAT = 1  # a restore point's manifest
+MANIFEST_FORMAT_SALVAGED = 2  # a salvaged point (source["salvaged"]): older readers refuse it
+MANIFEST_FORMATS = (MANIFEST_FORMAT, MANIFEST_FORMAT_SALVAGED)
 
 # Object magics (first bytes of the *plaintext* of sealed objects, or of the
 # object itself where it is not sealed).

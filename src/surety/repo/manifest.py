@@ -5,7 +5,8 @@ A manifest is JSON, zstd-compressed and sealed (kind b"point"), stored at
 source, every disk with its size and image index, the VM configuration blobs,
 the consistency level reached (and why), application metadata and times.
 Unknown keys are kept (a newer writer may add some); ``format`` guards the
-rest.
+rest: 1, or 2 for a salvaged point (``source["salvaged"]`` names the byte
+ranges of each disk that were lost and are zeros), which older releases refuse.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from surety.core.errors import IntegrityError
-from surety.repo.format import MANIFEST_FORMAT, MANIFEST_FORMATS
+from surety.repo.format import MANIFEST_FORMAT, MANIFEST_FORMAT_SALVAGED, MANIFEST_FORMATS
 
 __all__ = ["CONSISTENCY_LEVELS", "DiskRecord", "Manifest"]
 
@@ -55,6 +56,12 @@ class Manifest:
     def disk(self, name: str) -> DiskRecord | None:
         return next((d for d in self.disks if d.name == name), None)
 
+    @property
+    def salvaged(self) -> dict[str, list[list[int]]]:
+        """Per disk, the byte ranges ``surety repair points --salvage`` replaced by zeros."""
+        found = self.source.get("salvaged") or {}
+        return found if isinstance(found, dict) else {}
+
     def disk_images(self) -> set[str]:
         """Ids of the image indexes this point's disks name."""
         return {d.image for d in self.disks}
@@ -62,7 +69,7 @@ class Manifest:
     def encode(self) -> bytes:
         doc = asdict(self)
         doc.pop("id")
-        doc["format"] = MANIFEST_FORMAT
+        doc["format"] = MANIFEST_FORMAT_SALVAGED if self.salvaged else MANIFEST_FORMAT
         doc["started"] = self.started.isoformat()
         doc["finished"] = self.finished.isoformat()
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

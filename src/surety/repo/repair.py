@@ -28,10 +28,10 @@ of that VM is a full one (an incremental would rebuild chunks from the zeros).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Callable, Iterable
 from contextlib import suppress
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from surety.core.errors import (
@@ -42,7 +42,7 @@ from surety.core.errors import (
     StorageError,
 )
 from surety.core.progress import Progress
-from surety.repo.format import ZERO_ID
+from surety.repo.format import MANIFEST_FORMAT_SALVAGED, ZERO_ID
 from surety.repo.image import ImageIndex
 from surety.repo.index import ChunkIndex, decode_index, encode_index
 from surety.repo.lock import LockInfo, list_locks
@@ -68,7 +68,7 @@ __all__ = [
     "salvaged_manifest",
 ]
 
-SALVAGED_FORMAT = 2  # manifest format of a salvaged restore point (repo/format.py)
+SALVAGED_FORMAT = MANIFEST_FORMAT_SALVAGED
 
 Ranges = tuple[tuple[int, int], ...]
 
@@ -352,20 +352,9 @@ def repair_points(
     return found
 
 
-class _SalvagedManifest(Manifest):
-    """A manifest written as format 2: a salvaged restore point (``source["salvaged"]``)."""
-
-    def encode(self) -> bytes:
-        doc = json.loads(super().encode())
-        doc["format"] = SALVAGED_FORMAT
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
 def salvaged_manifest(manifest: Manifest, **changes: Any) -> Manifest:
-    """``manifest`` with ``changes``, encoded as a salvaged (format 2) manifest."""
-    values = {f.name: getattr(manifest, f.name) for f in fields(Manifest)}
-    values.update(changes)
-    return _SalvagedManifest(**values)
+    """``manifest`` with ``changes`` (a ``source`` with ``salvaged`` encodes as format 2)."""
+    return dataclasses.replace(manifest, **changes)
 
 
 def _salvage(repo: Repository, point: DamagedPoint) -> str:
