@@ -159,8 +159,8 @@ def check_repository(
         if size is None:
             report.errors.append(f"pack {pack_id[:12]} is indexed but missing")
             bad.update(c for c, _ in entries if c in used)
-            for chunk_id, _ in entries:  # the next backup of this data stores it afresh
-                repo.record_damage(chunk_id, pack_id, "pack missing")
+            # the next backup of this data stores it afresh
+            repo.record_damages([(c, pack_id) for c, _ in entries], "pack missing")
         elif max(loc.offset + loc.length for _, loc in entries) > size:
             report.errors.append(f"pack {pack_id[:12]} is truncated ({size} bytes)")
             bad.update(c for c, _ in entries if c in used)

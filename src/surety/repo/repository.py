@@ -218,17 +218,23 @@ class Repository:
 
     def record_damage(self, chunk_id: bytes, pack: str, reason: str) -> None:
         """Record a damaged or missing chunk copy in the repository (best effort)."""
-        if (chunk_id, pack) in self._recorded:
+        self.record_damages([(chunk_id, pack)], reason)
+
+    def record_damages(self, copies: list[tuple[bytes, str]], reason: str) -> None:
+        """Record damaged or missing chunk copies (chunk id, pack id) in one damage record."""
+        new = [c for c in dict.fromkeys(copies) if c not in self._recorded]
+        if not new:
             return
-        self._recorded.add((chunk_id, pack))
+        self._recorded.update(new)
         if self._index is not None:
-            self._index.mark_damaged(chunk_id, pack)
-        found = datetime.now(UTC).isoformat()
-        record = Damage(chunk_id.hex(), pack, reason, found, socket.gethostname())
+            for chunk_id, pack in new:
+                self._index.mark_damaged(chunk_id, pack)
+        found, host = datetime.now(UTC).isoformat(), socket.gethostname()
+        records = [Damage(c.hex(), pack, reason, found, host) for c, pack in new]
         try:
-            self.put_object("damaged", encode_damage([record]))
+            self.put_object("damaged", encode_damage(records))
         except (StorageReadOnly, StorageFull) as exc:
-            self.notes.append(f"damage of chunk {chunk_id.hex()[:12]} not recorded: {exc}")
+            self.notes.append(f"damage of {len(new)} chunk(s) not recorded: {exc}")
 
     def forget_index(self) -> None:
         """Drop the cached index (after prune rewrote it)."""
