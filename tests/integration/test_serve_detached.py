@@ -17,6 +17,7 @@ import pytest
 
 from surety.app.repository import open_repository
 from surety.core.errors import ExposeError, RepositoryLocked
+from surety.repo.image import ImageIndex
 from surety.repo.lock import hold_lock
 from surety.restore.serve import server_alive, start_detached_server, stop_server
 from tests.cli import PASSPHRASE, Cli
@@ -31,6 +32,7 @@ STARTER = """
 import json, sys
 from pathlib import Path
 from surety.app.repository import open_repository
+from surety.repo.image import ImageIndex
 from surety.restore.serve import start_detached_server
 repo = open_repository(sys.argv[1], sys.argv[2])
 server = start_detached_server(repo, "served@latest", workdir=Path(sys.argv[3]))
@@ -75,15 +77,21 @@ def test_detached_server_outlives_its_starter_and_holds_the_lock(
 
 
 def test_a_server_that_cannot_open_the_export_is_reported_and_gone(
-    initialized: Cli, tmp_path: Path
+    initialized: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     image = tmp_path / "disk.img"
     write_image(image, 1 << 20, seed=6)
     initialized.run("backup", "image", image, "--name", "served")
     repo = open_repository(str(initialized.repo), PASSPHRASE)
-    for index in (initialized.repo / "index").rglob("*"):
-        if index.is_file():
-            index.write_bytes(b"damaged")
+    (image_object,) = (initialized.repo / "images").iterdir()
+    real_get_image = repo.get_image
+
+    def get_image_then_lose_it(image_id: str) -> ImageIndex:
+        found = real_get_image(image_id)
+        image_object.unlink()  # the server reads it again when it opens the export
+        return found
+
+    monkeypatch.setattr(repo, "get_image", get_image_then_lose_it)
     workdir = tmp_path / "server"
     with pytest.raises(ExposeError, match="could not serve"):
         start_detached_server(repo, "served@latest", workdir=workdir, timeout=30)
