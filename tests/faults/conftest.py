@@ -21,11 +21,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.cli import Cli, cli_for
+import pytest
+
+from surety.app.repository import create_repository
+from surety.repo.crypto import KdfParams
+from tests.cli import PASSPHRASE, Cli, cli_for
 from tests.integration.conftest import cli, image_factory, initialized, write_image
 
 __all__ = [
+    "PARTIAL_PREFIX",
     "Cli",
+    "Command",
     "assert_failed_cleanly",
     "assert_no_traceback",
     "cli",
@@ -36,8 +42,10 @@ __all__ = [
     "image_factory",
     "initialized",
     "lock_document",
+    "make_repository",
     "mounted_read_only",
     "object_path",
+    "quick",
     "random_image",
     "repo_files",
     "require_root",
@@ -55,6 +63,26 @@ def require_root(*tools: str) -> None:
     assert os.geteuid() == 0, "this fault test needs root (CI runs as root)"
     for tool in tools:
         assert shutil.which(tool), f"{tool} is not installed"
+
+
+# -- repositories ---------------------------------------------------------------------
+
+# Every command opens the key file: the default argon2id costs ~0.2 CPU-seconds each
+# time, which these tests pay hundreds of times. Their repositories are made like
+# `surety init --chunk-size 64K` does, with the cheapest KDF the format allows.
+CHEAP_KDF = KdfParams(time_cost=1, memory_kib=8 * 1024, parallelism=1)
+
+
+def make_repository(path: Path) -> Cli:
+    """An empty repository at ``path`` (64 KiB chunks, cheap KDF) and its ``Cli``."""
+    create_repository(str(path), PASSPHRASE, 64 << 10, kdf=CHEAP_KDF)
+    return cli_for(path, dict(os.environ))
+
+
+@pytest.fixture
+def quick(tmp_path: Path) -> Cli:
+    """Like ``initialized``, but each command opens it faster (see ``CHEAP_KDF``)."""
+    return make_repository(tmp_path / "repo")
 
 
 # -- running ------------------------------------------------------------------------

@@ -65,31 +65,31 @@ def test_concurrent_init_has_exactly_one_winner(
     assert same_bytes(image, tmp_path / "back.img")
 
 
-def test_two_backups_at_once_both_commit(initialized: Cli, tmp_path: Path) -> None:
+def test_two_backups_at_once_both_commit(quick: Cli, tmp_path: Path) -> None:
     x = random_image(tmp_path / "x.img", 12 << 20, seed=21)
     y = tmp_path / "y.img"
     shutil.copyfile(x, y)
     rewrite_blocks(y, 0.05, seed=22)
     racers = [
-        _gated(initialized, tmp_path / f"gate-{name}", "backup", "image", image, "--name", name)
+        _gated(quick, tmp_path / f"gate-{name}", "backup", "image", image, "--name", name)
         for name, image in (("x", x), ("y", y))
     ]
     _open_gates(tmp_path / "gate-x", tmp_path / "gate-y")
     for proc in racers:
         _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-    points = initialized.json("points")
+    points = quick.json("points")
     assert max(p["started"] for p in points) < min(p["finished"] for p in points), points
-    checked = json.loads(initialized.run("check", "--json").stdout)
+    checked = json.loads(quick.run("check", "--json").stdout)
     assert checked["errors"] == [], checked
     assert not [w for w in checked["warnings"] if "not in any index" in w], checked
-    initialized.run("prune")
-    clean = json.loads(initialized.run("check", "--read-data", "--json").stdout)
+    quick.run("prune")
+    clean = json.loads(quick.run("check", "--read-data", "--json").stdout)
     assert clean["ok"], clean
     assert clean["errors"] == [], clean
     assert clean["warnings"] == [], clean
     restores = run_many(
-        initialized,
+        quick,
         [("restore", "image", f"{n}@latest", "--to", tmp_path / f"{n}.out") for n in "xy"],
     )
     for name, source, proc in zip("xy", (x, y), restores, strict=True):

@@ -33,12 +33,14 @@ from surety.app.repository import open_repository
 from surety.repo.index import decode_index
 from tests.cli import PASSPHRASE, Cli, cli_for
 from tests.faults.conftest import (
+    Command,
     assert_failed_cleanly,
     assert_no_traceback,
     damage,
     dead_pid,
     flip_bit,
     lock_document,
+    make_repository,
     object_path,
     repo_files,
     restored_ok,
@@ -76,8 +78,7 @@ class Sweep:
 
 def _build(root: Path) -> Sweep:
     repo = root / "repo"
-    cli = cli_for(repo, dict(os.environ))
-    cli.run("init", "--chunk-size", "64K")
+    cli = make_repository(repo)
     a1, b1, a2, fresh = (root / f"{n}.img" for n in ("a1", "b1", "a2", "fresh"))
     write_image(a1, 1536 << 10, seed=11)
     write_image(b1, 1 << 20, seed=12)
@@ -170,19 +171,23 @@ class Run:
     files_after_prune: set[str]
 
 
-def _run_case(sweep: Sweep, cli: Cli, out: Path) -> Run:
+def _run_case(sweep: Sweep, cli: Cli, out: Path, *, all_at_once: bool) -> Run:
+    """Reads at once, then a backup, then prune (``all_at_once``: every command together)."""
     points = sorted(sweep.sources)
-    results = run_many(
-        cli,
-        [
-            ("points", "--json"),
-            ("check", "--read-data", "--json"),
-            *(("restore", "image", p, "--to", out / f"{p}.img") for p in points),
-        ],
-    )
-    backed_up = cli.run("backup", "image", sweep.fresh, "--name", "z", "--json", check=False)
+    reads: list[Command] = [
+        ("points", "--json"),
+        ("check", "--read-data", "--json"),
+        *(("restore", "image", p, "--to", out / f"{p}.img") for p in points),
+    ]
+    backup: Command = ("backup", "image", sweep.fresh, "--name", "z", "--json")
     before = repo_files(cli.repo)
-    pruned = cli.run("prune", check=False)
+    if all_at_once:  # nothing can open the repository: no command changes it
+        *results, backed_up, pruned = run_many(cli, [*reads, backup, ("prune",)])
+    else:
+        results = run_many(cli, reads)
+        backed_up = cli.run(*backup, check=False)
+        before = repo_files(cli.repo)
+        pruned = cli.run("prune", check=False)
     return Run(
         cli,
         out,
@@ -228,7 +233,8 @@ def test_damaged_object(sweep: Sweep, tmp_path: Path, kind: str, mode: str) -> N
     damage(object_path(repo, case.name), mode)
     out = tmp_path / "out"
     out.mkdir()
-    run = _run_case(sweep, cli, out)
+    locked_out = kind in ("config", "keys") or (kind == "locks" and mode != "delete")
+    run = _run_case(sweep, cli, out, all_at_once=locked_out)
     for proc in _all_commands(run):
         assert_no_traceback(proc)
     if kind in ("config", "keys"):

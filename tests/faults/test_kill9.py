@@ -17,11 +17,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.faults.conftest import Cli, random_image, run_many, same_bytes
+from tests.faults.conftest import PARTIAL_PREFIX, Cli, random_image, run_many, same_bytes
 from tests.integration.conftest import rewrite_blocks
 
 TRIALS = 6
-PARTIAL_PREFIX = ".surety-partial-"
 
 
 def _locks(cli: Cli) -> set[str]:
@@ -78,28 +77,26 @@ def _assert_consistent(cli: Cli, sources: dict[str, Path], out: Path) -> list[st
     return [p["name"] for p in points]
 
 
-def test_kill_9_during_backup(initialized: Cli, tmp_path: Path) -> None:
+def test_kill_9_during_backup(quick: Cli, tmp_path: Path) -> None:
     rng = random.Random(9001)
     size = 20 << 20  # more than one 16 MiB pack: kills land between pack writes too
     sources = {"base": random_image(tmp_path / "base.img", size, seed=100)}
-    window = _work_time(initialized, "backup", "image", sources["base"], "--name", "base")
+    window = _work_time(quick, "backup", "image", sources["base"], "--name", "base")
     killed = 0
     for trial in range(TRIALS):
         name = f"k{trial}"
         sources[name] = random_image(tmp_path / f"{name}.img", size, seed=trial)
-        killed += _kill_during(
-            initialized, rng, window, "backup", "image", sources[name], "--name", name
-        )
-        names = _assert_consistent(initialized, sources, tmp_path / f"restored-{trial}")
+        killed += _kill_during(quick, rng, window, "backup", "image", sources[name], "--name", name)
+        names = _assert_consistent(quick, sources, tmp_path / f"restored-{trial}")
         assert "base" in names
     assert killed, "no trial killed a backup: the kill times are too late"
 
 
-def test_kill_9_during_prune(initialized: Cli, tmp_path: Path) -> None:
+def test_kill_9_during_prune(quick: Cli, tmp_path: Path) -> None:
     rng = random.Random(9002)
     size = 16 << 20
     sources = {"keep": random_image(tmp_path / "keep.img", size, seed=200)}
-    initialized.run("backup", "image", sources["keep"], "--name", "keep")
+    quick.run("backup", "image", sources["keep"], "--name", "keep")
     current = tmp_path / "current.img"
     shutil.copyfile(sources["keep"], current)
     window = None
@@ -108,37 +105,35 @@ def test_kill_9_during_prune(initialized: Cli, tmp_path: Path) -> None:
         rewrite_blocks(current, 0.3, seed=300 + trial)  # the old point's data becomes garbage
         sources["p"] = tmp_path / f"p{trial}.img"
         shutil.copyfile(current, sources["p"])
-        initialized.run("backup", "image", sources["p"], "--name", "p")
-        initialized.run("forget", "--keep-last", "1")
+        quick.run("backup", "image", sources["p"], "--name", "p")
+        quick.run("forget", "--keep-last", "1")
         if window is None:  # the first prune runs whole: it times the others' kills
-            window = _work_time(initialized, "prune")
+            window = _work_time(quick, "prune")
         else:
-            killed += _kill_during(initialized, rng, window, "prune")
-        names = _assert_consistent(initialized, sources, tmp_path / f"restored-{trial}")
+            killed += _kill_during(quick, rng, window, "prune")
+        names = _assert_consistent(quick, sources, tmp_path / f"restored-{trial}")
         assert sorted(names) == ["keep", "p"]
     assert killed, "no trial killed a prune: the kill times are too late"
 
 
-def test_kill_9_during_restore(initialized: Cli, tmp_path: Path) -> None:
+def test_kill_9_during_restore(quick: Cli, tmp_path: Path) -> None:
     rng = random.Random(9003)
     image = random_image(tmp_path / "disk.img", 24 << 20, seed=400)
-    initialized.run("backup", "image", image, "--name", "r")
+    quick.run("backup", "image", image, "--name", "r")
     into = tmp_path / "restores"
     into.mkdir()
-    window = _work_time(initialized, "restore", "image", "r@latest", "--to", into / "first.img")
+    window = _work_time(quick, "restore", "image", "r@latest", "--to", into / "first.img")
     (into / "first.img").unlink()
     killed = 0
     for trial in range(TRIALS):
         victim = into / f"killed-{trial}.img"
-        killed += _kill_during(
-            initialized, rng, window, "restore", "image", "r@latest", "--to", victim
-        )
+        killed += _kill_during(quick, rng, window, "restore", "image", "r@latest", "--to", victim)
         if victim.exists():  # killed after the rename: complete
             assert same_bytes(image, victim)
             victim.unlink()
-        _assert_consistent(initialized, {"r": image}, tmp_path / f"check-{trial}")
+        _assert_consistent(quick, {"r": image}, tmp_path / f"check-{trial}")
         target = into / f"next-{trial}.img"
-        initialized.run("restore", "image", "r@latest", "--to", target)
+        quick.run("restore", "image", "r@latest", "--to", target)
         assert same_bytes(image, target)
         target.unlink()
         left = [p.name for p in into.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
