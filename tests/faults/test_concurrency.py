@@ -92,6 +92,6 @@ def test_two_backups_at_once_both_commit(quick: Cli, tmp_path: Path) -> None:
         quick,
         [("restore", "image", f"{n}@latest", "--to", tmp_path / f"{n}.out") for n in "xy"],
     )
-    for name, source, proc in zip("xy", (x, y), restores, strict=True):
-        assert proc.returncode == 0, proc.stderr
+    for name, source, restored in zip("xy", (x, y), restores, strict=True):
+        assert restored.returncode == 0, restored.stderr
         assert same_bytes(source, tmp_path / f"{name}.out")

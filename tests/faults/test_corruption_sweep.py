@@ -61,7 +61,6 @@ class Sweep:
     sources: dict[str, Path]  # point id -> the image it was made from
     fresh: Path  # a new image for the backup each case makes
     needed_by: dict[str, set[str]] = field(default_factory=dict)  # object -> point ids
-    index_packs: dict[str, set[str]] = field(default_factory=dict)  # index/<id> -> pack ids
     damage_record: bytes = b""  # a valid damaged/<id> object, made on a throwaway copy
 
     def target(self, kind: str) -> str:
@@ -115,7 +114,6 @@ def _map_objects(sweep: Sweep) -> None:
             sweep.needed_by.setdefault(name, set()).add(point.id)
     for name, _ in repo.storage.list("index/"):
         packs = {p for p, _ in decode_index(repo.get_object("index", name[6:]), name)}
-        sweep.index_packs[name] = packs
         sweep.needed_by[name] = set().union(*(sweep.needed_by.get(f"data/{p}", ()) for p in packs))
 
 
