@@ -17,6 +17,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 from surety.core.errors import (
@@ -68,7 +69,7 @@ class LocalStorage:
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise _os_error(name, exc) from exc
 
     def create(self, name: str, data: bytes | bytearray | memoryview) -> None:
@@ -83,7 +84,7 @@ class LocalStorage:
         except OSError as exc:
             raise _os_error(name, exc) from exc
         finally:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
@@ -168,6 +169,12 @@ class LocalStorage:
                 except FileNotFoundError:
                     continue
         return removed
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file if it is there (on read-only media it never was)."""
+    with suppress(OSError):
+        path.unlink()
 
 
 def _write_durable(path: Path, data: bytes | bytearray | memoryview) -> None:
