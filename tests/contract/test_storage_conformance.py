@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,24 +11,31 @@ import pytest
 from surety.core.errors import StorageFull
 from surety.repo.storage import LocalStorage, MemoryStorage
 from surety.repo.storage.faulty import FaultyStorage
+from surety.repo.storage.wrapper import StorageWrapper
 from surety.testing.storage_conformance import StorageConformance
 
 
 class TestMemoryStorage(StorageConformance):
     @pytest.fixture
-    def storage(self) -> Iterator[MemoryStorage]:
+    def storage(self) -> MemoryStorage:
         return MemoryStorage()
 
 
 class TestLocalStorage(StorageConformance):
     @pytest.fixture
-    def storage(self, tmp_path: Path) -> Iterator[LocalStorage]:
+    def storage(self, tmp_path: Path) -> LocalStorage:
         return LocalStorage(tmp_path)
+
+
+class TestStorageWrapperPassThrough(StorageConformance):
+    @pytest.fixture
+    def storage(self) -> StorageWrapper:
+        return StorageWrapper(MemoryStorage())
 
 
 class TestFaultyStoragePassThrough(StorageConformance):
     @pytest.fixture
-    def storage(self) -> Iterator[FaultyStorage]:
+    def storage(self) -> FaultyStorage:
         return FaultyStorage(MemoryStorage())
 
 

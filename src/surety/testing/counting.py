@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
 from surety.repo.storage.base import Storage
+from surety.repo.storage.wrapper import StorageWrapper
 
 __all__ = ["CountingStorage"]
 
 
-class CountingStorage:
+class CountingStorage(StorageWrapper):
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.gets: Counter[str] = Counter()
         self.ranged: Counter[str] = Counter()
         self.bytes_read = 0
@@ -38,29 +38,11 @@ class CountingStorage:
     def describe(self) -> str:
         return f"counting({self.inner.describe()})"
 
-    def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
-        self.inner.put(name, data)
-
-    def create(self, name: str, data: bytes | bytearray | memoryview) -> None:
-        self.inner.create(name, data)
-
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        data = self.inner.get(name, offset, length)
+        data = super().get(name, offset, length)
         with self._lock:
             self.gets[name] += 1
             if offset or length is not None:
                 self.ranged[name] += 1
             self.bytes_read += len(data)
         return data
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
-        return self.inner.list(prefix)
-
-    def size(self, name: str) -> int:
-        return self.inner.size(name)
-
-    def exists(self, name: str) -> bool:
-        return self.inner.exists(name)

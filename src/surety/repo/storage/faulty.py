@@ -7,17 +7,16 @@ through unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from surety.core.errors import SuretyError
 from surety.repo.storage.base import Storage
+from surety.repo.storage.wrapper import StorageWrapper
 
 __all__ = ["FaultyStorage"]
 
 
-class FaultyStorage:
+class FaultyStorage(StorageWrapper):
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._puts_left: int | None = None
         self._fault: SuretyError | None = None
 
@@ -35,23 +34,8 @@ class FaultyStorage:
 
     def put(self, name: str, data: bytes | bytearray | memoryview) -> None:
         self._count_write()
-        self.inner.put(name, data)
+        super().put(name, data)
 
     def create(self, name: str, data: bytes | bytearray | memoryview) -> None:
         self._count_write()
-        self.inner.create(name, data)
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        return self.inner.get(name, offset, length)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
-        return self.inner.list(prefix)
-
-    def size(self, name: str) -> int:
-        return self.inner.size(name)
-
-    def exists(self, name: str) -> bool:
-        return self.inner.exists(name)
+        super().create(name, data)
