@@ -15,7 +15,7 @@ from surety.quiesce.writers.postgresql import (
     parse_backup_label,
     parse_clusters,
 )
-from surety.testing.fake_guest import FakeGuest, FakeResult
+from surety.testing.fake_guest import FakeGuest, GuestResult
 
 LABEL = """START WAL LOCATION: 0/9000028 (file 000000020000000000000009)
 CHECKPOINT LOCATION: 0/9000060
@@ -70,7 +70,7 @@ def test_archive_directory_only_when_the_command_says_it_plainly(
 
 
 def test_binlog_purge_refuses_a_strange_file_name() -> None:
-    guest = FakeGuest(handlers={"*": lambda _argv: FakeResult(0)})
+    guest = FakeGuest(handlers={"*": lambda _argv: GuestResult(0)})
     writer = MariadbWriter(guest, QuiesceJob("t"))
     writer.record.metadata["binlog_file"] = "x'; DROP DATABASE y; --"
     with pytest.raises(WriterFailed, match="unexpected binlog file name"):
@@ -97,7 +97,7 @@ def test_unknown_writer_is_a_usage_error() -> None:
 
 
 def test_deferred_truncation_works_from_the_recorded_metadata_only() -> None:
-    cleanup = FakeResult(
+    cleanup = GuestResult(
         0, b"", b'pg_archivecleanup: removing file "/a/000000010000000000000003"\n'
     )
     guest = FakeGuest(handlers={"*": lambda _argv: cleanup})

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from surety.cli.main import cli
 from surety.core.errors import LabError, RestorePointNotFound, TargetError, UsageError
 from surety.core.progress import NullProgress
-from surety.testing.fake_guest import FakeGuest, FakeResult
+from surety.testing.fake_guest import FakeGuest, GuestResult
 from surety.verify import items
 from surety.verify.dumptools import (
     DumpRequest,
@@ -226,27 +226,27 @@ def dump_guest(dump: bytes | None, tool_exit: int = 0, stderr: bytes = b"") -> F
     """A guest whose dump tool writes ``dump`` to the path it is given."""
     guest = FakeGuest()
 
-    def mktemp(argv: Sequence[str]) -> FakeResult:
-        return FakeResult(stdout=b"/tmp/surety-items.abc\n")
+    def mktemp(argv: Sequence[str]) -> GuestResult:
+        return GuestResult(0, stdout=b"/tmp/surety-items.abc\n")
 
-    def tool(argv: Sequence[str]) -> FakeResult:
+    def tool(argv: Sequence[str]) -> GuestResult:
         if argv[0] == "mktemp" or "mktemp" in argv:
             return mktemp(argv)
         if dump is not None and tool_exit == 0:
             guest.files["/tmp/surety-items.abc/dump"] = dump
-        return FakeResult(tool_exit, stderr=stderr)
+        return GuestResult(tool_exit, stderr=stderr)
 
-    def stat(argv: Sequence[str]) -> FakeResult:
-        return FakeResult(stdout=str(len(guest.files[argv[-1]])).encode())
+    def stat(argv: Sequence[str]) -> GuestResult:
+        return GuestResult(0, stdout=str(len(guest.files[argv[-1]])).encode())
 
-    def sha256sum(argv: Sequence[str]) -> FakeResult:
+    def sha256sum(argv: Sequence[str]) -> GuestResult:
         digest = hashlib.sha256(guest.files[argv[-1]]).hexdigest()
-        return FakeResult(stdout=f"{digest}  {argv[-1]}\n".encode())
+        return GuestResult(0, stdout=f"{digest}  {argv[-1]}\n".encode())
 
     guest.handlers.update(
         runuser=tool, mysqldump=tool, mktemp=mktemp, stat=stat, sha256sum=sha256sum
     )
-    guest.handlers["rm"] = lambda argv: FakeResult()
+    guest.handlers["rm"] = lambda argv: GuestResult(0)
     return guest
 
 
@@ -296,7 +296,7 @@ def test_a_dump_above_the_limit_is_refused(tmp_path: Path) -> None:
 
 def test_an_app_that_never_answers_times_out(tmp_path: Path) -> None:
     guest = FakeGuest()
-    guest.handlers["runuser"] = lambda argv: FakeResult(2, stdout=b"no response\n")
+    guest.handlers["runuser"] = lambda argv: GuestResult(2, stdout=b"no response\n")
     options = ItemsOptions("ab12", PG, tmp_path / "v.sql", timeout=0.2)
     clock = items._Clock(0.0)
     deadline = items.time.monotonic() + 0.2

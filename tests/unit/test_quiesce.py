@@ -12,7 +12,7 @@ from surety.quiesce.coordinator import QuiescePolicy, Requester
 from surety.quiesce.writer import APPLICATION, QuiesceJob, WriterFailed, WriterRecord
 from surety.quiesce.writers.fsfreeze import FsFreezeWriter
 from surety.quiesce.writers.script import ScriptWriter
-from surety.testing.fake_guest import FakeGuest, FakeResult
+from surety.testing.fake_guest import FakeGuest, GuestResult
 
 
 class Log(list[str]):
@@ -244,7 +244,7 @@ def script_writer(guest: FakeGuest, failure: str = "fail", **commands: str) -> S
 
 
 def test_script_writer_require_success_fails_the_job_whatever_the_fallback() -> None:
-    guest = FakeGuest(handlers={"exit 3": lambda _argv: FakeResult(3, stderr=b"boom")})
+    guest = FakeGuest(handlers={"exit 3": lambda _argv: GuestResult(3, stderr=b"boom")})
     requester = Requester(
         [script_writer(guest, pre_freeze="exit 3"), FsFreezeWriter(guest, QuiesceJob("t"))],
         Provider(guest, Log()),
@@ -260,8 +260,8 @@ def test_script_writer_ignore_failure_records_a_warning() -> None:
     ran: list[str] = []
     guest = FakeGuest(
         handlers={
-            "exit 3": lambda _argv: FakeResult(3),
-            "touch x": lambda _argv: ran.append("post") or FakeResult(0),
+            "exit 3": lambda _argv: GuestResult(3),
+            "touch x": lambda _argv: ran.append("post") or GuestResult(0),
         }
     )
     writer = script_writer(guest, "ignore", pre_freeze="exit 3", post_thaw="touch x")
@@ -279,7 +279,7 @@ def test_script_writer_ignore_failure_records_a_warning() -> None:
 
 
 def test_after_commit_script_runs_only_after_commit() -> None:
-    guest = FakeGuest(handlers={"*": lambda _argv: FakeResult(0)})
+    guest = FakeGuest(handlers={"*": lambda _argv: GuestResult(0)})
     writer = script_writer(guest, after_commit="date > /run/x")
     requester = Requester(
         [writer, FsFreezeWriter(guest, QuiesceJob("t"))],

@@ -21,7 +21,7 @@ from surety.quiesce.writers.mariadb_restore import (
 )
 from surety.quiesce.writers.postgresql_restore import PostgresqlRestore, conf_quote, conninfo
 from surety.restore.hold import DROP_IN, FLAG, lift_script
-from surety.testing.fake_guest import FakeGuest, FakeResult
+from surety.testing.fake_guest import FakeGuest, GuestResult
 
 PG_RECORDED = {
     "state": "thawed",
@@ -92,7 +92,7 @@ def test_lift_script_removes_flag_and_drop_ins() -> None:
 
 def _shell_guest() -> FakeGuest:
     guest = FakeGuest()
-    guest.handlers["*"] = lambda argv: FakeResult(0)
+    guest.handlers["*"] = lambda argv: GuestResult(0)
     return guest
 
 
@@ -133,7 +133,7 @@ def _mariadb_guest(slave_status: str, partner_pos: str, was_replica: bool = Fals
         "SHOW ALL SLAVES STATUS": "replica of x" if was_replica else "",
     }
 
-    def client(argv: Sequence[str]) -> FakeResult:
+    def client(argv: Sequence[str]) -> GuestResult:
         sql = argv[-1]
         if "-h" in argv:  # the partner
             answer = partner_pos
@@ -143,15 +143,15 @@ def _mariadb_guest(slave_status: str, partner_pos: str, was_replica: bool = Fals
             answer = slave_status
         else:
             answer = answers.get(sql, "")
-        return FakeResult(0, answer.encode())
+        return GuestResult(0, answer.encode())
 
-    def systemctl(argv: Sequence[str]) -> FakeResult:
+    def systemctl(argv: Sequence[str]) -> GuestResult:
         conf = guest.files.get("/etc/mysql/mariadb.conf.d/99-surety-restore.cnf", b"")
         server_id["value"] = conf.split(b"server_id = ")[1].split(b"\n")[0].decode()
-        return FakeResult(0)
+        return GuestResult(0)
 
     guest.handlers.update(mariadb=client, systemctl=systemctl)
-    guest.handlers["*"] = lambda argv: FakeResult(0, b"/etc/mysql/mariadb.conf.d\n")
+    guest.handlers["*"] = lambda argv: GuestResult(0, b"/etc/mysql/mariadb.conf.d\n")
     return guest
 
 

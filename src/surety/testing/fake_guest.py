@@ -3,7 +3,8 @@
 Commands are answered by handlers keyed on ``argv[0]`` (or the whole command
 line for ``sh -c``); files live in a dict; freeze/thaw are counted and, like
 qemu-guest-agent, everything but thaw is refused while frozen. Its real twin
-is ``AgentChannel``, exercised against a real guest in ``tests/vm``.
+is ``AgentChannel``, exercised against a real guest in ``tests/vm``; handlers
+answer with the real channel's ``GuestResult`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,25 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from surety.core.errors import SourceError
+from surety.hypervisor.guest_agent import GuestResult
 
-__all__ = ["FakeGuest", "FakeResult"]
+__all__ = ["FakeGuest", "GuestResult", "Handler"]
 
-
-@dataclass(frozen=True)
-class FakeResult:
-    exitcode: int = 0
-    stdout: bytes = b""
-    stderr: bytes = b""
-
-    @property
-    def ok(self) -> bool:
-        return self.exitcode == 0
-
-    def text(self) -> str:
-        return (self.stdout + self.stderr).decode(errors="replace").strip()
-
-
-Handler = Callable[[Sequence[str]], FakeResult]
+Handler = Callable[[Sequence[str]], GuestResult]
+"""Answers one command: its argv in, the real channel's result type out."""
 
 
 @dataclass
@@ -57,19 +45,19 @@ class FakeGuest:
 
     def run(
         self, argv: Sequence[str], stdin: bytes | None = None, timeout: float = 60.0
-    ) -> FakeResult:
+    ) -> GuestResult:
         self._check("guest-exec")
         self.commands.append(list(argv))
         key = argv[2] if argv[:2] == ["sh", "-c"] else argv[0]
         handler = self.handlers.get(key) or self.handlers.get("*")
-        return handler(argv) if handler else FakeResult(127, stderr=b"not found")
+        return handler(argv) if handler else GuestResult(127, stderr=b"not found")
 
     def spawn(self, argv: Sequence[str], stdin: bytes | None = None) -> int:
         self._check("guest-exec")
         self.commands.append(list(argv))
         return len(self.commands)
 
-    def poll(self, pid: int) -> FakeResult | None:
+    def poll(self, pid: int) -> GuestResult | None:
         return None
 
     def kill(self, pid: int) -> None:
