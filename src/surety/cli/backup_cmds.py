@@ -10,7 +10,7 @@ import click
 from surety.backup.image import ImageBackupOptions, backup_image
 from surety.backup.vm import VmBackupOptions, backup_vm
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option
+from surety.cli.options import connect_option, json_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.errors import SourceError
 from surety.core.units import format_size
@@ -28,7 +28,7 @@ def backup() -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Name of the restore point series (e.g. the VM).")
 @click.option("--disk", help="Disk name inside the restore point [default: file name].")
-@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def backup_image_command(
     ctx: click.Context, source: Path, name: str, disk: str | None, json_output: bool
@@ -136,7 +136,7 @@ def render_point_summary(
     help="Longest time the guest may stay frozen (seconds).",
 )
 @connect_option
-@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def backup_vm_command(
     ctx: click.Context,

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from surety.cli.context import open_repo, show_notes
+from surety.cli.options import json_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
 from surety.restore.attach import FileSystem
@@ -31,7 +32,6 @@ _fs_option = click.option(
     type=click.IntRange(min=0),
     help="File system: its partition number (0 = the whole disk); see `surety files fs`.",
 )
-_json_option = click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 _run_root_option = click.option(
     "--runtime-dir",
     "run_root",
@@ -52,7 +52,7 @@ def files() -> None:
 @files.command("fs")
 @click.argument("point")
 @_disk_option
-@_json_option
+@json_option
 @_run_root_option
 @click.pass_context
 def files_fs(
@@ -93,7 +93,7 @@ def files_fs(
 @click.argument("path", default="/")
 @_disk_option
 @_fs_option
-@_json_option
+@json_option
 @_run_root_option
 @click.pass_context
 def files_ls(
@@ -151,7 +151,7 @@ def files_ls(
 @_disk_option
 @_fs_option
 @click.option("--overwrite", is_flag=True, help="Replace entries that exist in the target.")
-@_json_option
+@json_option
 @_run_root_option
 @click.pass_context
 def files_get(

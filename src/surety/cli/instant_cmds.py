@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option, network_map_option
+from surety.cli.options import connect_option, json_option, network_map_option, option_stack
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
 from surety.restore.instant import DEFAULT_ROOT, InstantOptions, InstantResult, start_instant
@@ -44,7 +44,25 @@ root_option = click.option(
     hidden=True,
     help="Where instant VMs keep their records and overlays.",
 )
-json_option = click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+_wait_options = option_stack(
+    click.option(
+        "--no-wait", is_flag=True, help="Return once the VM runs; do not wait for its agent."
+    ),
+    click.option(
+        "--ready-command",
+        metavar="CMD",
+        help="Shell command run in the guest until it succeeds: the application is ready "
+        "(e.g. 'pg_isready -q').",
+    ),
+    click.option(
+        "--timeout",
+        type=float,
+        default=900,
+        show_default=True,
+        help="Seconds to wait for the guest.",
+    ),
+)
+"""How ``start`` and ``resume`` wait for the guest and its application."""
 
 
 @click.group("instant-recover", cls=_DefaultToStart)
@@ -70,16 +88,7 @@ def instant() -> None:
     "[default: in-place, or clone when --as names another VM].",
 )
 @network_map_option
-@click.option("--no-wait", is_flag=True, help="Return once the VM runs; do not wait for its agent.")
-@click.option(
-    "--ready-command",
-    metavar="CMD",
-    help="Shell command run in the guest until it succeeds: the application is ready "
-    "(e.g. 'pg_isready -q').",
-)
-@click.option(
-    "--timeout", type=float, default=900, show_default=True, help="Seconds to wait for the guest."
-)
+@_wait_options
 @connect_option
 @root_option
 @json_option
@@ -202,11 +211,7 @@ def abort_command(name: str, uri: str, root: Path, json_output: bool) -> None:
 
 @instant.command("resume")
 @click.argument("name")
-@click.option("--no-wait", is_flag=True, help="Return once the VM runs; do not wait for its agent.")
-@click.option("--ready-command", metavar="CMD", help="Shell command in the guest: app ready.")
-@click.option(
-    "--timeout", type=float, default=900, show_default=True, help="Seconds to wait for the guest."
-)
+@_wait_options
 @connect_option
 @root_option
 @json_option

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option
+from surety.cli.options import connect_option, json_option, option_stack
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size, parse_size
 from surety.verify.dumptools import DumpRequest
@@ -18,53 +17,49 @@ from surety.verify.items import ItemsOptions, ItemsResult, check_options, extrac
 __all__ = ["COMMANDS"]
 
 
-def _common(command: Callable[..., Any]) -> Callable[..., Any]:
-    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-        click.argument("point"),
-        click.option("--db", "database", required=True, help="Database holding the tables."),
-        click.option(
-            "--table",
-            "tables",
-            required=True,
-            multiple=True,
-            metavar="TABLE",
-            help="Table to extract (repeatable).",
-        ),
-        click.option(
-            "--to",
-            "target",
-            required=True,
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="File to write the dump to (never replaced without --force).",
-        ),
-        click.option("--force", is_flag=True, help="Replace --to FILE if it exists."),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=1),
-            default=900,
-            show_default=True,
-            help="Seconds for the VM to boot and the application to accept connections.",
-        ),
-        click.option(
-            "--dump-timeout",
-            type=click.FloatRange(min=1),
-            default=3600,
-            show_default=True,
-            help="Seconds for the dump tool.",
-        ),
-        click.option(
-            "--max-size",
-            default="2G",
-            show_default=True,
-            help="Refuse a dump larger than this (it is copied out through the guest agent).",
-        ),
-        connect_option,
-        click.option("--json", "json_output", is_flag=True, help="Machine-readable output."),
-        click.pass_context,
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+_common = option_stack(  # every `surety items APP` command
+    click.argument("point"),
+    click.option("--db", "database", required=True, help="Database holding the tables."),
+    click.option(
+        "--table",
+        "tables",
+        required=True,
+        multiple=True,
+        metavar="TABLE",
+        help="Table to extract (repeatable).",
+    ),
+    click.option(
+        "--to",
+        "target",
+        required=True,
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="File to write the dump to (never replaced without --force).",
+    ),
+    click.option("--force", is_flag=True, help="Replace --to FILE if it exists."),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=1),
+        default=900,
+        show_default=True,
+        help="Seconds for the VM to boot and the application to accept connections.",
+    ),
+    click.option(
+        "--dump-timeout",
+        type=click.FloatRange(min=1),
+        default=3600,
+        show_default=True,
+        help="Seconds for the dump tool.",
+    ),
+    click.option(
+        "--max-size",
+        default="2G",
+        show_default=True,
+        help="Refuse a dump larger than this (it is copied out through the guest agent).",
+    ),
+    connect_option,
+    json_option,
+    click.pass_context,
+)
 
 
 @click.group()

@@ -4,20 +4,40 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
+from surety.catalog import default_catalog_path
 from surety.core.errors import UsageError
 
 __all__ = [
     "GlobalOptions",
+    "catalog_option",
     "connect_option",
+    "json_option",
     "network_map_option",
+    "option_stack",
     "read_new_passphrase",
     "read_passphrase",
 ]
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def option_stack(*decorators: Decorator) -> Decorator:
+    """One decorator for options several commands declare alike, listed top first as stacked."""
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,18 @@ connect_option = click.option(
     help="libvirt connection URI.",
 )
 """``--connect/-c URI`` of every command that talks to libvirt."""
+
+
+json_option = click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+"""``--json`` of every command that prints results: one JSON document on stdout."""
+
+catalog_option = click.option(
+    "--catalog",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=default_catalog_path,
+    help="Catalog file [env SURETY_CATALOG; default /var/lib/surety/catalog.sqlite].",
+)
+"""``--catalog FILE`` of every command that reads or records verifications."""
 
 
 def _network_map(

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option, network_map_option
+from surety.cli.options import connect_option, json_option, network_map_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
 from surety.restore.appaware import AppRestoreOptions, application_restore
@@ -43,7 +43,7 @@ def restore() -> None:
     show_default=True,
     help="Image format of a file target.",
 )
-@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def restore_image_command(
     ctx: click.Context,
@@ -148,7 +148,7 @@ def _settings(
     help="Option of a restore procedure, e.g. postgresql.user=replicator, "
     "mariadb.password_file=FILE (an option ending in _file is read from that file).",
 )
-@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def restore_vm_command(
     ctx: click.Context,

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from surety.catalog import default_catalog_path
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option
+from surety.cli.options import catalog_option, connect_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.errors import UsageError, VerificationFailed
 from surety.verify.group import ApplicationGroup, Member, load_group, parse_group
@@ -43,12 +42,7 @@ __all__ = ["COMMANDS"]
     envvar="SURETY_PROOFS",
     help="Where proofs are written (one directory per verification).",
 )
-@click.option(
-    "--catalog",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=default_catalog_path,
-    help="Catalog file [env SURETY_CATALOG; default /var/lib/surety/catalog.sqlite].",
-)
+@catalog_option
 @connect_option
 @click.option("--json", "json_output", is_flag=True, help="Print the proof as JSON.")
 @click.pass_context
