@@ -17,6 +17,7 @@ from surety.core.errors import (
     RestorePointNotFound,
 )
 from surety.core.progress import NullProgress
+from surety.repo.forget import find_points, forget_points
 from surety.repo.format import CHUNK_SIZE_MIN, ZERO_ID
 from surety.repo.image import ImageIndex
 from surety.repo.lock import STALE_AFTER, hold_lock, list_locks
@@ -25,8 +26,6 @@ from surety.repo.repair import (
     SALVAGED_FORMAT,
     byte_ranges,
     find_damaged_points,
-    find_points,
-    forget_points,
     remove_locks,
     repair_index,
     repair_points,

@@ -23,12 +23,17 @@ from surety.core.errors import (
     UsageError,
     WrongPassphrase,
 )
+from surety.core.progress import NullProgress
+from surety.repo.check import check_repository
 from surety.repo.crypto import unwrap_master, wrap_master
+from surety.repo.forget import forget_by_policy
 from surety.repo.format import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, CONFIG_MAGIC, ZERO_ID
 from surety.repo.image import ImageIndex
 from surety.repo.lock import STALE_AFTER, Holder, hold_lock
 from surety.repo.manifest import Manifest
+from surety.repo.prune import prune_repository
 from surety.repo.repository import Repository
+from surety.repo.retention import RetentionPolicy
 from surety.repo.storage import MemoryStorage, Storage
 from surety.repo.storage.faulty import FaultyStorage
 from surety.repo.writer import ChunkWriter, prepare_chunk
@@ -554,3 +559,33 @@ def test_reading_on_unwritable_storage_goes_on_without_a_lock(storage: MemorySto
         hold_lock(faulty, exclusive=False, operation="points", read_only=True),
     ):
         pytest.fail("an exclusive lock was ignored by an unlocked reader")
+
+
+def test_the_lock_is_reentrant_for_what_the_held_lock_covers(repo: Repository) -> None:
+    with repo.lock(exclusive=True, operation="repair points") as outer:
+        with repo.lock(exclusive=False, operation="forget") as inner:
+            assert inner is outer
+        assert len(_locks(repo.storage)) == 1
+    with (
+        repo.lock(exclusive=False, operation="check"),
+        pytest.raises(RepositoryLocked, match="a bug"),
+        repo.lock(exclusive=True, operation="prune"),
+    ):
+        pytest.fail("an exclusive lock inside a shared one")
+    assert _locks(repo.storage) == []
+
+
+def test_use_cases_take_the_lock_they_need(repo: Repository) -> None:
+    """check, prune, forget and listing lock themselves: the CLI only calls them."""
+
+    _put_lock(
+        repo.storage, "locks/" + "ab" * 16, pid=os.getpid(), start_time=Holder.me().start_time
+    )
+    for use_case in (
+        lambda: check_repository(repo, False, NullProgress()),
+        lambda: prune_repository(repo, NullProgress()),
+        lambda: forget_by_policy(repo, RetentionPolicy(last=1)),
+        repo.list_points,
+    ):
+        with pytest.raises(RepositoryLocked, match="exclusive lock by 'prune'"):
+            use_case()

@@ -74,8 +74,7 @@ def add_command(ctx: click.Context, new_passphrase_file: Path | None) -> None:
     """Add a key slot: another passphrase for the same repository."""
     repo = open_repo(ctx)
     new_passphrase = read_new_passphrase(new_passphrase_file)
-    with repo.lock(exclusive=True, operation="key add"):
-        name = add_key(repo, new_passphrase)
+    name = add_key(repo, new_passphrase)
     show_notes(repo)
     out_console.print(f"added key {name.removeprefix('keys/')}", highlight=False)
 
@@ -86,8 +85,7 @@ def add_command(ctx: click.Context, new_passphrase_file: Path | None) -> None:
 def remove_command(ctx: click.Context, key_id: str) -> None:
     """Remove the key slot KEY_ID (a unique prefix of 4+ hex digits)."""
     repo = open_repo(ctx)
-    with repo.lock(exclusive=True, operation="key remove"):
-        name = remove_key(repo, key_id)
+    name = remove_key(repo, key_id)
     show_notes(repo)
     out_console.print(f"removed key {name.removeprefix('keys/')}", highlight=False)
 
@@ -100,8 +98,7 @@ def passwd_command(ctx: click.Context, new_passphrase_file: Path | None) -> None
     repo = open_repo(ctx)
     old = repo.key_name or ""
     new_passphrase = read_new_passphrase(new_passphrase_file)
-    with repo.lock(exclusive=True, operation="key passwd"):
-        name = passwd(repo, new_passphrase)
+    name = passwd(repo, new_passphrase)
     show_notes(repo)
     out_console.print(
         f"replaced key {old.removeprefix('keys/')} by {name.removeprefix('keys/')}",

@@ -30,8 +30,7 @@ __all__ = ["COMMANDS"]
 def points(ctx: click.Context, name: str | None, catalog: Path, json_output: bool) -> None:
     """List restore points, oldest first, with their latest verification."""
     repo = open_repo(ctx)
-    with repo.lock(exclusive=False, operation="points", read_only=True):
-        found = [p for p in repo.points() if name is None or p.name == name]
+    found = repo.list_points(name)
     show_notes(repo)
     checked = Catalog(catalog).latest_verifications(repo.config.id, [p.id for p in found])
     if json_output:

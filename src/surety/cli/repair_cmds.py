@@ -78,10 +78,7 @@ def repair() -> None:
 def index_command(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
     """Rebuild the index from the headers of the stored packs."""
     repo = open_repo(ctx)
-    with (
-        repo.lock(exclusive=not dry_run, operation="repair index"),
-        progress_for(json_output) as progress,
-    ):
+    with progress_for(json_output) as progress:
         report = repair_index(repo, progress, dry_run)
     show_notes(repo)
     if json_output:
@@ -138,10 +135,7 @@ def _print_index(report: IndexRepair, dry_run: bool) -> None:
 def points_command(ctx: click.Context, salvage: bool, dry_run: bool, json_output: bool) -> None:
     """Drop (or salvage) the restore points whose data is gone, saying what is lost."""
     repo = open_repo(ctx)
-    with (
-        repo.lock(exclusive=not dry_run, operation="repair points"),
-        progress_for(json_output) as progress,
-    ):
+    with progress_for(json_output) as progress:
         found = repair_points(repo, progress, salvage=salvage, dry_run=dry_run)
     show_notes(repo)
     if json_output:

@@ -11,9 +11,9 @@ from surety.cli.render import emit_json, err_console, out_console, progress_for
 from surety.core.errors import IntegrityError, UsageError
 from surety.core.units import format_size, parse_size
 from surety.repo.check import CheckReport, DataSubset, check_repository
+from surety.repo.forget import PointRef, forget_by_policy, forget_points
 from surety.repo.prune import prune_repository
-from surety.repo.repair import PointRef, forget_points
-from surety.repo.retention import RetentionPolicy, apply_policy
+from surety.repo.retention import RetentionPolicy
 
 __all__ = ["COMMANDS"]
 
@@ -54,10 +54,7 @@ def check(ctx: click.Context, read_data: bool, subset_text: str | None, json_out
     """Check the repository's structure (and with --read-data, every stored byte)."""
     subset = _parse_subset(subset_text)
     repo = open_repo(ctx)
-    with (
-        repo.lock(exclusive=False, operation="check", read_only=True),
-        progress_for(json_output) as progress,
-    ):
+    with progress_for(json_output) as progress:
         report = check_repository(repo, read_data, progress, subset)
     show_notes(repo)
     if json_output:
@@ -149,12 +146,7 @@ def forget(
         return
     policy = RetentionPolicy(*keeps)
     repo = open_repo(ctx)
-    with repo.lock(exclusive=not dry_run, operation="forget"):
-        decisions = apply_policy(repo.points(), policy)
-        if not dry_run:
-            for decision in decisions:
-                if not decision.keep:
-                    repo.forget(decision.point.id)
+    decisions = forget_by_policy(repo, policy, dry_run)
     show_notes(repo)
     if json_output:
         emit_json(
@@ -175,8 +167,7 @@ def forget(
 
 def _forget_ids(ctx: click.Context, ids: tuple[str, ...], dry_run: bool, json_output: bool) -> None:
     repo = open_repo(ctx)
-    with repo.lock(exclusive=not dry_run, operation="forget"):
-        found = forget_points(repo, ids, dry_run)
+    found = forget_points(repo, ids, dry_run)
     show_notes(repo)
     if json_output:
         emit_json([_forgotten_json(p) for p in found])
@@ -212,7 +203,7 @@ def _forgotten_json(point: PointRef) -> dict[str, object]:
 def prune(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
     """Delete data that no restore point references (takes the exclusive lock)."""
     repo = open_repo(ctx)
-    with repo.lock(exclusive=True, operation="prune"), progress_for(json_output) as progress:
+    with progress_for(json_output) as progress:
         report = prune_repository(repo, progress, dry_run=dry_run)
     show_notes(repo)
     if json_output:

@@ -139,6 +139,17 @@ def check_repository(
     rng: random.Random | None = None,
 ) -> CheckReport:
     """Check ``repo``; a ``subset`` implies ``read_data`` (``rng`` draws random ones)."""
+    with repo.lock(exclusive=False, operation="check", read_only=True):
+        return _check(repo, read_data, progress, subset, rng)
+
+
+def _check(
+    repo: Repository,
+    read_data: bool,
+    progress: Progress,
+    subset: DataSubset | None,
+    rng: random.Random | None,
+) -> CheckReport:
     report = CheckReport()
     progress.phase("check structure")
     try:

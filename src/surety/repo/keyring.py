@@ -167,46 +167,49 @@ def add_key(repo: Repository, new_passphrase: str, kdf: KdfParams | None = None)
 
     The key is read back and opened before this returns, so a caller may rely on it.
     """
-    if not new_passphrase:
-        raise UsageError("an empty passphrase is not allowed")
-    name = f"{_PREFIX}{secrets.token_hex(16)}"
-    extra = {"host": socket.gethostname(), "created": datetime.now(UTC).isoformat()}
-    repo.storage.put(name, wrap_master(repo.keys, new_passphrase, kdf or KdfParams(), extra))
-    opened = read_keyfile(repo.storage.get(name), name).unwrap(new_passphrase)
-    if opened.material != repo.keys.material:
-        raise IntegrityError(f"{name}: the new key file does not read back")
-    return name
+    with repo.lock(exclusive=True, operation="key add"):
+        if not new_passphrase:
+            raise UsageError("an empty passphrase is not allowed")
+        name = f"{_PREFIX}{secrets.token_hex(16)}"
+        extra = {"host": socket.gethostname(), "created": datetime.now(UTC).isoformat()}
+        repo.storage.put(name, wrap_master(repo.keys, new_passphrase, kdf or KdfParams(), extra))
+        opened = read_keyfile(repo.storage.get(name), name).unwrap(new_passphrase)
+        if opened.material != repo.keys.material:
+            raise IntegrityError(f"{name}: the new key file does not read back")
+        return name
 
 
 def remove_key(repo: Repository, key_id_prefix: str) -> str:
     """Delete the key file a unique id prefix names; returns ``keys/<id>``."""
-    prefix = key_id_prefix.lower().removeprefix(_PREFIX)
-    if not _ID_PREFIX.match(prefix):
-        raise UsageError(f"{key_id_prefix!r} is not a key id (give 4 or more hex digits)")
-    names = sorted(name for name, _ in repo.storage.list(_PREFIX))
-    matches = [name for name in names if name.startswith(_PREFIX + prefix)]
-    if not matches:
-        raise UsageError(f"no key {prefix!r} (see `surety key list`)")
-    if len(matches) > 1:
-        raise UsageError(f"{prefix!r} matches {len(matches)} keys; give more digits")
-    (name,) = matches
-    if name == repo.key_name:
-        raise UsageError(
-            f"{name} opened this repository and cannot remove itself: "
-            "open with another key's passphrase, or use `surety key passwd`"
-        )
-    if len(names) == 1:
-        raise UsageError(f"{name} is the last key: without it the data cannot be read")
-    repo.storage.delete(name)
-    return name
+    with repo.lock(exclusive=True, operation="key remove"):
+        prefix = key_id_prefix.lower().removeprefix(_PREFIX)
+        if not _ID_PREFIX.match(prefix):
+            raise UsageError(f"{key_id_prefix!r} is not a key id (give 4 or more hex digits)")
+        names = sorted(name for name, _ in repo.storage.list(_PREFIX))
+        matches = [name for name in names if name.startswith(_PREFIX + prefix)]
+        if not matches:
+            raise UsageError(f"no key {prefix!r} (see `surety key list`)")
+        if len(matches) > 1:
+            raise UsageError(f"{prefix!r} matches {len(matches)} keys; give more digits")
+        (name,) = matches
+        if name == repo.key_name:
+            raise UsageError(
+                f"{name} opened this repository and cannot remove itself: "
+                "open with another key's passphrase, or use `surety key passwd`"
+            )
+        if len(names) == 1:
+            raise UsageError(f"{name} is the last key: without it the data cannot be read")
+        repo.storage.delete(name)
+        return name
 
 
 def passwd(repo: Repository, new_passphrase: str, kdf: KdfParams | None = None) -> str:
     """Replace the key that opened the repository by one for ``new_passphrase``."""
-    old = repo.key_name
-    if old is None:
-        raise UsageError("the repository was not opened by a key file; nothing to replace")
-    new = add_key(repo, new_passphrase, kdf)  # durable and read back before the old goes
-    repo.storage.delete(old)
-    repo.key_name = new
-    return new
+    with repo.lock(exclusive=True, operation="key passwd"):
+        old = repo.key_name
+        if old is None:
+            raise UsageError("the repository was not opened by a key file; nothing to replace")
+        new = add_key(repo, new_passphrase, kdf)  # durable and read back before the old goes
+        repo.storage.delete(old)
+        repo.key_name = new
+        return new

@@ -87,6 +87,14 @@ def used_chunks(repo: Repository) -> tuple[set[str], set[bytes]]:
 def prune_repository(
     repo: Repository, progress: Progress, repack_threshold: float = 0.1, dry_run: bool = False
 ) -> PruneReport:
+    """Prune under the exclusive lock (see the module docstring)."""
+    with repo.lock(exclusive=True, operation="prune"):
+        return _prune(repo, progress, repack_threshold, dry_run)
+
+
+def _prune(
+    repo: Repository, progress: Progress, repack_threshold: float, dry_run: bool
+) -> PruneReport:
     report = PruneReport()
     progress.phase("mark")
     used_images, used = used_chunks(repo)

@@ -2,9 +2,7 @@
 
 * ``remove_locks`` — ``surety unlock``: stale and unreadable locks (with
   ``everything``: every lock; the caller warns first). Takes no lock itself.
-* ``forget_points`` — ``surety forget ID...``: ids are matched against the
-  *names* under ``points/``, so a manifest that no longer decodes can still be
-  dropped.
+* forgetting by id (``surety forget ID...``) lives in ``repo.forget``.
 * ``repair_index`` — rebuild the index from the pack headers: one new index
   object of every stored pack whose header authenticates, then the old index
   objects (damaged ones too) are deleted. A pack whose header is damaged keeps
@@ -35,10 +33,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from surety.core.errors import (
-    AmbiguousRestorePoint,
     IntegrityError,
     ObjectNotFound,
-    RestorePointNotFound,
     StorageError,
 )
 from surety.core.progress import Progress
@@ -56,12 +52,9 @@ __all__ = [
     "DamagedPoint",
     "DiskLoss",
     "IndexRepair",
-    "PointRef",
     "Unlocked",
     "byte_ranges",
     "find_damaged_points",
-    "find_points",
-    "forget_points",
     "remove_locks",
     "repair_index",
     "repair_points",
@@ -91,55 +84,6 @@ def remove_locks(storage: Storage, everything: bool = False) -> Unlocked:
         else:
             live.append(info)
     return Unlocked(removed, live)
-
-
-# -- forget by id -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class PointRef:
-    """A restore point found by its object name; ``manifest`` is None when it is damaged."""
-
-    id: str
-    manifest: Manifest | None
-    problem: str = ""
-
-
-def find_points(repo: Repository, refs: Iterable[str]) -> list[PointRef]:
-    """Each ref (a unique id prefix of 4+ hex digits) as a stored point, in the order given."""
-    names = sorted(name[7:] for name, _ in repo.storage.list("points/"))
-    ids: list[str] = []
-    for ref in refs:
-        prefix = ref.lower()
-        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
-            raise RestorePointNotFound(
-                f"{ref!r} is not a restore point id (use an id prefix of 4+ hex digits)"
-            )
-        matches = [name for name in names if name.startswith(prefix)]
-        if not matches:
-            raise RestorePointNotFound(f"no restore point {ref!r}")
-        if len(matches) > 1:
-            raise AmbiguousRestorePoint(
-                f"{ref!r} matches {len(matches)} restore points; give more digits"
-            )
-        if matches[0] not in ids:
-            ids.append(matches[0])
-    return [_point_ref(repo, point_id) for point_id in ids]
-
-
-def _point_ref(repo: Repository, point_id: str) -> PointRef:
-    try:
-        return PointRef(point_id, repo.points_get(point_id))
-    except IntegrityError as exc:
-        return PointRef(point_id, None, str(exc))
-
-
-def forget_points(repo: Repository, refs: Iterable[str], dry_run: bool = False) -> list[PointRef]:
-    """Delete the named restore points (all resolved before any is deleted)."""
-    found = find_points(repo, refs)
-    if not dry_run:
-        _check_lock(repo)
-        for point in found:
-            repo.forget(point.id)
-    return found
 
 
 def _check_lock(repo: Repository) -> None:
@@ -336,6 +280,13 @@ def repair_points(
     repo: Repository, progress: Progress, salvage: bool = False, dry_run: bool = False
 ) -> list[DamagedPoint]:
     """Drop (or salvage) every restore point whose data is gone; returns them, decided."""
+    with repo.lock(exclusive=not dry_run, operation="repair points"):
+        return _repair_points(repo, progress, salvage, dry_run)
+
+
+def _repair_points(
+    repo: Repository, progress: Progress, salvage: bool, dry_run: bool
+) -> list[DamagedPoint]:
     found = find_damaged_points(repo, progress)
     for point in found:
         point.action = "salvage" if salvage and point.salvageable else "drop"
@@ -411,10 +362,15 @@ class IndexRepair:
 
 
 def repair_index(repo: Repository, progress: Progress, dry_run: bool = False) -> IndexRepair:
-    """Rebuild the index from the pack headers (see the module docstring).
+    """Rebuild the index from the pack headers (see the module docstring), under the lock.
 
     A storage failure while reading raises before anything is written.
     """
+    with repo.lock(exclusive=not dry_run, operation="repair index"):
+        return _repair_index(repo, progress, dry_run)
+
+
+def _repair_index(repo: Repository, progress: Progress, dry_run: bool) -> IndexRepair:
     report = IndexRepair()
     old_names = sorted(name for name, _ in repo.storage.list("index/"))
     stored = sorted(name[5:] for name, _ in repo.storage.list("data/"))

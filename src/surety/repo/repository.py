@@ -40,6 +40,7 @@ from surety.core.errors import (
     ObjectExists,
     ObjectNotFound,
     RepositoryExists,
+    RepositoryLocked,
     RepositoryNotFound,
     RestorePointNotFound,
     StorageFull,
@@ -155,13 +156,31 @@ class Repository:
 
     @contextmanager
     def lock(self, exclusive: bool, operation: str, read_only: bool = False) -> Iterator[HeldLock]:
-        """Hold a repository lock; ``read_only`` commands go on unlocked on unwritable storage."""
+        """Hold a repository lock; ``read_only`` commands go on unlocked on unwritable storage.
+
+        Re-entrant: inside a lock this repository already holds, a request the
+        held lock covers (shared in shared or exclusive, exclusive in exclusive)
+        is that lock. Every use case takes the lock it needs; a caller that
+        already holds one (a use case made of others) does not take two.
+        """
+        if self.held is not None:
+            if exclusive and not self.held.exclusive:
+                raise RepositoryLocked(
+                    f"{operation!r} needs the exclusive lock inside a shared one (a bug)"
+                )
+            yield self.held
+            return
         with hold_lock(self.storage, exclusive, operation, self.notes, read_only) as held:
             self.held = held
             try:
                 yield held
             finally:
                 self.held = None
+
+    def list_points(self, name: str | None = None) -> list[Manifest]:
+        """Restore points (of ``name``), oldest first, under a shared lock (none on read-only)."""
+        with self.lock(exclusive=False, operation="points", read_only=True):
+            return [p for p in self.points() if name is None or p.name == name]
 
     # -- sealed objects -----------------------------------------------------------
     def put_object(self, kind: str, plaintext: bytes) -> str:
