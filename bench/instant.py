@@ -17,40 +17,19 @@ guest's plain boot from its own local disk.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench.common import PASSWORD, init_repository, stat, surety, surety_env
 from tests.guests import testvm
 
 from surety.app.repository import open_repository
 from surety.hypervisor.nbd import NbdDisk
 from surety.restore.serve import start_detached_server, stop_server
 
-PASSWORD = "bench-passphrase"
 STEP = 1 << 20
-
-
-def surety(env: dict[str, str], *args: str) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "surety", *args, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"surety {' '.join(args)} -> exit {proc.returncode}\n{proc.stderr}")
-    return dict(json.loads(proc.stdout))
-
-
-def stat(values: list[float]) -> str:
-    return f"median {statistics.median(values):6.1f} s, max {max(values):6.1f} s"
 
 
 def main() -> int:
@@ -60,13 +39,8 @@ def main() -> int:
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     testvm.make_public_dir(args.workdir / "storage")
-    env = dict(
-        os.environ,
-        SURETY_REPOSITORY=str(args.workdir / "repo"),
-        SURETY_PASSPHRASE=PASSWORD,
-        SURETY_INSTANT_DIR=str(args.workdir / "instant"),
-    )
-    subprocess.run([sys.executable, "-m", "surety", "init"], env=env, check=True)
+    env = surety_env(args.workdir / "repo", SURETY_INSTANT_DIR=str(args.workdir / "instant"))
+    init_repository(env)
     vm = "surety-ibench"
     testvm.down(vm)
     try:

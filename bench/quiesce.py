@@ -15,17 +15,13 @@ total quiesce time (prepare + freeze + thaw), median and max.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+from bench.common import init_repository, stat, surety, surety_env
 from tests.guests import agent, testvm
 
-PASSWORD = "bench-passphrase"
 MARIADB_LOAD = (
     "mariadb -e 'CREATE DATABASE IF NOT EXISTS bench; CREATE TABLE IF NOT EXISTS bench.t "
     "(id bigint auto_increment primary key, at datetime(6) default now(6))'; "
@@ -37,23 +33,6 @@ LEVELS = {
     "application: mariadb": ["--consistency", "application", "--writer", "mariadb"],
     "application: both": ["--consistency", "application"],
 }
-
-
-def surety(env: dict[str, str], *args: str) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "surety", *args, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"surety {' '.join(args)} -> exit {proc.returncode}\n{proc.stderr}")
-    return json.loads(proc.stdout)
-
-
-def stat(values: list[float]) -> str:
-    return f"median {statistics.median(values):6.3f} s, max {max(values):6.3f} s"
 
 
 def main() -> int:
@@ -76,8 +55,8 @@ def main() -> int:
 
 
 def run(work: Path, vm: str, dom: object, runs: int, levels: dict[str, list[str]]) -> int:
-    env = dict(os.environ, SURETY_REPOSITORY=str(work / "repo"), SURETY_PASSPHRASE=PASSWORD)
-    subprocess.run([sys.executable, "-m", "surety", "init"], env=env, check=True)
+    env = surety_env(work / "repo")
+    init_repository(env)
     agent.guest_shell(
         dom,
         "printf '[mariadbd]\\nlog_bin=/var/lib/mysql/mariadb-bin\\nserver_id=11\\n' "
@@ -103,16 +82,16 @@ def report(label: str, points: list[dict[str, object]]) -> None:
     frozen = [float(p["source"]["frozen_seconds"]) for p in points]  # type: ignore[index]
     print(f"\n{label} ({len(points)} backups under load, level(s) reached: {', '.join(levels)})")
     fs_frozen = [float(p["source"]["freeze_timings"]["filesystems_frozen"]) for p in points]  # type: ignore[index]
-    print(f"  freeze window          {stat(frozen)}  (first freeze call .. last thaw)")
-    print(f"  file systems frozen    {stat(fs_frozen)}  (fs-freeze call .. fs-thaw done)")
+    print(f"  freeze window          {stat(frozen, 3)}  (first freeze call .. last thaw)")
+    print(f"  file systems frozen    {stat(fs_frozen, 3)}  (fs-freeze call .. fs-thaw done)")
     writers = points[0]["applications"]
     assert isinstance(writers, dict)
     for name in writers:
         timings = [p["applications"][name]["timings"] for p in points]  # type: ignore[index]
         freeze = [t.get("freeze", 0.0) for t in timings]
         total = [sum(t.values()) for t in timings]
-        print(f"  {name:<10} freeze     {stat(freeze)}")
-        print(f"  {name:<10} quiesce    {stat(total)}  (prepare + freeze + thaw)")
+        print(f"  {name:<10} freeze     {stat(freeze, 3)}")
+        print(f"  {name:<10} quiesce    {stat(total, 3)}  (prepare + freeze + thaw)")
 
 
 if __name__ == "__main__":

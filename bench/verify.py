@@ -16,36 +16,14 @@ For scale: the same guest's plain boot to guest-ping from its own local disk.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+from bench.common import init_repository, stat, surety, surety_env
 from tests.guests import testvm
-
-PASSWORD = "bench-passphrase"
-
-
-def surety(env: dict[str, str], *args: str, check: bool = True) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "surety", *args, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise SystemExit(f"surety {' '.join(args)} -> exit {proc.returncode}\n{proc.stderr}")
-    return dict(json.loads(proc.stdout))
-
-
-def stat(values: list[float]) -> str:
-    return f"median {statistics.median(values):6.1f} s, max {max(values):6.1f} s"
 
 
 def main() -> int:
@@ -55,14 +33,12 @@ def main() -> int:
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
-    env = dict(
-        os.environ,
-        SURETY_REPOSITORY=str(args.workdir / "repo"),
-        SURETY_PASSPHRASE=PASSWORD,
+    env = surety_env(
+        args.workdir / "repo",
         SURETY_CATALOG=str(args.workdir / "catalog.sqlite"),
         SURETY_PROOFS=str(args.workdir / "proofs"),
     )
-    subprocess.run([sys.executable, "-m", "surety", "init"], env=env, check=True)
+    init_repository(env)
     vm = "surety-vbench"
     testvm.down(vm)
     info = testvm.up(vm, app="postgresql", net=True)

@@ -21,18 +21,16 @@ Usage (root; libvirt and the test guest as for ``make test-vm``)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench.common import PASSWORD, init_repository, stat, surety, surety_env
 from tests.guests import agent, testvm
 
-PASSWORD = "bench-passphrase"
 CHANGE_SCRIPT = r"""
 use strict; my ($file, $blocks, $seed) = @ARGV; srand($seed);
 open(my $fh, '+<', $file) or die; my $size = -s $file; my $n = int($size / 4096); my $done = 0;
@@ -43,17 +41,6 @@ while ($done < $blocks) {
 }
 close($fh); print "$done\n";
 """
-
-
-def surety(env: dict[str, str], *args: str) -> dict[str, object]:
-    out = subprocess.run(
-        [sys.executable, "-m", "surety", *args, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
 
 
 def timed(argv: list[str], env: dict[str, str], **kw: object) -> float:
@@ -121,10 +108,8 @@ def main() -> int:
 
 
 def run(work: Path, vm: str, dom: object, args: argparse.Namespace) -> int:
-    env = dict(os.environ, SURETY_REPOSITORY=str(work / "repo"), SURETY_PASSPHRASE=PASSWORD)
-    subprocess.run(
-        [sys.executable, "-m", "surety", "init"], env=env, check=True, capture_output=True
-    )
+    env = surety_env(work / "repo")
+    init_repository(env)
     # realistic content: a copy of the guest's /usr (compressible) + 1.5 GiB of random data
     agent.guest_shell(
         dom,
@@ -134,10 +119,8 @@ def run(work: Path, vm: str, dom: object, args: argparse.Namespace) -> int:
     full = surety(env, "backup", "vm", vm, "--consistency", "crash")
     before = work / "before.img"
     raw_copy(vm, before)
-    image_env = dict(env, SURETY_REPOSITORY=str(work / "image-repo"))
-    subprocess.run(
-        [sys.executable, "-m", "surety", "init"], env=image_env, check=True, capture_output=True
-    )
+    image_env = surety_env(work / "image-repo")
+    init_repository(image_env)
     image = surety(image_env, "backup", "image", str(before), "--name", "vda")
 
     blocks = int(4 * 2**30 / 4096 * 0.03)
@@ -188,13 +171,9 @@ def freeze_window(env: dict[str, str], vm: str, dom: object, runs: int) -> None:
         frozen.append(float(source["frozen_seconds"]))
         parts.append(source["freeze_timings"])
     agent.guest_shell(dom, "pkill pgbench || true").check()
-    print(
-        f"freeze window over {runs} backups under pgbench: median "
-        f"{statistics.median(frozen):.3f} s, max {max(frozen):.3f} s"
-    )
+    print(f"freeze window over {runs} backups under pgbench: {stat(frozen, 3)}")
     for key in ("freeze_calls", "snapshot", "thaw_calls"):
-        values = [p[key] for p in parts]
-        print(f"  {key:<12} median {statistics.median(values):.3f} s, max {max(values):.3f} s")
+        print(f"  {key:<12} {stat([float(p[key]) for p in parts], 3)}")
 
 
 if __name__ == "__main__":
