@@ -19,7 +19,16 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
-__all__ = ["RichProgressSink", "emit_json", "err_console", "out_console", "progress_for"]
+from surety.repo.manifest import Manifest
+
+__all__ = [
+    "RichProgressSink",
+    "emit_json",
+    "err_console",
+    "out_console",
+    "point_identity_json",
+    "progress_for",
+]
 
 # Piped output is not wrapped at 80 columns: long lines stay whole for scripts and logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -82,3 +91,13 @@ def progress_for(json_output: bool) -> Iterator[RichProgressSink | QuietSink]:
 
 def emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def point_identity_json(point_id: str, manifest: Manifest | None) -> dict[str, Any]:
+    """The JSON of a restore point named by id whose manifest may be damaged (``None``)."""
+    return {
+        "id": point_id,
+        "name": manifest.name if manifest else None,
+        "finished": manifest.finished.isoformat() if manifest else None,
+        "damaged_manifest": manifest is None,
+    }

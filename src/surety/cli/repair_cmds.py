@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from surety.cli.context import open_repo, show_notes
-from surety.cli.render import emit_json, err_console, out_console, progress_for
+from surety.cli.render import emit_json, err_console, out_console, point_identity_json, progress_for
 from surety.core.errors import IntegrityError
 from surety.core.units import format_size
 from surety.repo.repair import (
@@ -184,12 +184,8 @@ def _loss_line(loss: DiskLoss) -> str:
 
 
 def _lost_json(point: DamagedPoint) -> dict[str, Any]:
-    manifest = point.manifest
     return {
-        "id": point.id,
-        "name": manifest.name if manifest else None,
-        "finished": manifest.finished.isoformat() if manifest else None,
-        "damaged_manifest": manifest is None,
+        **point_identity_json(point.id, point.manifest),
         "problems": point.problems,
         "action": point.action or None,
         "new_id": point.new_id,

@@ -7,7 +7,7 @@ import click
 from surety.app.repository import create_repository
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import GlobalOptions, read_passphrase
-from surety.cli.render import emit_json, err_console, out_console, progress_for
+from surety.cli.render import emit_json, err_console, out_console, point_identity_json, progress_for
 from surety.core.errors import IntegrityError, UsageError
 from surety.core.units import format_size, parse_size
 from surety.repo.check import CheckReport, DataSubset, check_repository
@@ -184,12 +184,8 @@ def _forget_ids(ctx: click.Context, ids: tuple[str, ...], dry_run: bool, json_ou
 
 
 def _forgotten_json(point: PointRef) -> dict[str, object]:
-    manifest = point.manifest
     return {
-        "id": point.id,
-        "name": manifest.name if manifest else None,
-        "finished": manifest.finished.isoformat() if manifest else None,
-        "damaged_manifest": manifest is None,
+        **point_identity_json(point.id, point.manifest),
         "problem": point.problem or None,
         "keep": False,
         "reasons": [],
