@@ -1,12 +1,23 @@
 """surety: application-aware backup, restore and proven recovery for KVM/QEMU VMs.
 
-Package map (dependency direction, top to bottom; held by import-linter):
+Package map (dependency direction, top to bottom; held by import-linter, see
+``[tool.importlinter]`` in pyproject.toml):
 
-    cli            adapters: parse -> call -> render; no business logic
-    app            the one place that wires concrete adapters from options
-    backup|restore use cases
-    repo           the deduplicating, encrypted repository (knows nothing of VMs)
-    core           errors, units, progress events; imports nothing else of surety
+    cli                      adapters: parse -> call -> render; no business logic
+    app                      the one place that wires concrete adapters from options
+    verify                   use case: boot restore points in an isolated lab, probe, prove
+    backup | restore         use cases: back up a disk or a VM; restore disks, VMs, files
+    quiesce                  writers and the requester: a consistent instant in the guest
+    repo | hypervisor | catalog
+                             the repository (knows nothing of VMs); libvirt, NBD and the
+                             guest agent; what this host records about restore points
+    core                     errors, units, progress events, stop requests; imports
+                             nothing else of surety
+
+Beside the layers, ``testing`` holds conformance suites and fakes; production
+code never imports it.
 """
+
+__all__ = ["__version__"]
 
 __version__ = "0.1.0"
