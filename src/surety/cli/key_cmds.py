@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import read_new_passphrase
+from surety.cli.options import json_option, read_new_passphrase
 from surety.cli.render import emit_json, out_console
 from surety.repo.keyring import KeySlot, add_key, list_keys, passwd, remove_key
 
@@ -28,7 +28,7 @@ def key() -> None:
 
 
 @key.command("list")
-@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def list_command(ctx: click.Context, json_output: bool) -> None:
     """List the key files; * marks the one this passphrase opened."""

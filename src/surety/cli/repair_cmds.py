@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 
 from surety.cli.context import open_repo, show_notes
+from surety.cli.options import json_option
 from surety.cli.render import emit_json, err_console, out_console, point_identity_json, progress_for
 from surety.core.errors import IntegrityError
 from surety.core.units import format_size
@@ -28,7 +29,6 @@ _UNLOCK_ALL_WARNING = (
     "is writing"
 )
 
-_json_option = click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 _dry_run_option = click.option("--dry-run", "-n", is_flag=True, help="Show what would be done.")
 
 
@@ -39,7 +39,7 @@ _dry_run_option = click.option("--dry-run", "-n", is_flag=True, help="Show what 
     is_flag=True,
     help="Remove live locks too (only when no other surety process uses the repository).",
 )
-@_json_option
+@json_option
 @click.pass_context
 def unlock(ctx: click.Context, everything: bool, json_output: bool) -> None:
     """Remove stale and unreadable locks (with --all, every lock)."""
@@ -73,7 +73,7 @@ def repair() -> None:
 
 @repair.command("index")
 @_dry_run_option
-@_json_option
+@json_option
 @click.pass_context
 def index_command(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
     """Rebuild the index from the headers of the stored packs."""
@@ -130,7 +130,7 @@ def _print_index(report: IndexRepair, dry_run: bool) -> None:
     help="Keep the points whose manifest and image indexes are readable: lost chunks become zeros.",
 )
 @_dry_run_option
-@_json_option
+@json_option
 @click.pass_context
 def points_command(ctx: click.Context, salvage: bool, dry_run: bool, json_output: bool) -> None:
     """Drop (or salvage) the restore points whose data is gone, saying what is lost."""
