@@ -1,7 +1,8 @@
 """Real disk images for file-level restore tests: a sample tree, ext4/xfs, MBR/GPT.
 
 Everything here runs real tools (mkfs.ext4 -d, mkfs.xfs, sfdisk, losetup,
-mount) as root; ``missing_requirements`` says why a test must be skipped.
+mount) as root; ``missing_requirements`` names what is missing here (for
+``tests.prerequisites.require``).
 """
 
 from __future__ import annotations

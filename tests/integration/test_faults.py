@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Cli
+from tests.prerequisites import require
 
 
 @pytest.fixture(scope="module")
@@ -234,10 +235,10 @@ def test_bad_chunk_size_and_bad_name(cli: Cli, image_factory: Callable[..., Path
     assert "invalid name" in proc.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_disk_full_during_backup(
     cli: Cli, tmp_path: Path, image_factory: Callable[..., Path]
 ) -> None:
+    require(os.geteuid() == 0, "root (to mount a small tmpfs)")
     mount = tmp_path / "small"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", mount], check=True)

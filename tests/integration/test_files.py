@@ -22,10 +22,10 @@ import pytest
 
 from tests.cli import Cli, cli_for
 from tests.integration import fskit
+from tests.prerequisites import require
 
-pytestmark = pytest.mark.skipif(
-    fskit.missing_requirements() is not None, reason=str(fskit.missing_requirements())
-)
+_missing = fskit.missing_requirements()
+require(_missing is None, str(_missing))
 
 BARE = ("ext4", "xfs")
 

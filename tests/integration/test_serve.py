@@ -21,11 +21,10 @@ from surety.restore.serve import serve_disk
 from tests.cli import PASSPHRASE, Cli
 from tests.integration import fskit
 from tests.integration.conftest import write_image
+from tests.prerequisites import require, require_import
 
-nbd: Any = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
-pytestmark = pytest.mark.skipif(
-    shutil.which("nbdkit") is None, reason="nbdkit is not installed (scripts/bootstrap)"
-)
+nbd: Any = require_import("nbd", "python3-libnbd")
+require(shutil.which("nbdkit") is not None, "nbdkit (scripts/bootstrap installs it)")
 
 CHUNK = 64 << 10
 SIZE = (10 << 20) + 12345  # a short last chunk

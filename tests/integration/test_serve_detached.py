@@ -22,11 +22,10 @@ from surety.repo.lock import hold_lock
 from surety.restore.serve import server_alive, start_detached_server, stop_server
 from tests.cli import PASSPHRASE, Cli
 from tests.integration.conftest import write_image
+from tests.prerequisites import require, require_import
 
-nbd: Any = pytest.importorskip("nbd", reason="python3-libnbd is not installed")
-pytestmark = pytest.mark.skipif(
-    shutil.which("nbdkit") is None, reason="nbdkit is not installed (scripts/bootstrap)"
-)
+nbd: Any = require_import("nbd", "python3-libnbd")
+require(shutil.which("nbdkit") is not None, "nbdkit (scripts/bootstrap installs it)")
 
 STARTER = """
 import json, sys
