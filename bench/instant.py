@@ -27,7 +27,7 @@ from tests.guests import testvm
 
 from surety.app.repository import open_repository
 from surety.hypervisor.nbd import NbdDisk
-from surety.restore.serve import start_detached_server, stop_server
+from surety.restore.export import start_detached_server, stop_server
 
 STEP = 1 << 20
 

@@ -17,7 +17,7 @@ import pytest
 from surety.app.repository import open_repository
 from surety.core.errors import ExposeError
 from surety.repo.image import ImageIndex
-from surety.restore.serve import serve_disk
+from surety.restore.export import serve_disk
 from tests.cli import PASSPHRASE, Cli
 from tests.integration import fskit
 from tests.integration.conftest import write_image

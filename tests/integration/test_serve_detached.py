@@ -19,7 +19,7 @@ from surety.app.repository import open_repository
 from surety.core.errors import ExposeError, RepositoryLocked
 from surety.repo.image import ImageIndex
 from surety.repo.lock import hold_lock
-from surety.restore.serve import server_alive, start_detached_server, stop_server
+from surety.restore.export import server_alive, start_detached_server, stop_server
 from tests.cli import PASSPHRASE, Cli
 from tests.integration.conftest import write_image
 from tests.prerequisites import require, require_import
@@ -32,7 +32,7 @@ import json, sys
 from pathlib import Path
 from surety.app.repository import open_repository
 from surety.repo.image import ImageIndex
-from surety.restore.serve import start_detached_server
+from surety.restore.export import start_detached_server
 repo = open_repository(sys.argv[1], sys.argv[2])
 server = start_detached_server(repo, "served@latest", workdir=Path(sys.argv[3]))
 print(json.dumps({"pid": server.pid, "socket": str(server.socket), "size": server.size}))

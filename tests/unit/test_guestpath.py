@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from surety.core.errors import ExposeError, PathNotFound, UsageError
-from surety.restore.attach import FileSystem
+from surety.restore.export import FileSystem
 from surety.restore.files import choose_file_system
-from surety.restore.guestpath import resolve
+from surety.restore.files.guestpath import resolve
 
 
 @pytest.fixture

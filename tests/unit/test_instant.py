@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from surety.core.errors import TargetError, UsageError
-from surety.restore.instant_plan import (
+from surety.restore.instant.plan import (
     copy_destination_xml,
     copy_path,
     disk_states,
@@ -21,7 +21,7 @@ from surety.restore.instant_plan import (
     instant_domain_xml,
     resumed_domain_xml,
 )
-from surety.restore.instant_state import (
+from surety.restore.instant.state import (
     FINISHING,
     RUNNING,
     STARTING,

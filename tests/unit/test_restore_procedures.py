@@ -20,7 +20,7 @@ from surety.quiesce.writers.mariadb_restore import (
     parse_vertical,
 )
 from surety.quiesce.writers.postgresql_restore import PostgresqlRestore, conf_quote, conninfo
-from surety.restore.hold import DROP_IN, FLAG, lift_script
+from surety.restore.mode.hold import DROP_IN, FLAG, lift_script
 from surety.testing.fake_guest import FakeGuest, GuestResult
 
 PG_RECORDED = {

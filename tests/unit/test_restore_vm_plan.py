@@ -14,7 +14,7 @@ import pytest
 
 from surety.core.errors import TargetError, UsageError
 from surety.repo.manifest import DiskRecord, Manifest
-from surety.restore.vm_plan import (
+from surety.restore.vm.plan import (
     CLONE,
     IN_PLACE,
     ExistingDomain,

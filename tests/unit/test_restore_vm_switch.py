@@ -9,8 +9,8 @@ import pytest
 
 from surety.core.errors import TargetError
 from surety.core.progress import NullProgress
-from surety.restore.vm_plan import ExistingDomain, TargetFacts, VmRestoreOptions, plan_vm_restore
-from surety.restore.vm_switch import Staged, switch_over, temporary_name
+from surety.restore.vm.plan import ExistingDomain, TargetFacts, VmRestoreOptions, plan_vm_restore
+from surety.restore.vm.switch import Staged, switch_over, temporary_name
 from surety.testing.fake_hypervisor import FakeHypervisor
 from tests.unit.test_restore_vm_plan import UUID, _point
 

@@ -15,11 +15,16 @@ from surety.cli.context import open_repo, show_notes
 from surety.cli.options import json_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
-from surety.restore.attach import FileSystem
-from surety.restore.extract import GetOptions, get_files
-from surety.restore.files import FileSource, list_file_systems, list_files
-from surety.restore.guestpath import Entry
-from surety.restore.rundir import RUN_ROOT
+from surety.restore.export import FileSystem
+from surety.restore.files import (
+    RUN_ROOT,
+    Entry,
+    FileSource,
+    GetOptions,
+    get_files,
+    list_file_systems,
+    list_files,
+)
 
 __all__ = ["COMMANDS"]
 

@@ -13,15 +13,19 @@ from surety.cli.context import open_repo, show_notes
 from surety.cli.options import connect_option, json_option, network_map_option, option_stack
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
-from surety.restore.instant import DEFAULT_ROOT, InstantOptions, InstantResult, start_instant
-from surety.restore.instant_finish import (
+from surety.restore.instant import (
+    DEFAULT_ROOT,
     FinishOptions,
+    InstantOptions,
+    InstantResult,
+    InstantVm,
+    ResumeOptions,
     abort_instant,
     finish_instant,
     instant_status,
+    resume_instant,
+    start_instant,
 )
-from surety.restore.instant_resume import ResumeOptions, resume_instant
-from surety.restore.instant_state import InstantVm
 
 __all__ = ["COMMANDS"]
 

@@ -12,8 +12,8 @@ from surety.cli.context import open_repo, show_notes
 from surety.cli.options import connect_option, json_option, network_map_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
-from surety.restore.appaware import AppRestoreOptions, application_restore
 from surety.restore.image import ImageRestoreOptions, restore_image
+from surety.restore.mode import AppRestoreOptions, application_restore
 from surety.restore.vm import VmRestoreOptions, VmRestoreResult, restore_vm
 
 __all__ = ["COMMANDS"]

@@ -15,7 +15,8 @@ Block device targets are written in place, zero chunks included; one smaller
 than the disk is refused before anything is written. Every write is checked:
 a short write goes on with the rest, and a write of nothing or ENOSPC ends the
 restore with a ``TargetError`` ("no space left"), never a success.
-``write_image_file`` is the file writer shared with ``restore.vm``.
+``write_image_file`` is the file writer shared with ``restore.vm``;
+``write_private_file`` (small 0600 files) with ``restore.vm`` and ``restore.instant``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 timeout, a failed probe or Ctrl-C. ``Lab.boot`` starts one restore point as a
 transient libvirt VM:
 
-* every disk is served read-only by nbdkit (``restore.serve``) and the VM
+* every disk is served read-only by nbdkit (``restore.export``) and the VM
   writes to a throwaway qcow2 overlay in the lab's run directory;
 * the VM is a *clone*: a new UUID, a new VM generation id, a new random MAC
   per NIC (the restored production MACs stay outside), its own console log;
@@ -51,8 +51,7 @@ from surety.hypervisor.restore_xml import (
 )
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
-from surety.restore.rundir import reap_dead_runs, run_directory
-from surety.restore.serve import ServedDisk, serve_disk
+from surety.restore.export import ServedDisk, reap_dead_runs, run_directory, serve_disk
 
 __all__ = ["LAB_ROOT", "Lab", "LabVm", "open_lab", "reap_dead_labs"]
 

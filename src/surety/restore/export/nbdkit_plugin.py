@@ -1,6 +1,7 @@
-"""nbdkit plugin: one disk of a restore point, read-only (started by ``restore.serve``).
+"""nbdkit plugin: one disk of a restore point, read-only (started by ``export.serve``).
 
-nbdkit's embedded Python runs this file as a script; surety never imports it.
+nbdkit's embedded Python runs this file as a script, found by its path
+(``export.serve.PLUGIN``: beside ``serve.py``); surety never imports it.
 Parameters, after the script on nbdkit's command line:
 
 * ``syspath=DIR:DIR...`` - put in front of ``sys.path`` so ``surety`` and its
@@ -50,7 +51,7 @@ def config_complete() -> None:
         raise ValueError("config_fd= is required")
     with os.fdopen(_config_fd[0]) as pipe:
         document = json.load(pipe)
-    from surety.restore.serve import open_export  # noqa: PLC0415 - needs syspath= first
+    from surety.restore.export.serve import open_export  # noqa: PLC0415 - needs syspath= first
 
     _state["report"] = document["report"]
     if document.get("lock"):
@@ -62,7 +63,7 @@ def config_complete() -> None:
 def after_fork() -> None:
     document = _state.pop("document", None)
     if document is not None:
-        from surety.restore.serve import (  # noqa: PLC0415 - needs syspath= first
+        from surety.restore.export.serve import (  # noqa: PLC0415 - needs syspath= first
             hold_export_lock,
             open_export,
         )

@@ -51,7 +51,7 @@ from surety.hypervisor.restore_xml import (
     writable_disks,
 )
 from surety.repo.manifest import Manifest
-from surety.restore.hooks import RestoredNic
+from surety.restore.vm.hooks import RestoredNic
 
 __all__ = [
     "CLONE",

@@ -1,28 +1,16 @@
-"""Instant recovery: run a VM straight from a restore point, then move it to production.
+"""Instant recovery, first half: run a VM straight from a restore point.
 
 ``start_instant`` serves every disk of the point from its own detached NBD
-server (``restore.serve.start_detached_server``: it outlives this process and
+server (``restore.export.start_detached_server``: it outlives this process and
 holds a shared repository lock itself), puts a local qcow2 overlay over each
 export, and starts a *transient* libvirt domain on the overlays: the guest
 boots as fast as a normal boot, reads fall through to the repository, writes
 stay in the overlays. Nothing persistent points at the repository: if the
 host or libvirt restarts, no definition is left that cannot start.
 
-``finish_instant`` moves the running VM to ``--storage DIR``: per disk a full
-block copy (the whole chain flattened into ``DIR/NAME-<target>.qcow2``, guest
-writes mirrored synchronously), wait until it is ready, pivot; once every
-disk is pivoted, define the VM persistently from its live XML, then stop the
-servers and delete the overlays. Each step is recorded (``instant_state``)
-and a rerun after a kill picks up where the VM is: a pivoted disk is kept, a
-stale copy job is aborted (the VM stays on its overlay) and started again.
-
-``abort_instant`` destroys the instant VM, stops its servers and deletes its
-overlays, partial copies and record; a finished VM is not touched.
-
-Invariant (DESIGN.md, instant recovery): at every instant the guest's writes
-are in the file QEMU uses - the overlay until the pivot, the copy after it -
-and there is either the running instant VM or the finished VM. A failure in
-``start_instant`` before the VM runs undoes everything it made.
+A failure in ``start_instant`` before the VM runs undoes everything it made
+(``discard``, which ``abort`` uses too). ``wait_for_guest`` (also used by
+``resume``) reports when the guest agent answers and the application is ready.
 """
 
 from __future__ import annotations
@@ -44,9 +32,10 @@ from surety.hypervisor.qemu_user import qemu_ids
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.repo.storage import LocalStorage
+from surety.restore.export import start_detached_server, stop_server
 from surety.restore.image import write_private_file
-from surety.restore.instant_plan import instant_domain_xml
-from surety.restore.instant_state import (
+from surety.restore.instant.plan import instant_domain_xml
+from surety.restore.instant.state import (
     RUNNING,
     STARTING,
     InstantDisk,
@@ -54,8 +43,7 @@ from surety.restore.instant_state import (
     load_instant_vm,
     save_instant_vm,
 )
-from surety.restore.serve import start_detached_server, stop_server
-from surety.restore.vm_plan import (
+from surety.restore.vm import (
     IN_PLACE,
     TargetFacts,
     VmRestoreOptions,

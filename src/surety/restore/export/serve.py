@@ -2,9 +2,10 @@
 
 ``serve_disk`` is the port that file-level restore, instant recovery and the
 verification lab share: it starts ``nbdkit`` with surety's Python plugin
-(``restore/nbdkit_plugin.py``) on a unix socket in a private directory, waits
-until the server answers an NBD handshake, yields a ``ServedDisk`` (socket,
-``nbd+unix://`` URI, size) and always stops the server.
+(``nbdkit_plugin.py`` beside this module: nbdkit loads it by its path,
+``PLUGIN``) on a unix socket in a private directory, waits until the server
+answers an NBD handshake, yields a ``ServedDisk`` (socket, ``nbd+unix://``
+URI, size) and always stops the server.
 
 * Reads go through ``repo.reader.ImageReader``: every chunk authenticated and
   re-hashed, zero chunks answered without storage, a bounded LRU of decoded

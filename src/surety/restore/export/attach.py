@@ -4,7 +4,7 @@ The kernel reads a restore point's disk along this path (chosen because hosts
 have ``/dev/fuse`` and loop devices where ``/dev/nbd*`` is often missing)::
 
     mount (ro) -> /dev/loopNpM -> loop device (read-only, partitions scanned)
-      -> a file nbdfuse exposes over FUSE -> NBD -> nbdkit (restore.serve)
+      -> a file nbdfuse exposes over FUSE -> NBD -> nbdkit (``serve``)
 
 A bare file system (no partition table) is number 0; partitions keep their
 number (``vda2`` is 2). Mounts never write and never replay a journal:
@@ -14,7 +14,7 @@ original may be mounted on this host), ``ro,rescue=nologreplay`` for btrfs,
 untrusted input to the host kernel's driver: mount only restore points of
 machines you trust that far.
 
-Every context manager here undoes its step in ``finally``; ``restore.rundir``
+Every context manager here undoes its step in ``finally``; ``rundir``
 is the safety net for anything a killed run left behind.
 """
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 from surety.core.errors import ExposeError
 from surety.core.units import format_size
-from surety.restore.rundir import detach_loops_under, is_mounted
-from surety.restore.serve import ServedDisk
+from surety.restore.export.rundir import detach_loops_under, is_mounted
+from surety.restore.export.serve import ServedDisk
 
 __all__ = ["FileSystem", "attach_disk", "check_host", "find_file_systems", "mount_readonly"]
 

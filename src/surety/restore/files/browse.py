@@ -1,10 +1,11 @@
-"""File-level restore: see and take files of a restore point without restoring its disk.
+"""File-level restore: see the files of a restore point without restoring its disk.
 
 ``mounted_file_system`` is the whole stack in one context manager: a private
-run directory (``rundir``), the disk served from the repository
-(``serve``), attached as a read-only loop device and one file system mounted
-read-only (``attach``). Teardown runs in ``finally`` in reverse order, also on
-Ctrl-C; a run killed with -9 is cleaned up by the next one.
+run directory under ``RUN_ROOT`` (``export.rundir``), the disk served from the
+repository (``export.serve``), attached as a read-only loop device and one
+file system mounted read-only (``export.attach``). Teardown runs in
+``finally`` in reverse order, also on Ctrl-C; a run killed with -9 is cleaned
+up by the next one.
 
 Choosing the file system: ``--fs N`` (the partition number; 0 = a file system
 on the whole disk), else the only mountable one, else a usage error that lists
@@ -13,7 +14,7 @@ them. Guest paths resolve inside the mounted file system (``guestpath``).
 Damaged data shouts: the server answers EIO for a chunk that fails its
 check and records it; any failure here (mount, probe, read), and a run that
 succeeded while the server refused a read, ends in ``IntegrityError``.
-Listing is here; extraction is ``restore.extract``.
+Listing is here; extraction is ``extract``.
 """
 
 from __future__ import annotations
@@ -29,18 +30,20 @@ from surety.core.errors import ExposeError, IntegrityError, StorageError, UsageE
 from surety.core.progress import Progress
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
-from surety.restore.attach import (
+from surety.restore.export import (
     FileSystem,
+    ServedDisk,
     attach_disk,
     check_host,
     find_file_systems,
     mount_readonly,
+    run_directory,
+    serve_disk,
 )
-from surety.restore.guestpath import Entry, resolve
-from surety.restore.rundir import RUN_ROOT, run_directory
-from surety.restore.serve import ServedDisk, serve_disk
+from surety.restore.files.guestpath import Entry, resolve
 
 __all__ = [
+    "RUN_ROOT",
     "FileSource",
     "FileSystemsResult",
     "Listing",
@@ -51,6 +54,8 @@ __all__ = [
     "mounted_file_system",
 ]
 
+RUN_ROOT = Path("/run/surety/files")  # parent of the private run directories (--runtime-dir)
+
 
 @dataclass(frozen=True)
 class FileSource:
@@ -59,7 +64,7 @@ class FileSource:
     point: str  # id, id prefix or NAME@latest
     disk: str | None = None
     fs: int | None = None  # partition number; 0 = the whole disk
-    run_root: Path = RUN_ROOT  # private run directories (see restore.rundir)
+    run_root: Path = RUN_ROOT  # private run directories (see restore.export.rundir)
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ def _attached(
     notes: list[str] = []
     try:
         with (
-            run_directory(notes, source.run_root) as run,
+            run_directory(notes, source.run_root, "file-level restore") as run,
             serve_disk(repo, source.point, source.disk, workdir=run) as served,
             _damage_shouts(served, mounted_at=run / "fs"),
             attach_disk(served, run) as device,

@@ -1,11 +1,11 @@
 """Application-aware restore: restore mode, then each application's restore procedure.
 
-A ``RestoreHook`` for ``restore_vm`` (see ``restore.hooks``):
+A ``RestoreHook`` for ``restore_vm`` (see ``restore.vm.hooks``):
 
 before first boot
     the restore point's ``applications`` say which writers held an app at the
     snapshot; each that has a restore procedure (``quiesce.procedure``) names
-    the systemd units to hold, and ``restore.hold`` holds them offline on the
+    the systemd units to hold, and ``hold`` holds them offline on the
     restored disk (restore mode).
 after boot
     wait for the guest agent; check the apps really are held; ``configure``
@@ -38,8 +38,8 @@ from surety.quiesce.procedure import (
 )
 from surety.quiesce.writer import WriterFailed
 from surety.repo.manifest import Manifest
-from surety.restore.hold import FLAG, hold_units_offline, lift_script
-from surety.restore.hooks import RestoredVm
+from surety.restore.mode.hold import FLAG, hold_units_offline, lift_script
+from surety.restore.vm import RestoredVm
 
 __all__ = ["AppRestoreOptions", "ApplicationRestore", "application_restore"]
 

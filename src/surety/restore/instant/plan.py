@@ -1,7 +1,7 @@
 """Instant recovery, the pure parts: domain XML before and after ``finish``, disk states.
 
 * ``instant_domain_xml``: the restore plan's XML (identity, networks, console
-  logs already applied by ``restore.vm_plan``) with every disk a qcow2 overlay
+  logs already applied by ``restore.vm.plan``) with every disk a qcow2 overlay
   whose base is the NBD export of its detached server, given as an explicit
   network ``<backingStore>``.
 * ``finished_domain_xml``: the running VM's live XML, once every disk was
@@ -28,7 +28,7 @@ from surety.hypervisor.restore_xml import (
     chardev_files,
     rewrite_domain,
 )
-from surety.restore.instant_state import InstantDisk
+from surety.restore.instant.state import InstantDisk
 
 __all__ = [
     "DiskState",

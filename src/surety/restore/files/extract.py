@@ -35,9 +35,9 @@ from surety.core.errors import TargetError, UsageError
 from surety.core.progress import Progress
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
-from surety.restore.attach import FileSystem
-from surety.restore.files import FileSource, mounted_file_system
-from surety.restore.guestpath import kind_of, resolve
+from surety.restore.export import FileSystem
+from surety.restore.files.browse import FileSource, mounted_file_system
+from surety.restore.files.guestpath import kind_of, resolve
 
 __all__ = ["Extraction", "GetOptions", "get_files"]
 

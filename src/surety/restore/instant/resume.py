@@ -22,11 +22,11 @@ from surety.core.progress import Progress
 from surety.hypervisor.libvirt_host import connect
 from surety.hypervisor.qemu_user import qemu_ids
 from surety.repo.repository import Repository
-from surety.restore.instant import DOMAIN_FILE, InstantOptions, InstantResult, wait_for_guest
-from surety.restore.instant_finish import find_instant_domain, load_record
-from surety.restore.instant_plan import resumed_domain_xml
-from surety.restore.instant_state import FINISHED, InstantVm, working_on
-from surety.restore.serve import server_alive, start_detached_server, stop_server
+from surety.restore.export import server_alive, start_detached_server, stop_server
+from surety.restore.instant.finish import find_instant_domain, load_record
+from surety.restore.instant.plan import resumed_domain_xml
+from surety.restore.instant.start import DOMAIN_FILE, InstantOptions, InstantResult, wait_for_guest
+from surety.restore.instant.state import FINISHED, InstantVm, working_on
 
 __all__ = ["ResumeOptions", "resume_instant"]
 

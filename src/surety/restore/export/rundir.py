@@ -1,10 +1,11 @@
-"""Private run directories for file-level restore, and the reaper of dead runs.
+"""Private run directories, and the reaper of dead runs.
 
-Exposing a restore point's file system stacks process and kernel state:
-nbdkit (a socket), nbdfuse (a FUSE mount), a loop device, a read-only file
-system mount. Everything of one run lives under one private (0700) directory
-``/run/surety/files/<pid>.<start time>.<random>/``, so that teardown can find
-it *by path*, whoever runs it:
+Exposing a restore point's disk stacks process and kernel state: nbdkit (a
+socket), nbdfuse or qemu-storage-daemon (a FUSE mount), a loop device, a file
+system mount, a lab's VMs. Everything of one run lives under one private
+(0700) directory ``<root>/<pid>.<start time>.<random>/`` (file-level restore:
+``/run/surety/files``, restore mode: ``/run/surety/hold``, the lab:
+``/run/surety/lab``), so that teardown can find it *by path*, whoever runs it:
 
 * mounts whose mount point is under the directory (``/proc/self/mountinfo``);
   file systems first, deepest first, FUSE mounts last;
@@ -32,7 +33,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 __all__ = [
-    "RUN_ROOT",
     "detach_loops_under",
     "is_mounted",
     "reap_dead_runs",
@@ -40,14 +40,11 @@ __all__ = [
     "run_directory",
 ]
 
-RUN_ROOT = Path("/run/surety/files")
-
 
 @contextmanager
-def run_directory(
-    notes: list[str], root: Path = RUN_ROOT, what: str = "file-level restore"
-) -> Iterator[Path]:
-    """A fresh private directory for one run; released and removed afterwards."""
+def run_directory(notes: list[str], root: Path, what: str) -> Iterator[Path]:
+    """A fresh private directory under ``root`` for one run of ``what`` (named in the notes
+    of a later run that reaps it); released and removed afterwards."""
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     notes.extend(reap_dead_runs(root, what))
     pid = os.getpid()
@@ -62,7 +59,7 @@ def run_directory(
             shutil.rmtree(path, ignore_errors=True)
 
 
-def reap_dead_runs(root: Path = RUN_ROOT, what: str = "file-level restore") -> list[str]:
+def reap_dead_runs(root: Path, what: str) -> list[str]:
     """Release and remove the directories of runs whose process is gone."""
     notes = []
     for path in sorted(root.glob("*.*.*")) if root.is_dir() else []:

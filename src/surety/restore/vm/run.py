@@ -1,12 +1,12 @@
 """``surety restore vm``: a whole VM from a restore point, in place or as a clone.
 
 Flow (DESIGN.md "Restore flows"):
-1. **Plan and check** (``vm_plan``, pure, on facts read from the target):
+1. **Plan and check** (``plan``, pure, on facts read from the target):
    identity, disk paths, networks, VMs in the way; then the files at the final
    names and the free room. Nothing is written before all of this passes.
 2. **Write** every disk (in parallel, each chunk hash-checked) plus NVRAM and
    swtpm state under temporary names, fsynced. A failure removes them all.
-3. **Switch over** (``vm_switch``): networks, the replaced VM, renames, define;
+3. **Switch over** (``switch``): networks, the replaced VM, renames, define;
    rolled back if any step fails.
 4. **Hooks and start**: each restore hook's ``before_first_boot``; with
    ``start`` the VM is started, then each hook's ``after_boot``.
@@ -34,9 +34,9 @@ from surety.hypervisor.restore_xml import genid_of
 from surety.repo.image import ImageIndex
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
-from surety.restore.hooks import RestoredDisk, RestoredVm, RestoreHook
 from surety.restore.image import write_image_file, write_private_file
-from surety.restore.vm_plan import (
+from surety.restore.vm.hooks import RestoredDisk, RestoredVm, RestoreHook
+from surety.restore.vm.plan import (
     CLONE,
     FORMATS,
     IN_PLACE,
@@ -47,7 +47,7 @@ from surety.restore.vm_plan import (
     plan_vm_restore,
     resolve_identity,
 )
-from surety.restore.vm_switch import Staged, switch_over, temporary_name
+from surety.restore.vm.switch import Staged, switch_over, temporary_name
 
 __all__ = ["VmRestoreOptions", "VmRestoreResult", "restore_vm"]
 

@@ -28,15 +28,16 @@ from surety.core.errors import Interrupted, TargetError, UsageError
 from surety.core.progress import Progress
 from surety.core.units import format_size
 from surety.hypervisor.libvirt_host import Host, LibvirtDomain, connect
-from surety.restore.instant import DEFAULT_ROOT, discard
-from surety.restore.instant_plan import (
+from surety.restore.export import server_alive, stop_server
+from surety.restore.instant.plan import (
     copy_destination_xml,
     copy_path,
     disk_states,
     finished_domain_xml,
     moved_chardev_files,
 )
-from surety.restore.instant_state import (
+from surety.restore.instant.start import DEFAULT_ROOT, discard
+from surety.restore.instant.state import (
     FINISHED,
     FINISHING,
     InstantDisk,
@@ -46,7 +47,6 @@ from surety.restore.instant_state import (
     save_instant_vm,
     working_on,
 )
-from surety.restore.serve import server_alive, stop_server
 
 __all__ = [
     "FinishOptions",

@@ -18,7 +18,7 @@ mounted read-write in a private run directory; the file system holding
 ``/etc/systemd/system`` gets the hold. Guest file systems are untrusted: no
 path component written through may be a symlink (it could point into the
 host). Everything is undone in ``finally``; a killed run's leftovers are
-reaped by the next (``restore.rundir``).
+reaped by the next (``restore.export.rundir``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from surety.core.errors import ExposeError, TargetError
-from surety.restore.attach import FileSystem, find_file_systems
-from surety.restore.hooks import RestoredDisk
-from surety.restore.rundir import detach_loops_under, run_directory
+from surety.restore.export import (
+    FileSystem,
+    detach_loops_under,
+    find_file_systems,
+    run_directory,
+)
+from surety.restore.vm import RestoredDisk
 
 __all__ = ["DROP_IN", "FLAG", "hold_units_offline", "lift_script"]
 
@@ -67,7 +71,7 @@ def hold_units_offline(
     Returns where the hold was written (``vda``, or ``vda2`` for partition 2).
     Raises ``TargetError`` when no disk has a file system with ``/etc/systemd``.
     """
-    with run_directory(notes, HOLD_ROOT) as directory:
+    with run_directory(notes, HOLD_ROOT, "restore mode") as directory:
         for number, disk in enumerate(disks):
             with _disk_device(disk, directory / f"d{number}") as device:
                 for fs in find_file_systems(device):

@@ -24,7 +24,7 @@ from pathlib import Path
 from surety.core.errors import Interrupted, SuretyError, TargetError
 from surety.core.progress import Progress
 from surety.hypervisor.libvirt_host import Host, LibvirtDomain
-from surety.restore.vm_plan import ExistingDomain, VmRestorePlan
+from surety.restore.vm.plan import ExistingDomain, VmRestorePlan
 
 __all__ = ["Staged", "SwitchOutcome", "switch_over", "temporary_name"]
 
