@@ -57,6 +57,7 @@ from surety.core.errors import (
     StorageFull,
     StorageReadOnly,
 )
+from surety.core.processes import process_start_time
 from surety.repo.storage.base import Storage
 
 __all__ = ["HeldLock", "LockInfo", "hold_lock", "list_locks", "process_start_time"]
@@ -112,16 +113,6 @@ class LockInfo:
         if self.holder.pid_is_trusted():
             return process_start_time(self.holder.pid) != self.holder.start_time
         return (now or time.time()) - self.refreshed > STALE_AFTER
-
-
-def process_start_time(pid: int) -> str:
-    """Start time of a process (clock ticks since boot), "" if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            stat = handle.read()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 @cache

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from surety.core.processes import process_start_time
+
 __all__ = [
     "detach_loops_under",
     "is_mounted",
@@ -48,7 +50,7 @@ def run_directory(notes: list[str], root: Path, what: str) -> Iterator[Path]:
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     notes.extend(reap_dead_runs(root, what))
     pid = os.getpid()
-    path = Path(tempfile.mkdtemp(prefix=f"{pid}.{_start_time(pid)}.", dir=root))
+    path = Path(tempfile.mkdtemp(prefix=f"{pid}.{process_start_time(pid)}.", dir=root))
     try:
         yield path
     finally:
@@ -64,7 +66,7 @@ def reap_dead_runs(root: Path, what: str) -> list[str]:
     notes = []
     for path in sorted(root.glob("*.*.*")) if root.is_dir() else []:
         pid, _sep, rest = path.name.partition(".")
-        if not pid.isdigit() or _start_time(int(pid)) == rest.partition(".")[0]:
+        if not pid.isdigit() or process_start_time(int(pid)) == rest.partition(".")[0]:
             continue  # not ours, or its run is alive
         _terminate_processes_naming(path)
         left = release(path)
@@ -142,12 +144,3 @@ def _terminate_processes_naming(path: Path) -> None:
         with suppress(OSError):
             if needle in (proc / "cmdline").read_bytes():
                 os.kill(int(proc.name), signal.SIGTERM)
-
-
-def _start_time(pid: int) -> str:
-    """Start time of a process (clock ticks since boot), "" if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""

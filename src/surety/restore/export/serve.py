@@ -23,8 +23,8 @@ URI, size) and always stops the server.
 ``start_detached_server`` is the variant for instant recovery, whose server
 must outlive the command that starts it: the same plugin, export document and
 pipe, but no ``--exit-with-parent``; the server runs in its own session, its
-pid and start time go to a pid file that ``stop_server`` reads (a reused pid
-is never signalled). The shared repository lock is then held by the server
+pid and start time (``core.processes``) go to a pid file that ``stop_server``
+reads (a reused pid is never signalled). The shared repository lock is then held by the server
 process itself (the plugin takes it before it opens the export and drops it
 when nbdkit unloads it), so it lasts exactly as long as the server; a server
 killed with -9 leaves a lock that the next locker finds stale.
@@ -48,6 +48,7 @@ from typing import Any
 
 import surety
 from surety.core.errors import ExposeError, SourceError, UsageError
+from surety.core.processes import process_start_time, process_state
 from surety.hypervisor.nbd import NbdDisk
 from surety.repo.crypto import MasterKeys
 from surety.repo.image import ImageIndex
@@ -432,7 +433,7 @@ def _wait_detached(
     while True:
         with suppress(OSError, ValueError):
             pid = int(nbdkit_pid.read_text().split()[0])
-            pid_file.write_text(f"{pid} {_start_time(pid)}\n")
+            pid_file.write_text(f"{pid} {process_start_time(pid)}\n")
             break
         if time.monotonic() > deadline:
             raise ExposeError(f"nbdkit wrote no pid file within {timeout:.0f} s: {_tail(log)}")
@@ -446,15 +447,6 @@ def _wait_detached(
         if time.monotonic() > deadline:
             raise ExposeError(f"nbdkit did not answer within {timeout:.0f} s: {_tail(log)}")
         time.sleep(0.05)
-
-
-def _start_time(pid: int) -> str:
-    """The process's start time (clock ticks since boot), "" if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
 
 
 def _read_pid_file(pid_file: Path) -> tuple[int, str] | None:
@@ -471,11 +463,7 @@ def server_alive(pid_file: Path) -> bool:
     if found is None:
         return False
     pid, start = found
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and _start_time(pid) == start
+    return process_state(pid) not in ("", "Z") and process_start_time(pid) == start
 
 
 def stop_server(pid_file: Path, timeout: float = 10.0) -> None:
