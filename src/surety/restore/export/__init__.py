@@ -3,8 +3,9 @@ instant recovery and the verification lab share.
 
 * ``serve`` - one disk served read-only over NBD by nbdkit with surety's
   plugin (``nbdkit_plugin``, loaded by nbdkit *by path*), for as long as a
-  ``with`` block (``serve_disk``), or by a detached server that outlives its
-  starter (``start_detached_server``: instant recovery).
+  ``with`` block (``serve_disk``); ``detached`` - the same, by a server that
+  outlives its starter (instant recovery); ``document`` - the export document
+  both sides of the plugin's pipe read and write.
 * ``attach`` - a served disk as a read-only loop device (nbdfuse), its file
   systems (blkid, partitions), one mounted read-only.
 * ``rundir`` - private run directories named ``<pid>.<start time>.<random>``
@@ -31,16 +32,14 @@ from surety.restore.export.attach import (
     find_file_systems,
     mount_readonly,
 )
-from surety.restore.export.rundir import detach_loops_under, reap_dead_runs, run_directory
-from surety.restore.export.serve import (
+from surety.restore.export.detached import (
     DetachedServer,
-    ReadFailure,
-    ServedDisk,
-    serve_disk,
     server_alive,
     start_detached_server,
     stop_server,
 )
+from surety.restore.export.rundir import detach_loops_under, reap_dead_runs, run_directory
+from surety.restore.export.serve import ReadFailure, ServedDisk, serve_disk
 
 __all__ = [
     "DetachedServer",

@@ -1,7 +1,8 @@
 """nbdkit plugin: one disk of a restore point, read-only (started by ``export.serve``).
 
 nbdkit's embedded Python runs this file as a script, found by its path
-(``export.serve.PLUGIN``: beside ``serve.py``); surety never imports it.
+(``export.serve.PLUGIN``: beside ``serve.py``); surety never imports it, and
+it is the only module that imports ``nbdkit`` (import-linter holds that).
 Parameters, after the script on nbdkit's command line:
 
 * ``syspath=DIR:DIR...`` - put in front of ``sys.path`` so ``surety`` and its
@@ -10,10 +11,11 @@ Parameters, after the script on nbdkit's command line:
   master key material, image id, cache size, report file) as JSON: secrets
   never appear on a command line.
 
-An export document with ``lock`` is a detached server's
-(``start_detached_server``: nbdkit forks into the background): the export is
-opened in ``after_fork`` - threads do not survive a fork - after this process
-took a shared repository lock, which ``cleanup`` releases when nbdkit exits.
+The export document is opened by ``export.document``. One with ``lock`` is a
+detached server's (``export.detached``: nbdkit forks into the background):
+the export is opened in ``after_fork`` - threads do not survive a fork -
+after this process took a shared repository lock, which ``cleanup`` releases
+when nbdkit exits.
 
 Every read goes through ``ImageReader`` (hash-checked chunks, zero chunks
 without storage). A read that fails answers the client EIO - never other
@@ -51,7 +53,7 @@ def config_complete() -> None:
         raise ValueError("config_fd= is required")
     with os.fdopen(_config_fd[0]) as pipe:
         document = json.load(pipe)
-    from surety.restore.export.serve import open_export  # noqa: PLC0415 - needs syspath= first
+    from surety.restore.export.document import open_export  # noqa: PLC0415 - needs syspath= first
 
     _state["report"] = document["report"]
     if document.get("lock"):
@@ -63,7 +65,7 @@ def config_complete() -> None:
 def after_fork() -> None:
     document = _state.pop("document", None)
     if document is not None:
-        from surety.restore.export.serve import (  # noqa: PLC0415 - needs syspath= first
+        from surety.restore.export.document import (  # noqa: PLC0415 - needs syspath= first
             hold_export_lock,
             open_export,
         )
