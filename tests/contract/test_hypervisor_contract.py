@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from surety.app.hypervisor import connect_host
 from surety.core.errors import SourceError, TargetError
 from surety.hypervisor.libvirt_host import LibvirtHost, connect
-from surety.hypervisor.port import GuestAgentError
+from surety.hypervisor.port import GuestAgentError, HypervisorHost
 from surety.testing.fake_hypervisor import FakeHypervisor
 from surety.testing.hypervisor_contract import HypervisorContract, HypervisorGuestContract
 
@@ -152,3 +153,26 @@ def test_a_guest_power_off_ends_a_transient_vm_and_its_jobs() -> None:
     domain.power_off()
     assert host.find_domain(name="t") is None
     assert not domain.backup
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("libvirt") is None, reason="libvirt's Python bindings are missing"
+)
+class TestWiredHost(HypervisorContract):
+    """The host the CLI hands to use cases (``app.hypervisor``): connected at first use."""
+
+    @pytest.fixture
+    def open_host(self) -> Callable[[], HypervisorHost]:
+        return lambda: connect_host("test:///default")
+
+    @pytest.fixture
+    def domain_type(self) -> str:
+        return "test"
+
+
+def test_the_wired_host_connects_at_first_use() -> None:
+    host = connect_host("qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+    assert host.uri.startswith("qemu+unix:")
+    host.close()  # never connected: nothing to close
+    with pytest.raises(SourceError, match="cannot connect to libvirt"):
+        host.domain_names()

@@ -20,6 +20,7 @@ from surety.cli.main import cli
 from surety.core.errors import LabError, RestorePointNotFound, TargetError, UsageError
 from surety.core.progress import NullProgress
 from surety.testing.fake_guest import FakeGuest, GuestResult
+from surety.testing.fake_hypervisor import FakeHypervisor
 from surety.verify import items
 from surety.verify.dumptools import (
     DumpRequest,
@@ -332,18 +333,17 @@ def test_cli_refuses_an_existing_target(tmp_path: Path) -> None:
 
 
 # -- the use case refuses before any lab -----------------------------------------------
-def test_a_point_without_the_app_is_refused_before_the_lab(
-    repo: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_libvirt(uri: str) -> Any:
-        raise AssertionError("no lab may start")
-
-    monkeypatch.setattr(items, "connect", no_libvirt)
+def test_a_point_without_the_app_is_refused_before_the_lab(repo: Any, tmp_path: Path) -> None:
+    host = FakeHypervisor()
+    host.inject("domain_names", AssertionError("no lab may start"))  # the lab's first call
     point = repo.commit(make_manifest(applications={"mariadb": {"state": "thawed"}}))
     options = ItemsOptions(point[:8], PG, tmp_path / "v.sql")
     with pytest.raises(UsageError, match=r"no postgresql writer ran \(applications held: mariadb"):
-        items.extract_items(repo, options, NullProgress())
+        items.extract_items(repo, options, NullProgress(), host=host)
     other = "0000" if point.startswith("ffff") else "ffff"
     with pytest.raises(RestorePointNotFound):
-        items.extract_items(repo, ItemsOptions(other, PG, tmp_path / "v.sql"), NullProgress())
+        items.extract_items(
+            repo, ItemsOptions(other, PG, tmp_path / "v.sql"), NullProgress(), host=host
+        )
     assert list(tmp_path.iterdir()) == []
+    assert host.events == []

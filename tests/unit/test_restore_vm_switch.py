@@ -36,7 +36,7 @@ def _setup(tmp_path: Path, fail_define: bool) -> tuple[FakeHypervisor, Any, list
 
 def test_switch_over_replaces_the_vm_and_its_disk(tmp_path: Path) -> None:
     host, plan, staged = _setup(tmp_path, fail_define=False)
-    outcome = switch_over(host, plan, staged, NullProgress())  # type: ignore[arg-type]
+    outcome = switch_over(host, plan, staged, NullProgress())
     assert host.events == [
         "create network rv-net1",
         "destroy rv-probe",
@@ -54,7 +54,7 @@ def test_switch_over_replaces_the_vm_and_its_disk(tmp_path: Path) -> None:
 def test_a_failed_define_puts_everything_back(tmp_path: Path) -> None:
     host, plan, staged = _setup(tmp_path, fail_define=True)
     with pytest.raises(TargetError, match="boom"):
-        switch_over(host, plan, staged, NullProgress())  # type: ignore[arg-type]
+        switch_over(host, plan, staged, NullProgress())
     assert host.events == [
         "create network rv-net1",
         "destroy rv-probe",

@@ -26,8 +26,8 @@ from surety.core.progress import Progress
 from surety.hypervisor.domain import DomainInfo, parse_domain
 from surety.hypervisor.guardian import Guardian
 from surety.hypervisor.guest_agent import AgentChannel, guest_network
-from surety.hypervisor.libvirt_host import LibvirtDomain, connect
 from surety.hypervisor.nbd import NbdDisk
+from surety.hypervisor.port import BackupSource, HypervisorDomain, HypervisorHost
 from surety.hypervisor.pullbackup import CHECKPOINT_PREFIX, PullBackup
 from surety.quiesce.coordinator import LEVELS, Quiesced, QuiescePolicy, Requester
 from surety.quiesce.writer import APPLICATION, QuiesceJob, load_writers
@@ -45,7 +45,6 @@ DEFAULT_WORK_ROOT = Path(os.environ.get("SURETY_WORK_DIR", "/var/lib/surety/work
 @dataclass(frozen=True)
 class VmBackupOptions:
     domain: str
-    uri: str = "qemu:///system"
     consistency: str = "filesystem"  # crash | filesystem | application
     on_quiesce_failure: str = "fail"  # fail | filesystem | crash: lowest level accepted
     full: bool = False
@@ -67,20 +66,19 @@ class VmBackupResult:
     after_commit_error: str | None = None  # a required after-commit script failed
 
 
-def backup_vm(repo: Repository, options: VmBackupOptions, progress: Progress) -> VmBackupResult:
+def backup_vm(
+    repo: Repository, options: VmBackupOptions, progress: Progress, *, host: HypervisorHost
+) -> VmBackupResult:
+    """Back up ``options.domain`` of ``host`` (the caller's, left open)."""
     _validate(options)
-    host = connect(options.uri)
-    try:
-        domain = host.domain(options.domain)
-        if not domain.is_running():
-            raise SourceError(
-                f"VM {options.domain!r} is not running (surety backs up running "
-                "VMs through libvirt's backup API)"
-            )
-        with repo.lock(exclusive=False, operation=f"backup vm {options.domain}"):
-            return _backup_locked(repo, host, domain, options, progress)
-    finally:
-        host.close()
+    domain = host.domain(options.domain)
+    if not domain.is_running():
+        raise SourceError(
+            f"VM {options.domain!r} is not running (surety backs up running "
+            "VMs through libvirt's backup API)"
+        )
+    with repo.lock(exclusive=False, operation=f"backup vm {options.domain}"):
+        return _backup_locked(repo, host, domain, options, progress)
 
 
 def _validate(options: VmBackupOptions) -> None:
@@ -102,8 +100,8 @@ class _Run:
     """One VM backup in progress: what every step needs, gathered once."""
 
     repo: Repository
-    host: Any
-    domain: LibvirtDomain
+    host: HypervisorHost
+    domain: HypervisorDomain
     options: VmBackupOptions
     progress: Progress
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -133,7 +131,11 @@ class _Run:
 
 
 def _backup_locked(
-    repo: Repository, host: Any, domain: LibvirtDomain, options: VmBackupOptions, progress: Progress
+    repo: Repository,
+    host: HypervisorHost,
+    domain: HypervisorDomain,
+    options: VmBackupOptions,
+    progress: Progress,
 ) -> VmBackupResult:
     run = _Run(repo, host, domain, options, progress)
     for note in run.chain.notes:
@@ -149,7 +151,7 @@ def _backup_locked(
     writer = ChunkWriter(repo)
     requester = _requester(run, job)
     # The guardian outlives a killed job: it thaws the guest and ends the libvirt job.
-    guardian = Guardian(domain.host.uri, domain.name, options.freeze_window)
+    guardian = Guardian(host.uri, domain.name, options.freeze_window)
     committed = False
     try:
         quiesced = requester.snapshot(guardian)
@@ -317,13 +319,13 @@ def _firmware_files(info: DomainInfo) -> dict[str, str]:
     return files
 
 
-def _drop_checkpoint(domain: LibvirtDomain, name: str) -> None:
+def _drop_checkpoint(domain: BackupSource, name: str) -> None:
     # a leftover checkpoint is harmless: the chain check ignores it
     with suppress(SourceError):
         domain.delete_checkpoint(name)
 
 
-def _prune_checkpoints(domain: LibvirtDomain, prefix: str, keep: str) -> None:
+def _prune_checkpoints(domain: BackupSource, prefix: str, keep: str) -> None:
     """Delete this repository's older checkpoints: only the newest committed one is needed."""
     for name in domain.checkpoint_names():
         if name.startswith(prefix) and name != keep:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import click
 
+from surety.app.hypervisor import connect_host
 from surety.backup.image import ImageBackupOptions, backup_image
 from surety.backup.vm import VmBackupOptions, backup_vm
 from surety.cli.context import open_repo, show_notes
@@ -162,7 +164,6 @@ def backup_vm_command(
     repo = open_repo(ctx)
     options = VmBackupOptions(
         domain,
-        uri,
         consistency,
         on_quiesce_failure,
         full,
@@ -174,8 +175,8 @@ def backup_vm_command(
         after_commit=after_commit,
         script_failure=script_failure,
     )
-    with progress_for(json_output) as progress:
-        result = backup_vm(repo, options, progress)
+    with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
+        result = backup_vm(repo, options, progress, host=host)
     show_notes(repo)
     render_point_summary(result.point, json_output, {"log_truncation": result.log_truncation})
     if result.after_commit_error:

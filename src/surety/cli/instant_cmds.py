@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
+from surety.app.hypervisor import connect_host
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import connect_option, json_option, network_map_option, option_stack
 from surety.cli.render import emit_json, out_console, progress_for
@@ -114,10 +116,10 @@ def start_command(
     began = time.monotonic()
     repo = open_repo(ctx)
     options = InstantOptions(
-        point, name, identity, network_map, uri, root, not no_wait, ready_command, timeout
+        point, name, identity, network_map, root, not no_wait, ready_command, timeout
     )
-    with progress_for(json_output) as progress:
-        result = start_instant(repo, options, progress, began)
+    with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
+        result = start_instant(repo, options, progress, began, host=host)
     show_notes(repo)
     if json_output:
         emit_json(_start_document(result))
@@ -183,8 +185,8 @@ def finish_command(
     name: str, storage: Path | None, uri: str, root: Path, json_output: bool
 ) -> None:
     """Move the running instant VM NAME to --storage while it runs, then define it."""
-    with progress_for(json_output) as progress:
-        result = finish_instant(FinishOptions(name, storage, uri, root), progress)
+    with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
+        result = finish_instant(FinishOptions(name, storage, root), progress, host=host)
     if json_output:
         emit_json(
             {
@@ -206,7 +208,8 @@ def finish_command(
 @json_option
 def abort_command(name: str, uri: str, root: Path, json_output: bool) -> None:
     """Stop the instant VM NAME and discard it (its writes, overlays and servers)."""
-    record = abort_instant(name, uri, root)
+    with closing(connect_host(uri)) as host:
+        record = abort_instant(name, root, host=host)
     if json_output:
         emit_json({"name": record.name, "aborted": True})
         return
@@ -235,9 +238,9 @@ def resume_command(
     Its writes are kept; NBD servers that are gone are started again, which needs
     the repository.
     """
-    options = ResumeOptions(name, uri, root, not no_wait, ready_command, timeout)
-    with progress_for(json_output) as progress:
-        result = resume_instant(options, lambda: open_repo(ctx), progress)
+    options = ResumeOptions(name, root, not no_wait, ready_command, timeout)
+    with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
+        result = resume_instant(options, lambda: open_repo(ctx), progress, host=host)
     if json_output:
         emit_json(_start_document(result))
         return
@@ -250,7 +253,8 @@ def resume_command(
 @json_option
 def list_command(uri: str, root: Path, json_output: bool) -> None:
     """Instant VMs on this host and their state."""
-    found = instant_status(uri, root)
+    with closing(connect_host(uri)) as host:
+        found = instant_status(root, host=host)
     if json_output:
         emit_json(
             [

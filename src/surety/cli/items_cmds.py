@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import click
 
+from surety.app.hypervisor import connect_host
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import connect_option, json_option, option_stack
 from surety.cli.render import emit_json, out_console, progress_for
@@ -114,12 +116,12 @@ def _run(
     request = DumpRequest(app, database, tables, fmt)
     options = ItemsOptions(
         point, request, target.absolute(), force, timeout, dump_timeout, parse_size(max_size),
-        port, uri,
+        port,
     )  # fmt: skip
     check_options(options)  # before the passphrase is asked for
     repo = open_repo(ctx)
-    with progress_for(json_output) as progress:
-        result = extract_items(repo, options, progress)
+    with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
+        result = extract_items(repo, options, progress, host=host)
     show_notes(repo)
     if json_output:
         emit_json(result.document())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
+from surety.app.hypervisor import connect_host
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import connect_option, json_option, network_map_option
 from surety.cli.render import emit_json, out_console, progress_for
@@ -177,9 +179,9 @@ def restore_vm_command(
     """
     repo = open_repo(ctx)
     options = VmRestoreOptions(
-        point, name, identity, storage, fmt, network_map, uri, start=start, force=force
+        point, name, identity, storage, fmt, network_map, start=start, force=force
     )
-    with progress_for(json_output) as progress:
+    with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
         aware = application_restore(
             repo.resolve(point),
             AppRestoreOptions(naive, role, partner, settings),
@@ -187,7 +189,7 @@ def restore_vm_command(
             start=start,
             progress=progress,
         )
-        result = restore_vm(repo, options, progress, [aware] if aware else [])
+        result = restore_vm(repo, options, progress, [aware] if aware else [], host=host)
     show_notes(repo)
     evidence = aware.evidence if aware else None
     if json_output:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import click
 
+from surety.app.hypervisor import connect_host
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import catalog_option, connect_option
 from surety.cli.render import emit_json, out_console, progress_for
@@ -64,8 +66,8 @@ def verify_cmd(
     """
     group = _group(points, group_file, probes, timeout)
     repo = open_repo(ctx)
-    with progress_for(json_output) as progress:
-        result = verify(repo, VerifyOptions(group, proofs, catalog, uri), progress)
+    with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
+        result = verify(repo, VerifyOptions(group, proofs, catalog), progress, host=host)
     show_notes(repo)
     if json_output:
         emit_json({**result.proof, "proof_dir": str(result.proof_dir)})

@@ -35,6 +35,7 @@ from contextlib import suppress
 from typing import IO
 
 from surety.core.errors import SuretyError
+from surety.hypervisor.port import BackupSource, GuestAgent
 
 __all__ = ["Guardian"]
 
@@ -120,10 +121,10 @@ def main(argv: list[str]) -> int:
             return 0
 
 
-def _thaw(domain: object, why: str) -> None:
+def _thaw(domain: GuestAgent, why: str) -> None:
     for attempt in range(5):
         try:
-            thawed = domain.fs_thaw()  # type: ignore[attr-defined]
+            thawed = domain.fs_thaw()
             _report("thawed", reason=why, filesystems=thawed)
             return
         except SuretyError as exc:
@@ -132,10 +133,10 @@ def _thaw(domain: object, why: str) -> None:
     _report("thaw_failed", reason=why)
 
 
-def _abort(domain: object) -> None:
+def _abort(domain: BackupSource) -> None:
     try:
-        if domain.has_job():  # type: ignore[attr-defined]
-            domain.abort_job()  # type: ignore[attr-defined]
+        if domain.has_job():
+            domain.abort_job()
             _report("aborted_job", reason="job died")
     except SuretyError as exc:
         sys.stderr.write(f"guardian: abort failed: {exc}\n")

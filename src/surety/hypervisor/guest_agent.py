@@ -2,8 +2,9 @@
 
 ``AgentChannel`` implements ``surety.quiesce.channel.GuestChannel`` with the
 agent's own commands (``guest-exec``/``guest-exec-status``, ``guest-file-*``,
-``guest-fsfreeze-*``), reached through libvirt. Nothing is installed in the
-guest: writers push their scripts with ``write_file`` and remove them after.
+``guest-fsfreeze-*``), reached through the hypervisor port (``port.GuestAgent``).
+Nothing is installed in the guest: writers push their scripts with
+``write_file`` and remove them after.
 
 Limits worth knowing (qemu-guest-agent): while the guest's file systems are
 frozen the agent refuses everything but ping/status/thaw, so writers talk to
@@ -20,7 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from surety.hypervisor.libvirt_host import GuestAgentError, LibvirtDomain
+from surety.hypervisor.port import GuestAgent, GuestAgentError
 
 __all__ = ["AgentChannel", "GuestResult", "GuestTimeout", "guest_network", "parse_interfaces"]
 
@@ -47,9 +48,9 @@ class GuestResult:
 
 
 class AgentChannel:
-    """A ``GuestChannel`` for one libvirt domain."""
+    """A ``GuestChannel`` over one VM's agent (``port.GuestAgent``)."""
 
-    def __init__(self, domain: LibvirtDomain) -> None:
+    def __init__(self, domain: GuestAgent) -> None:
         self.domain = domain
         self.name = domain.name
 
@@ -131,7 +132,7 @@ class AgentChannel:
         return self.domain.fs_thaw()
 
 
-def guest_network(domain: LibvirtDomain, timeout: int = 5) -> list[dict[str, Any]]:
+def guest_network(domain: GuestAgent, timeout: int = 5) -> list[dict[str, Any]]:
     """The guest's NICs as its agent sees them (``[]`` when the agent does not answer):
     recorded in a restore point so the lab can give a clone its addresses back."""
     try:

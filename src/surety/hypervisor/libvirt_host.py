@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from surety.core.errors import SourceError, SuretyError, TargetError
 from surety.hypervisor.port import GuestAgentError, HypervisorDomain, HypervisorHost
 
-__all__ = ["GuestAgentError", "Host", "LibvirtDomain", "LibvirtHost", "connect"]
+__all__ = ["GuestAgentError", "LibvirtDomain", "LibvirtHost", "connect"]
 
 T = TypeVar("T")
 
@@ -305,8 +305,6 @@ class LibvirtDomain:
         )
         return json.loads(reply).get("return")
 
-
-Host = LibvirtHost  # the former name, until every call site takes a HypervisorHost
 
 # mypy holds the adapter to the port
 _HOST: type[HypervisorHost] = LibvirtHost

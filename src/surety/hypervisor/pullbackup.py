@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from surety.hypervisor.libvirt_host import LibvirtDomain
+from surety.hypervisor.port import BackupSource
 
 __all__ = ["Export", "PullBackup", "backup_xml", "checkpoint_xml"]
 
@@ -76,7 +76,7 @@ class PullBackup:
 
     def __init__(
         self,
-        domain: LibvirtDomain,
+        domain: BackupSource,
         targets: list[str],
         all_targets: list[str],
         *,

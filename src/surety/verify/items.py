@@ -37,7 +37,7 @@ from typing import Any, BinaryIO, Protocol
 from surety.core.errors import LabError, SuretyError, TargetError, UsageError
 from surety.core.progress import Progress
 from surety.core.units import GiB, MiB, format_size
-from surety.hypervisor.libvirt_host import connect
+from surety.hypervisor.port import HypervisorHost
 from surety.quiesce.channel import GuestChannel
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
@@ -69,7 +69,6 @@ class ItemsOptions:
     dump_timeout: float = 3600.0
     max_bytes: int = 2 * GiB
     port: int | None = None  # PostgreSQL: which recorded cluster (default: the first)
-    uri: str = "qemu:///system"
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,10 @@ def check_options(options: ItemsOptions) -> None:
     check_target(options.target, options.force)
 
 
-def extract_items(repo: Repository, options: ItemsOptions, progress: Progress) -> ItemsResult:
+def extract_items(
+    repo: Repository, options: ItemsOptions, progress: Progress, *, host: HypervisorHost
+) -> ItemsResult:
+    """Dump the asked items from a lab on ``host`` (the caller's, left open)."""
     check_options(options)
     point = repo.resolve(options.point)
     port = 0
@@ -113,19 +115,15 @@ def extract_items(repo: Repository, options: ItemsOptions, progress: Progress) -
     else:
         recorded_app(point, options.request.app)
     clock = _Clock(time.monotonic())
-    host = connect(options.uri)
-    try:
-        with open_lab(host, repo, progress) as lab:
-            vm = lab.boot(point)
-            try:
-                _wait(vm.channel, clock.start + options.timeout, options, port, clock)
-            except LabError:
-                for line in vm.console_tail(3).splitlines():
-                    progress.note(f"{vm.name} console: {line}")
-                raise
-            size, digest = _dump_and_copy(vm.channel, vm.domain, options, port, clock, progress)
-    finally:
-        host.close()
+    with open_lab(host, repo, progress) as lab:
+        vm = lab.boot(point)
+        try:
+            _wait(vm.channel, clock.start + options.timeout, options, port, clock)
+        except LabError:
+            for line in vm.console_tail(3).splitlines():
+                progress.note(f"{vm.name} console: {line}")
+            raise
+        size, digest = _dump_and_copy(vm.channel, vm.domain, options, port, clock, progress)
     clock.laps["total"] = round(time.monotonic() - clock.start, 1)
     return ItemsResult(point, options.request, options.target, size, digest, lab.id, clock.laps)
 
@@ -209,7 +207,7 @@ def _answers(channel: GuestChannel, argv: list[str], last: list[str]) -> bool:
 
 
 class AgentFiles(Protocol):
-    """The raw guest-agent call ``guest-file-*`` go through (``LibvirtDomain.agent``)."""
+    """The raw guest-agent call ``guest-file-*`` go through (``GuestAgent.agent``)."""
 
     def agent(
         self, command: str, arguments: dict[str, Any] | None = None, timeout: int = 10

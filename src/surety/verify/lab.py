@@ -37,7 +37,7 @@ from surety.core.progress import Progress
 from surety.hypervisor import labnet
 from surety.hypervisor.guest_agent import AgentChannel
 from surety.hypervisor.images import create_overlay
-from surety.hypervisor.libvirt_host import Host, LibvirtDomain
+from surety.hypervisor.port import HypervisorDomain, HypervisorHost
 from surety.hypervisor.qemu_user import qemu_ids
 from surety.hypervisor.restore_xml import (
     DiskPlacement,
@@ -65,7 +65,7 @@ class LabVm:
 
     name: str  # the name in the group (the VM's own name by default)
     point: Manifest
-    domain: LibvirtDomain
+    domain: HypervisorDomain
     channel: AgentChannel
     macs: tuple[str, ...]  # lab MACs, in the order of the point's NICs
     production_macs: tuple[str | None, ...]
@@ -86,7 +86,7 @@ class LabVm:
 
 class Lab:
     def __init__(
-        self, host: Host, repo: Repository, run_dir: Path, lab_id: str, progress: Progress
+        self, host: HypervisorHost, repo: Repository, run_dir: Path, lab_id: str, progress: Progress
     ) -> None:
         self.host, self.repo, self.run_dir, self.id = host, repo, run_dir, lab_id
         self.progress = progress
@@ -191,14 +191,14 @@ class Lab:
         return notes
 
 
-def _destroy(domain: LibvirtDomain) -> None:
+def _destroy(domain: HypervisorDomain) -> None:
     with suppress(SuretyError):
         domain.destroy()
 
 
 @contextmanager
 def open_lab(
-    host: Host, repo: Repository, progress: Progress, root: Path = LAB_ROOT
+    host: HypervisorHost, repo: Repository, progress: Progress, root: Path = LAB_ROOT
 ) -> Iterator[Lab]:
     """A new, empty lab; everything in it is gone when the block ends."""
     notes: list[str] = []
@@ -218,7 +218,7 @@ def open_lab(
                 progress.note(note)
 
 
-def reap_dead_labs(host: Host, root: Path = LAB_ROOT) -> list[str]:
+def reap_dead_labs(host: HypervisorHost, root: Path = LAB_ROOT) -> list[str]:
     """Remove the VMs, namespaces and taps of labs whose process is gone.
 
     Candidates are listed *before* the live labs are read: a lab writes its id

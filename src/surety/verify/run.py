@@ -21,7 +21,7 @@ from surety.catalog import Catalog, Verification, default_catalog_path
 from surety.core.errors import LabError, SuretyError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor import labnet
-from surety.hypervisor.libvirt_host import GuestAgentError, Host, connect
+from surety.hypervisor.port import GuestAgentError, HypervisorHost
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.verify import addressing
@@ -39,7 +39,6 @@ class VerifyOptions:
     group: ApplicationGroup
     proofs: Path = Path("/var/lib/surety/proofs")
     catalog: Path | None = None
-    uri: str = "qemu:///system"
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,10 @@ class VerifyResult:
     proof: dict[str, object] = field(default_factory=dict)
 
 
-def verify(repo: Repository, options: VerifyOptions, progress: Progress) -> VerifyResult:
+def verify(
+    repo: Repository, options: VerifyOptions, progress: Progress, *, host: HypervisorHost
+) -> VerifyResult:
+    """Verify ``options.group`` in a lab on ``host`` (the caller's, left open)."""
     group = options.group
     points = [repo.resolve(m.point) for m in group.members]
     for point in points:
@@ -58,7 +60,6 @@ def verify(repo: Repository, options: VerifyOptions, progress: Progress) -> Veri
                 f"restore point {point.id[:12]} ({point.name}) is a disk image, not a VM: "
                 "only VM restore points boot in the lab"
             )
-    host = connect(options.uri)
     proof = Proof("", group.name, time.time())
     proof.vms = [_vm_proof(m, p) for m, p in zip(group.members, points, strict=True)]
     deadline = time.monotonic() + group.timeout
@@ -71,17 +72,16 @@ def verify(repo: Repository, options: VerifyOptions, progress: Progress) -> Veri
         for vm_proof in proof.vms:
             if vm_proof.result in ("not started", "running"):
                 vm_proof.result, vm_proof.reason = "failed", str(exc)
-    try:
-        _truncate_logs(host, points, proof, progress)
-    finally:
-        host.close()
+    _truncate_logs(host, points, proof, progress)
     proof.finished = time.time()
     proof_dir = write_proof(proof, options.proofs / repo.config.id)
     _record(options, repo.config.id, proof, proof_dir)
     return VerifyResult(proof.passed, proof_dir, proof.document())
 
 
-def _truncate_logs(host: Host, points: list[Manifest], proof: Proof, progress: Progress) -> None:
+def _truncate_logs(
+    host: HypervisorHost, points: list[Manifest], proof: Proof, progress: Progress
+) -> None:
     """Only now, and only for passed points that asked for it (``after-verify``)."""
     for point, vm_proof in zip(points, proof.vms, strict=True):
         if vm_proof.passed:

@@ -15,7 +15,7 @@ from typing import Any
 
 from surety.core.errors import SuretyError
 from surety.hypervisor.guest_agent import AgentChannel
-from surety.hypervisor.libvirt_host import Host
+from surety.hypervisor.port import HypervisorHost
 from surety.quiesce.writer import load_writers
 from surety.repo.manifest import Manifest
 
@@ -24,7 +24,7 @@ __all__ = ["truncate_after_verify"]
 BASE = ("fsfreeze", "script")
 
 
-def truncate_after_verify(host: Host, point: Manifest) -> dict[str, Any]:
+def truncate_after_verify(host: HypervisorHost, point: Manifest) -> dict[str, Any]:
     """Truncate the logs the passed ``point`` covers; ``{}`` when it did not ask for it."""
     if point.source.get("truncate_logs") != "after-verify":
         return {}

@@ -27,7 +27,7 @@ from pathlib import Path
 from surety.core.errors import Interrupted, TargetError, UsageError
 from surety.core.progress import Progress
 from surety.core.units import format_size
-from surety.hypervisor.libvirt_host import Host, LibvirtDomain, connect
+from surety.hypervisor.port import HypervisorDomain, HypervisorHost
 from surety.restore.export import server_alive, stop_server
 from surety.restore.instant.plan import (
     copy_destination_xml,
@@ -66,7 +66,6 @@ POLL = 0.5
 class FinishOptions:
     name: str
     storage: Path | None = None  # required on the first run; a rerun reuses the recorded one
-    uri: str = "qemu:///system"
     root: Path = DEFAULT_ROOT
 
 
@@ -77,31 +76,30 @@ class FinishResult:
     seconds: float
 
 
-def finish_instant(options: FinishOptions, progress: Progress) -> FinishResult:
+def finish_instant(
+    options: FinishOptions, progress: Progress, *, host: HypervisorHost
+) -> FinishResult:
+    """Move instant VM ``options.name`` of ``host`` (the caller's, left open) to its storage."""
     began = time.monotonic()
     with working_on(load_record(options.root, options.name)):
         record = load_record(options.root, options.name)  # as the previous command left it
-        host = connect(options.uri)
-        try:
-            domain = find_instant_domain(host, record)
-            copied = 0
-            if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
-                record = record.with_phase(FINISHED)  # defined by an earlier run: clean up only
-            else:
-                if domain is None or not domain.is_running():
-                    raise TargetError(
-                        f"instant VM {record.name} is not running (its writes are kept): "
-                        f"`surety instant-recover resume {record.name}` first, or `abort` it"
-                    )
-                record = _prepare_copies(record, options.storage)
-                for disk in record.disks:
-                    done, record = _move_disk(domain, record, disk, progress)
-                    copied += done
-                record = _define(host, domain, record)
-            _cleanup(record)
-            return FinishResult(record, copied, time.monotonic() - began)
-        finally:
-            host.close()
+        domain = find_instant_domain(host, record)
+        copied = 0
+        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+            record = record.with_phase(FINISHED)  # defined by an earlier run: clean up only
+        else:
+            if domain is None or not domain.is_running():
+                raise TargetError(
+                    f"instant VM {record.name} is not running (its writes are kept): "
+                    f"`surety instant-recover resume {record.name}` first, or `abort` it"
+                )
+            record = _prepare_copies(record, options.storage)
+            for disk in record.disks:
+                done, record = _move_disk(domain, record, disk, progress)
+                copied += done
+            record = _define(host, domain, record)
+        _cleanup(record)
+        return FinishResult(record, copied, time.monotonic() - began)
 
 
 def load_record(root: Path, name: str) -> InstantVm:
@@ -111,7 +109,7 @@ def load_record(root: Path, name: str) -> InstantVm:
     return record
 
 
-def find_instant_domain(host: Host, record: InstantVm) -> LibvirtDomain | None:
+def find_instant_domain(host: HypervisorHost, record: InstantVm) -> HypervisorDomain | None:
     """The instant VM's domain: its name, and its UUID once known."""
     domain = host.find_domain(name=record.name)
     if domain is None:
@@ -171,7 +169,7 @@ def _allocated(path: Path) -> int:
 
 
 def _move_disk(
-    domain: LibvirtDomain, record: InstantVm, disk: InstantDisk, progress: Progress
+    domain: HypervisorDomain, record: InstantVm, disk: InstantDisk, progress: Progress
 ) -> tuple[int, InstantVm]:
     """Copy one disk and pivot to the copy: (bytes copied, the updated record)."""
     assert disk.copy is not None
@@ -212,7 +210,7 @@ def _record_on_copy(record: InstantVm, disk: InstantDisk, on_copy: bool) -> Inst
     return updated
 
 
-def _wait_ready(domain: LibvirtDomain, disk: InstantDisk, progress: Progress) -> int:
+def _wait_ready(domain: HypervisorDomain, disk: InstantDisk, progress: Progress) -> int:
     job = domain.block_job(disk.target)
     progress.phase(f"copy {disk.target}", job[1] if job else disk.size)
     done = 0
@@ -232,14 +230,14 @@ def _wait_ready(domain: LibvirtDomain, disk: InstantDisk, progress: Progress) ->
         time.sleep(POLL)
 
 
-def _abort_job(domain: LibvirtDomain, target: str) -> None:
+def _abort_job(domain: HypervisorDomain, target: str) -> None:
     domain.block_job_abort(target)
     deadline = time.monotonic() + 60
     while domain.block_job(target) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
-def _define(host: Host, domain: LibvirtDomain, record: InstantVm) -> InstantVm:
+def _define(host: HypervisorHost, domain: HypervisorDomain, record: InstantVm) -> InstantVm:
     storage, vm_dir = Path(str(record.storage)), Path(record.directory)
     live = domain.xml()
     for old, new in moved_chardev_files(live, vm_dir, storage).items():
@@ -281,20 +279,17 @@ def _cleanup(record: InstantVm) -> None:
 # -- abort and list -------------------------------------------------------------------
 
 
-def abort_instant(name: str, uri: str = "qemu:///system", root: Path = DEFAULT_ROOT) -> InstantVm:
+def abort_instant(name: str, root: Path = DEFAULT_ROOT, *, host: HypervisorHost) -> InstantVm:
+    """Discard instant VM ``name`` of ``host`` (the caller's, left open)."""
     with working_on(load_record(root, name)):
         record = load_record(root, name)  # as the previous command left it
-        host = connect(uri)
-        try:
-            domain = find_instant_domain(host, record)
-            if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
-                raise UsageError(
-                    f"{name} is finished: it is a normal VM on {record.storage} now "
-                    f"(run `surety instant-recover finish {name}` to clean up what is left)"
-                )
-            discard(record, domain)
-        finally:
-            host.close()
+        domain = find_instant_domain(host, record)
+        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+            raise UsageError(
+                f"{name} is finished: it is a normal VM on {record.storage} now "
+                f"(run `surety instant-recover finish {name}` to clean up what is left)"
+            )
+        discard(record, domain)
         return record
 
 
@@ -305,17 +300,11 @@ class InstantStatus:
     servers_alive: int
 
 
-def instant_status(uri: str = "qemu:///system", root: Path = DEFAULT_ROOT) -> list[InstantStatus]:
-    records = list_instant_vms(root)
-    if not records:
-        return []
-    host = connect(uri)
-    try:
-        found = []
-        for record in records:
-            domain = find_instant_domain(host, record)
-            alive = sum(server_alive(d.pid_file) for d in record.disks)
-            found.append(InstantStatus(record, domain is not None and domain.is_running(), alive))
-        return found
-    finally:
-        host.close()
+def instant_status(root: Path = DEFAULT_ROOT, *, host: HypervisorHost) -> list[InstantStatus]:
+    """Every instant VM recorded under ``root``, as ``host`` shows it (asked only if any)."""
+    found = []
+    for record in list_instant_vms(root):
+        domain = find_instant_domain(host, record)
+        alive = sum(server_alive(d.pid_file) for d in record.disks)
+        found.append(InstantStatus(record, domain is not None and domain.is_running(), alive))
+    return found

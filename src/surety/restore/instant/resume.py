@@ -19,7 +19,7 @@ from pathlib import Path
 
 from surety.core.errors import UsageError
 from surety.core.progress import Progress
-from surety.hypervisor.libvirt_host import connect
+from surety.hypervisor.port import HypervisorHost
 from surety.hypervisor.qemu_user import qemu_ids
 from surety.repo.repository import Repository
 from surety.restore.export import server_alive, start_detached_server, stop_server
@@ -34,7 +34,6 @@ __all__ = ["ResumeOptions", "resume_instant"]
 @dataclass(frozen=True)
 class ResumeOptions:
     name: str
-    uri: str = "qemu:///system"
     root: Path = Path("/var/lib/surety/instant")
     wait: bool = True
     ready_command: str | None = None
@@ -42,34 +41,35 @@ class ResumeOptions:
 
 
 def resume_instant(
-    options: ResumeOptions, open_repo: Callable[[], Repository], progress: Progress
+    options: ResumeOptions,
+    open_repo: Callable[[], Repository],
+    progress: Progress,
+    *,
+    host: HypervisorHost,
 ) -> InstantResult:
-    """Start the stopped instant VM ``options.name`` again (nothing to do if it runs)."""
+    """Start the stopped instant VM ``options.name`` of ``host`` (the caller's, left open)
+    again; nothing to do if it runs."""
     began = time.monotonic()
     with working_on(load_record(options.root, options.name)):
         record = load_record(options.root, options.name)  # as the previous command left it
-        host = connect(options.uri)
-        try:
-            domain = find_instant_domain(host, record)
-            if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
-                raise UsageError(f"{record.name} is finished: start it like any VM (virsh start)")
-            if domain is not None and domain.is_running():
-                progress.note(f"{record.name} is running already")
-            else:
-                xml = _resume_xml(record)
-                _restart_servers(record, open_repo, progress)
-                progress.phase(f"start {record.name}")
-                domain = host.create_transient(xml)
-            started = time.monotonic() - began
-            ping = ready = None
-            if options.wait:
-                waiting = InstantOptions(
-                    record.point, timeout=options.timeout, ready_command=options.ready_command
-                )
-                ping, ready = wait_for_guest(domain, waiting, began, progress)
-            return InstantResult(record, started, ping, ready, ())
-        finally:
-            host.close()
+        domain = find_instant_domain(host, record)
+        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+            raise UsageError(f"{record.name} is finished: start it like any VM (virsh start)")
+        if domain is not None and domain.is_running():
+            progress.note(f"{record.name} is running already")
+        else:
+            xml = _resume_xml(record)
+            _restart_servers(record, open_repo, progress)
+            progress.phase(f"start {record.name}")
+            domain = host.create_transient(xml)
+        started = time.monotonic() - began
+        ping = ready = None
+        if options.wait:
+            waiting = InstantOptions(
+                record.point, timeout=options.timeout, ready_command=options.ready_command
+            )
+            ping, ready = wait_for_guest(domain, waiting, began, progress)
+        return InstantResult(record, started, ping, ready, ())
 
 
 def _restart_servers(

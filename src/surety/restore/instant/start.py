@@ -27,7 +27,7 @@ from surety.core.progress import Progress
 from surety.hypervisor.guest_agent import AgentChannel
 from surety.hypervisor.hostnet import host_addresses
 from surety.hypervisor.images import create_overlay
-from surety.hypervisor.libvirt_host import GuestAgentError, Host, LibvirtDomain, connect
+from surety.hypervisor.port import GuestAgentError, HypervisorDomain, HypervisorHost
 from surety.hypervisor.qemu_user import qemu_ids
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
@@ -72,7 +72,6 @@ class InstantOptions:
     name: str | None = None  # --as; default: the original name (in place)
     identity: str | None = None  # in-place | clone; default from the name
     network_map: tuple[tuple[str, str], ...] = ()
-    uri: str = "qemu:///system"
     root: Path = DEFAULT_ROOT  # where instant VMs keep their records and overlays
     wait: bool = True  # wait for the guest agent
     ready_command: str | None = None  # shell command in the guest that says "app ready"
@@ -93,32 +92,27 @@ def start_instant(
     options: InstantOptions,
     progress: Progress,
     began: float | None = None,
+    *,
+    host: HypervisorHost,
 ) -> InstantResult:
+    """Run ``options.point`` as a transient VM of ``host`` (the caller's, left open)."""
     began = time.monotonic() if began is None else began
     if not isinstance(repo.storage, LocalStorage):
         raise UsageError(
             f"{repo.storage.describe()}: instant recovery serves local repositories only"
         )
-    host: Host | None = None
-    try:
-        with repo.lock(
-            exclusive=False, operation=f"instant-recover {options.point}", read_only=True
-        ):
-            point = repo.resolve(options.point)
-            _check_point(point)
-            host = connect(options.uri)
-            plan = _plan(host, point, options)
-            for note in plan.notes:
-                progress.note(note)
-            vm, domain = _launch(repo, host, plan, options, progress)
-        started = time.monotonic() - began
-        ping = ready = None
-        if options.wait:
-            ping, ready = wait_for_guest(domain, options, began, progress)
-        return InstantResult(vm, started, ping, ready, plan.notes)
-    finally:
-        if host is not None:
-            host.close()
+    with repo.lock(exclusive=False, operation=f"instant-recover {options.point}", read_only=True):
+        point = repo.resolve(options.point)
+        _check_point(point)
+        plan = _plan(host, point, options)
+        for note in plan.notes:
+            progress.note(note)
+        vm, domain = _launch(repo, host, plan, options, progress)
+    started = time.monotonic() - began
+    ping = ready = None
+    if options.wait:
+        ping, ready = wait_for_guest(domain, options, began, progress)
+    return InstantResult(vm, started, ping, ready, plan.notes)
 
 
 def _check_point(point: Manifest) -> None:
@@ -133,7 +127,7 @@ def _check_point(point: Manifest) -> None:
         )
 
 
-def _plan(host: Host, point: Manifest, options: InstantOptions) -> VmRestorePlan:
+def _plan(host: HypervisorHost, point: Manifest, options: InstantOptions) -> VmRestorePlan:
     restore_options = VmRestoreOptions(
         point.id,
         options.name,
@@ -141,7 +135,6 @@ def _plan(host: Host, point: Manifest, options: InstantOptions) -> VmRestorePlan
         storage=options.root / (options.name or point.name),
         format="qcow2",
         network_map=options.network_map,
-        uri=options.uri,
         start=True,
     )
     identity, name = resolve_identity(point, restore_options)
@@ -160,17 +153,17 @@ def _plan(host: Host, point: Manifest, options: InstantOptions) -> VmRestorePlan
                 f"(shut it down and `virsh undefine {existing.name}`), or use --as NEW for a clone"
             )
         raise TargetError(f"a VM named {name} exists already; choose another with --as NAME")
-    facts = TargetFacts((), host.networks(), host_addresses())
+    facts = TargetFacts((), host.networks(), host_addresses(), host.uri)
     return plan_vm_restore(point, restore_options, {}, facts)
 
 
 def _launch(
     repo: Repository,
-    host: Host,
+    host: HypervisorHost,
     plan: VmRestorePlan,
     options: InstantOptions,
     progress: Progress,
-) -> tuple[InstantVm, LibvirtDomain]:
+) -> tuple[InstantVm, HypervisorDomain]:
     """Servers, overlays, the transient VM; on any failure everything made is undone."""
     vm_dir = options.root / plan.name
     options.root.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -190,7 +183,7 @@ def _launch(
         STARTING,
         time.time(),
     )
-    domain: LibvirtDomain | None = None
+    domain: HypervisorDomain | None = None
     try:
         save_instant_vm(record)
         for network, xml in plan.create_networks:
@@ -235,7 +228,7 @@ def _serve_disks(
     return record
 
 
-def discard(record: InstantVm, domain: LibvirtDomain | None) -> None:
+def discard(record: InstantVm, domain: HypervisorDomain | None) -> None:
     """Destroy the instant VM (if given), stop its servers, delete its files.
 
     Copies on production storage recorded by an unfinished ``finish`` go too.
@@ -252,7 +245,7 @@ def discard(record: InstantVm, domain: LibvirtDomain | None) -> None:
 
 
 def wait_for_guest(
-    domain: LibvirtDomain, options: InstantOptions, began: float, progress: Progress
+    domain: HypervisorDomain, options: InstantOptions, began: float, progress: Progress
 ) -> tuple[float | None, float | None]:
     """Seconds from ``began`` until guest-ping answers, and until ``ready_command`` succeeds."""
     deadline = began + options.timeout

@@ -29,7 +29,7 @@ from typing import Any
 from surety.core.errors import RestoreProcedureFailed, SourceError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor.guest_agent import AgentChannel
-from surety.hypervisor.libvirt_host import GuestAgentError, LibvirtDomain
+from surety.hypervisor.port import GuestAgentError, HypervisorDomain
 from surety.quiesce.procedure import (
     ProcedureFactory,
     RestoreRequest,
@@ -96,7 +96,7 @@ class ApplicationRestore:
         self.units: list[str] = []
         self.evidence: dict[str, Any] = {"restore_mode": None, "procedures": {}}
 
-    def before_first_boot(self, vm: RestoredVm, domain: LibvirtDomain) -> None:
+    def before_first_boot(self, vm: RestoredVm, domain: HypervisorDomain) -> None:
         self.factories = load_procedures(vm.applications)
         if not self.factories:
             self.evidence["restore_mode"] = {
@@ -112,7 +112,7 @@ class ApplicationRestore:
             self.progress.note(note)
         self.evidence["restore_mode"] = {"held": self.units, "on": where}
 
-    def after_boot(self, vm: RestoredVm, domain: LibvirtDomain) -> None:
+    def after_boot(self, vm: RestoredVm, domain: HypervisorDomain) -> None:
         if not self.factories:
             return
         try:
@@ -124,7 +124,7 @@ class ApplicationRestore:
                 f"{exc} (the VM is left as it is for inspection; restore again when fixed)"
             ) from exc
 
-    def _run_procedures(self, vm: RestoredVm, domain: LibvirtDomain) -> None:
+    def _run_procedures(self, vm: RestoredVm, domain: HypervisorDomain) -> None:
         guest = AgentChannel(domain)
         self.progress.phase("restore mode: waiting for the guest agent")
         booted = self._wait_agent(guest)

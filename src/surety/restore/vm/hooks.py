@@ -4,9 +4,9 @@
 ``before_first_boot`` in order; with ``start`` it starts the VM and calls every
 hook's ``after_boot`` in order. A hook sees what the restore made
 (``RestoredVm``: name, UUID, MACs, disk paths, the point's ``applications``
-metadata) and the libvirt domain. A hook that raises stops the sequence; the
-VM stays defined as restored (the restore itself succeeded) and the error
-reaches the caller.
+metadata) and the VM (``hypervisor.port.HypervisorDomain``). A hook that
+raises stops the sequence; the VM stays defined as restored (the restore
+itself succeeded) and the error reaches the caller.
 
 Hooks are given by the caller; none is built in. They must not know the CLI.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from surety.hypervisor.libvirt_host import LibvirtDomain
+from surety.hypervisor.port import HypervisorDomain
 
 __all__ = ["RestoreHook", "RestoredDisk", "RestoredNic", "RestoredVm"]
 
@@ -57,8 +57,8 @@ class RestoredVm:
 
 
 class RestoreHook(Protocol):
-    def before_first_boot(self, vm: RestoredVm, domain: LibvirtDomain) -> None:
+    def before_first_boot(self, vm: RestoredVm, domain: HypervisorDomain) -> None:
         """The VM is defined and has never run from the restored disks."""
 
-    def after_boot(self, vm: RestoredVm, domain: LibvirtDomain) -> None:
+    def after_boot(self, vm: RestoredVm, domain: HypervisorDomain) -> None:
         """The VM was started (only when the restore starts it)."""

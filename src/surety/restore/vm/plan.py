@@ -78,7 +78,6 @@ class VmRestoreOptions:
     storage: Path | None = None  # default: beside each original disk
     format: str | None = None  # qcow2 | raw; default: each disk's original format
     network_map: tuple[tuple[str, str], ...] = ()
-    uri: str = "qemu:///system"
     start: bool = False
     force: bool = False
     threads: int | None = None
@@ -102,6 +101,7 @@ class TargetFacts:
     domains: tuple[ExistingDomain, ...]
     networks: Mapping[str, tuple[bool, str]]  # name -> (active, XML)
     host_addresses: HostAddresses
+    where: str = "the target host"  # for messages: the hypervisor's URI
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ def _plan_networks(
             if wanted[network] not in facts.networks:
                 raise TargetError(
                     f"--network-map {network}={wanted[network]}: there is no network "
-                    f"{wanted[network]} on {options.uri}"
+                    f"{wanted[network]} on {facts.where}"
                 )
             mapping[network] = wanted[network]
         elif network not in facts.networks:

@@ -29,7 +29,7 @@ from surety.core.progress import Progress
 from surety.core.units import format_size
 from surety.hypervisor.domain import parse_domain
 from surety.hypervisor.hostnet import host_addresses
-from surety.hypervisor.libvirt_host import Host, LibvirtDomain, connect
+from surety.hypervisor.port import HypervisorDomain, HypervisorHost
 from surety.hypervisor.restore_xml import genid_of
 from surety.repo.image import ImageIndex
 from surety.repo.manifest import Manifest
@@ -73,37 +73,36 @@ def restore_vm(
     options: VmRestoreOptions,
     progress: Progress,
     hooks: Sequence[RestoreHook] = (),
+    *,
+    host: HypervisorHost,
 ) -> VmRestoreResult:
+    """Restore ``options.point`` as a VM of ``host`` (the caller's, left open)."""
     _validate(options)
     began = time.monotonic()
-    host = connect(options.uri)
-    try:
-        with repo.lock(exclusive=False, operation=f"restore vm {options.point}", read_only=True):
-            point = repo.resolve(options.point)
-            images = {d.name: repo.get_image(d.image) for d in point.disks}
-            plan = _plan(host, point, options, images)
-            for note in plan.notes:
-                progress.note(note)
-            _check_files(plan, options.force)
-            _check_room(plan)
-            staged, written = _stage(repo, plan, images, options, progress)
-            outcome = switch_over(host, plan, staged, progress)
-        vm = _restored_vm(plan, outcome.domain)
-        started = _first_boot(vm, outcome.domain, options.start, hooks, progress)
-        return VmRestoreResult(
-            vm=vm,
-            point=point,
-            started=started,
-            written=written,
-            networks=dict(plan.networks),
-            networks_created=outcome.networks_created,
-            replaced=outcome.replaced,
-            superseded_files=_superseded(plan),
-            dropped_disks=plan.dropped_disks,
-            seconds=time.monotonic() - began,
-        )
-    finally:
-        host.close()
+    with repo.lock(exclusive=False, operation=f"restore vm {options.point}", read_only=True):
+        point = repo.resolve(options.point)
+        images = {d.name: repo.get_image(d.image) for d in point.disks}
+        plan = _plan(host, point, options, images)
+        for note in plan.notes:
+            progress.note(note)
+        _check_files(plan, options.force)
+        _check_room(plan)
+        staged, written = _stage(repo, plan, images, options, progress)
+        outcome = switch_over(host, plan, staged, progress)
+    vm = _restored_vm(plan, outcome.domain)
+    started = _first_boot(vm, outcome.domain, options.start, hooks, progress)
+    return VmRestoreResult(
+        vm=vm,
+        point=point,
+        started=started,
+        written=written,
+        networks=dict(plan.networks),
+        networks_created=outcome.networks_created,
+        replaced=outcome.replaced,
+        superseded_files=_superseded(plan),
+        dropped_disks=plan.dropped_disks,
+        seconds=time.monotonic() - began,
+    )
 
 
 def _validate(options: VmRestoreOptions) -> None:
@@ -119,19 +118,22 @@ def _validate(options: VmRestoreOptions) -> None:
 
 
 def _plan(
-    host: Host, point: Manifest, options: VmRestoreOptions, images: dict[str, ImageIndex]
+    host: HypervisorHost,
+    point: Manifest,
+    options: VmRestoreOptions,
+    images: dict[str, ImageIndex],
 ) -> VmRestorePlan:
     identity, name = resolve_identity(point, options)
     candidates = [host.find_domain(name=name)]
     if identity == IN_PLACE and point.source.get("uuid"):
         candidates.append(host.find_domain(uuid=point.source["uuid"]))
     domains = {d.uuid(): _existing(d) for d in candidates if d is not None}
-    facts = TargetFacts(tuple(domains.values()), host.networks(), host_addresses())
+    facts = TargetFacts(tuple(domains.values()), host.networks(), host_addresses(), host.uri)
     allocated = {target: image.allocated_bytes() for target, image in images.items()}
     return plan_vm_restore(point, options, allocated, facts)
 
 
-def _existing(domain: LibvirtDomain) -> ExistingDomain:
+def _existing(domain: HypervisorDomain) -> ExistingDomain:
     info = parse_domain(domain.xml(inactive=True))
     files = [d.source for d in info.disks] + ([info.nvram] if info.nvram else [])
     return ExistingDomain(domain.name, domain.uuid(), domain.is_running(), tuple(files))
@@ -280,7 +282,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _restored_vm(plan: VmRestorePlan, domain: LibvirtDomain) -> RestoredVm:
+def _restored_vm(plan: VmRestorePlan, domain: HypervisorDomain) -> RestoredVm:
     point = plan.point
     return RestoredVm(
         name=plan.name,
@@ -301,7 +303,7 @@ def _restored_vm(plan: VmRestorePlan, domain: LibvirtDomain) -> RestoredVm:
 
 def _first_boot(
     vm: RestoredVm,
-    domain: LibvirtDomain,
+    domain: HypervisorDomain,
     start: bool,
     hooks: Sequence[RestoreHook],
     progress: Progress,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from surety.core.errors import Interrupted, SuretyError, TargetError
 from surety.core.progress import Progress
-from surety.hypervisor.libvirt_host import Host, LibvirtDomain
+from surety.hypervisor.port import HypervisorDomain, HypervisorHost
 from surety.restore.vm.plan import ExistingDomain, VmRestorePlan
 
 __all__ = ["Staged", "SwitchOutcome", "switch_over", "temporary_name"]
@@ -39,7 +39,7 @@ class Staged:
 
 @dataclass(frozen=True)
 class SwitchOutcome:
-    domain: LibvirtDomain
+    domain: HypervisorDomain
     networks_created: tuple[str, ...]
     replaced: tuple[ExistingDomain, ...]
 
@@ -67,7 +67,7 @@ class _Undo:
 
 
 def switch_over(
-    host: Host, plan: VmRestorePlan, staged: Sequence[Staged], progress: Progress
+    host: HypervisorHost, plan: VmRestorePlan, staged: Sequence[Staged], progress: Progress
 ) -> SwitchOutcome:
     progress.phase("switch over")
     undo = _Undo()
@@ -90,7 +90,7 @@ def switch_over(
 
 
 def _create_networks(
-    host: Host, plan: VmRestorePlan, undo: _Undo, progress: Progress
+    host: HypervisorHost, plan: VmRestorePlan, undo: _Undo, progress: Progress
 ) -> tuple[str, ...]:
     created = []
     for name, xml in plan.create_networks:
@@ -101,7 +101,9 @@ def _create_networks(
     return tuple(created)
 
 
-def _remove_replaced(host: Host, plan: VmRestorePlan, undo: _Undo, progress: Progress) -> None:
+def _remove_replaced(
+    host: HypervisorHost, plan: VmRestorePlan, undo: _Undo, progress: Progress
+) -> None:
     for existing in plan.replace:
         domain = host.find_domain(uuid=existing.uuid)
         if domain is None:
@@ -116,7 +118,7 @@ def _remove_replaced(host: Host, plan: VmRestorePlan, undo: _Undo, progress: Pro
         progress.note(f"replacing VM {existing.name} (UUID {existing.uuid})")
 
 
-def _restart(host: Host, existing: ExistingDomain) -> None:
+def _restart(host: HypervisorHost, existing: ExistingDomain) -> None:
     domain = host.find_domain(uuid=existing.uuid)
     if domain is None:
         raise TargetError(f"{existing.name} is not defined")
