@@ -196,9 +196,8 @@ class HypervisorDomain(GuestAgent, BackupSource, BlockCopier, Protocol):
         ...
 
     def resume(self) -> None:
-        """Let the CPUs of a VM started paused run. ``TargetError`` when it does not
-        run. Resuming CPUs that run already: QEMU accepts it, libvirt's test driver
-        refuses it - resume only what was started paused."""
+        """Let the CPUs of a VM started paused run. Not idempotent: ``TargetError``
+        when it does not run or its CPUs run already."""
         ...
 
     def destroy(self) -> None:

@@ -163,6 +163,8 @@ class FakeDomain:
 
     def resume(self) -> None:
         self._active("resume", TargetError)
+        if not self.paused:
+            raise TargetError(f"{self.name}: resuming: domain is already running")
         self._hv._event(f"resume {self.name}")
         self.paused = False
 

@@ -400,7 +400,8 @@ class HypervisorGuestContract:
         with pytest.raises(GuestAgentError):
             tiny.agent("guest-ping", timeout=1)  # no agent answers in a paused VM
         tiny.resume()
-        tiny.resume()  # QEMU: running CPUs resume without complaint
+        with pytest.raises(TargetError):
+            tiny.resume()  # not idempotent: its CPUs run
         with pytest.raises(TargetError):
             tiny.undefine()  # transient already
 
