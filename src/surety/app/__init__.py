@@ -1,5 +1,6 @@
 """Wiring: the one place that turns options into concrete adapters.
 
+    ``catalog``     the catalog of verifications (and soon runs): SQLite at a path
     ``hypervisor``  the hypervisor host use cases work on (libvirt, connected at first use)
     ``repository``  the storage backend for a repository location; open or create it
 
@@ -7,4 +8,4 @@ Hands use cases what they need. No UI here (the CLI renders), no business
 logic (the use cases decide).
 """
 
-__all__ = ["hypervisor", "repository"]
+__all__ = ["catalog", "hypervisor", "repository"]

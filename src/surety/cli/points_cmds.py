@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from surety.catalog import Catalog, Verification, default_catalog_path
+from surety.app.catalog import open_catalog
+from surety.catalog import Verification, default_catalog_path
 from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console
 from surety.core.units import format_size
@@ -32,7 +33,7 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
     repo = open_repo(ctx)
     found = repo.list_points(name)
     show_notes(repo)
-    checked = Catalog(catalog).latest_verifications(repo.config.id, [p.id for p in found])
+    checked = open_catalog(catalog).latest_verifications(repo.config.id, [p.id for p in found])
     if json_output:
         emit_json(
             [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from surety.app.catalog import open_catalog
 from surety.app.hypervisor import connect_host
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import catalog_option, connect_option
@@ -67,7 +68,9 @@ def verify_cmd(
     group = _group(points, group_file, probes, timeout)
     repo = open_repo(ctx)
     with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
-        result = verify(repo, VerifyOptions(group, proofs, catalog), progress, host=host)
+        result = verify(
+            repo, VerifyOptions(group, proofs), progress, host=host, catalog=open_catalog(catalog)
+        )
     show_notes(repo)
     if json_output:
         emit_json({**result.proof, "proof_dir": str(result.proof_dir)})

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from surety.catalog import Catalog, Verification, default_catalog_path
+from surety.catalog import Catalog, Verification
 from surety.core.errors import LabError, SuretyError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor import labnet
@@ -38,7 +38,6 @@ __all__ = ["VerifyOptions", "VerifyResult", "verify"]
 class VerifyOptions:
     group: ApplicationGroup
     proofs: Path = Path("/var/lib/surety/proofs")
-    catalog: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,17 @@ class VerifyResult:
 
 
 def verify(
-    repo: Repository, options: VerifyOptions, progress: Progress, *, host: HypervisorHost
+    repo: Repository,
+    options: VerifyOptions,
+    progress: Progress,
+    *,
+    host: HypervisorHost,
+    catalog: Catalog,
 ) -> VerifyResult:
-    """Verify ``options.group`` in a lab on ``host`` (the caller's, left open)."""
+    """Verify ``options.group`` in a lab on ``host`` (the caller's, left open).
+
+    Every point's verdict is recorded in ``catalog``.
+    """
     group = options.group
     points = [repo.resolve(m.point) for m in group.members]
     for point in points:
@@ -75,7 +82,7 @@ def verify(
     _truncate_logs(host, points, proof, progress)
     proof.finished = time.time()
     proof_dir = write_proof(proof, options.proofs / repo.config.id)
-    _record(options, repo.config.id, proof, proof_dir)
+    _record(catalog, repo.config.id, proof, proof_dir)
     return VerifyResult(proof.passed, proof_dir, proof.document())
 
 
@@ -200,8 +207,7 @@ def _address(
     return first
 
 
-def _record(options: VerifyOptions, repository: str, proof: Proof, proof_dir: Path) -> None:
-    catalog = Catalog(options.catalog or default_catalog_path())
+def _record(catalog: Catalog, repository: str, proof: Proof, proof_dir: Path) -> None:
     at = proof.document()["finished"]
     for vm in proof.vms:
         status = "verified" if vm.passed else "failed"
