@@ -9,6 +9,8 @@
   servers and delete the overlays; ``abort_instant``; ``instant_status``.
 * ``resume`` - ``resume_instant``: start a stopped instant VM again from its
   saved live XML (dead servers restarted on the same sockets).
+* ``control`` - what finish, abort and resume open with: the VM's lock, its
+  record re-read under it, its domain on the caller's host.
 * ``state`` - the record ``<root>/NAME/state.json`` (atomic writes, the
   per-VM ``flock``); ``plan`` - the pure XML work (overlays, copies, finished
   and resumed domains, disk states).

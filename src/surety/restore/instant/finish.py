@@ -29,6 +29,7 @@ from surety.core.progress import Progress
 from surety.core.units import format_size
 from surety.hypervisor.port import HypervisorDomain, HypervisorHost
 from surety.restore.export import server_alive, stop_server
+from surety.restore.instant.control import find_instant_domain, open_instant_vm
 from surety.restore.instant.plan import (
     copy_destination_xml,
     copy_path,
@@ -43,9 +44,7 @@ from surety.restore.instant.state import (
     InstantDisk,
     InstantVm,
     list_instant_vms,
-    load_instant_vm,
     save_instant_vm,
-    working_on,
 )
 
 __all__ = [
@@ -53,10 +52,8 @@ __all__ = [
     "FinishResult",
     "InstantStatus",
     "abort_instant",
-    "find_instant_domain",
     "finish_instant",
     "instant_status",
-    "load_record",
 ]
 
 POLL = 0.5
@@ -81,11 +78,10 @@ def finish_instant(
 ) -> FinishResult:
     """Move instant VM ``options.name`` of ``host`` (the caller's, left open) to its storage."""
     began = time.monotonic()
-    with working_on(load_record(options.root, options.name)):
-        record = load_record(options.root, options.name)  # as the previous command left it
-        domain = find_instant_domain(host, record)
+    with open_instant_vm(options.root, options.name, host) as opened:
+        record, domain = opened.record, opened.domain
         copied = 0
-        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+        if opened.finished:
             record = record.with_phase(FINISHED)  # defined by an earlier run: clean up only
         else:
             if domain is None or not domain.is_running():
@@ -100,27 +96,6 @@ def finish_instant(
             record = _define(host, domain, record)
         _cleanup(record)
         return FinishResult(record, copied, time.monotonic() - began)
-
-
-def load_record(root: Path, name: str) -> InstantVm:
-    record = load_instant_vm(root, name)
-    if record is None:
-        raise UsageError(f"no instant VM named {name} (`surety instant-recover list`)")
-    return record
-
-
-def find_instant_domain(host: HypervisorHost, record: InstantVm) -> HypervisorDomain | None:
-    """The instant VM's domain: its name, and its UUID once known."""
-    domain = host.find_domain(name=record.name)
-    if domain is None:
-        return None
-    if record.uuid and domain.uuid() != record.uuid:
-        return None
-    if not record.uuid:  # killed before the UUID was recorded: it must run on our overlays
-        overlays = {d.overlay for d in record.disks}
-        if not overlays & {s.source for s in disk_states(domain.xml()).values()}:
-            return None
-    return domain
 
 
 def _prepare_copies(record: InstantVm, storage: Path | None) -> InstantVm:
@@ -281,16 +256,14 @@ def _cleanup(record: InstantVm) -> None:
 
 def abort_instant(name: str, root: Path = DEFAULT_ROOT, *, host: HypervisorHost) -> InstantVm:
     """Discard instant VM ``name`` of ``host`` (the caller's, left open)."""
-    with working_on(load_record(root, name)):
-        record = load_record(root, name)  # as the previous command left it
-        domain = find_instant_domain(host, record)
-        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+    with open_instant_vm(root, name, host) as opened:
+        if opened.finished:
             raise UsageError(
-                f"{name} is finished: it is a normal VM on {record.storage} now "
+                f"{name} is finished: it is a normal VM on {opened.record.storage} now "
                 f"(run `surety instant-recover finish {name}` to clean up what is left)"
             )
-        discard(record, domain)
-        return record
+        discard(opened.record, opened.domain)
+        return opened.record
 
 
 @dataclass(frozen=True)

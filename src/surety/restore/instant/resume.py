@@ -23,10 +23,16 @@ from surety.hypervisor.port import HypervisorHost
 from surety.hypervisor.qemu_user import qemu_ids
 from surety.repo.repository import Repository
 from surety.restore.export import server_alive, start_detached_server, stop_server
-from surety.restore.instant.finish import find_instant_domain, load_record
+from surety.restore.instant.control import open_instant_vm
 from surety.restore.instant.plan import resumed_domain_xml
-from surety.restore.instant.start import DOMAIN_FILE, InstantOptions, InstantResult, wait_for_guest
-from surety.restore.instant.state import FINISHED, InstantVm, working_on
+from surety.restore.instant.start import (
+    DEFAULT_ROOT,
+    DOMAIN_FILE,
+    InstantOptions,
+    InstantResult,
+    wait_for_guest,
+)
+from surety.restore.instant.state import InstantVm
 
 __all__ = ["ResumeOptions", "resume_instant"]
 
@@ -34,7 +40,7 @@ __all__ = ["ResumeOptions", "resume_instant"]
 @dataclass(frozen=True)
 class ResumeOptions:
     name: str
-    root: Path = Path("/var/lib/surety/instant")
+    root: Path = DEFAULT_ROOT
     wait: bool = True
     ready_command: str | None = None
     timeout: float = 900.0
@@ -50,10 +56,9 @@ def resume_instant(
     """Start the stopped instant VM ``options.name`` of ``host`` (the caller's, left open)
     again; nothing to do if it runs."""
     began = time.monotonic()
-    with working_on(load_record(options.root, options.name)):
-        record = load_record(options.root, options.name)  # as the previous command left it
-        domain = find_instant_domain(host, record)
-        if record.phase == FINISHED or (domain is not None and domain.is_persistent()):
+    with open_instant_vm(options.root, options.name, host) as opened:
+        record, domain = opened.record, opened.domain
+        if opened.finished:
             raise UsageError(f"{record.name} is finished: start it like any VM (virsh start)")
         if domain is not None and domain.is_running():
             progress.note(f"{record.name} is running already")
