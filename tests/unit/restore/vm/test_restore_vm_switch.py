@@ -12,7 +12,7 @@ from surety.core.progress import NullProgress
 from surety.restore.vm.plan import ExistingDomain, TargetFacts, VmRestoreOptions, plan_vm_restore
 from surety.restore.vm.switch import Staged, switch_over, temporary_name
 from surety.testing.fake_hypervisor import FakeHypervisor
-from tests.unit.test_restore_vm_plan import UUID, _point
+from tests.unit.restore.vm.test_restore_vm_plan import UUID, _point
 
 OLD_XML = f"<domain><name>rv-probe</name><uuid>{UUID}</uuid></domain>"
 

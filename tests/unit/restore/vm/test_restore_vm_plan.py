@@ -23,7 +23,7 @@ from surety.restore.vm.plan import (
     VmRestorePlan,
     plan_vm_restore,
 )
-from tests.unit.test_restore_xml import BLOCK_DOMAIN, DEFAULT_NETWORK, DOMAIN, NETWORK
+from tests.unit.hypervisor.test_restore_xml import BLOCK_DOMAIN, DEFAULT_NETWORK, DOMAIN, NETWORK
 
 UUID = "d97958ed-ccc5-4a61-903d-aef83abeb5a0"
 VM_DIR = Path("/var/lib/surety/testvm/rv-probe")

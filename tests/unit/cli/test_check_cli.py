@@ -15,7 +15,7 @@ from surety.repo.format import CHUNK_SIZE_MIN
 from surety.repo.repository import Repository
 from surety.repo.storage import LocalStorage
 from tests.unit.conftest import CHEAP_KDF, PASSPHRASE
-from tests.unit.test_check import back_up
+from tests.unit.repo.test_check import back_up
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from surety.hypervisor.restore_xml import (
     writable_disks,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DOMAIN = (DATA / "testvm-domain.xml").read_text()
 NETWORK = (DATA / "testvm-network.xml").read_text()
 ORIGINAL_UUID = "d97958ed-ccc5-4a61-903d-aef83abeb5a0"

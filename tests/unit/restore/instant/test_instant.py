@@ -33,7 +33,7 @@ from surety.restore.instant.state import (
     working_on,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[2] / "data"
 DOMAIN = (DATA / "testvm-domain.xml").read_text()
 VM_DIR = Path("/var/lib/surety/instant/web-i")
 STORAGE = Path("/srv/vms")

@@ -21,8 +21,8 @@ from surety.repo.manifest import DiskRecord, Manifest
 from surety.repo.repository import Repository
 from surety.restore.vm import RestoredVm, VmRestoreOptions, restore_vm
 from surety.testing.fake_hypervisor import FakeHypervisor
-from tests.unit.test_pipeline import CHUNK, MemoryDisk, _backup
-from tests.unit.test_restore_xml import DOMAIN, NETWORK
+from tests.unit.backup.test_pipeline import CHUNK, MemoryDisk, _backup
+from tests.unit.hypervisor.test_restore_xml import DOMAIN, NETWORK
 
 UUID = "d97958ed-ccc5-4a61-903d-aef83abeb5a0"  # the original's, in DOMAIN
 DATA = random.Random(7).randbytes(3 * CHUNK) + bytes(CHUNK)  # the last chunk is zeros
