@@ -174,10 +174,14 @@ def test_two_restores_into_one_directory_leave_each_other_alone(
     out.mkdir()
     first = initialized.popen("restore", "image", "big@latest", "--to", out / "big.img")
     (partial,) = _wait_for(lambda: list(out.glob(PARTIAL)), first)
-    second = initialized.run("restore", "image", "small@latest", "--to", out / "small.img")
-    assert first.poll() is None, "the big restore finished too early for this test"
-    assert partial.exists()
-    assert "removed" not in second.stderr
+    first.send_signal(signal.SIGSTOP)  # held mid-write (its flock too) while the second runs
+    try:
+        assert first.poll() is None, "the big restore finished too early for this test"
+        second = initialized.run("restore", "image", "small@latest", "--to", out / "small.img")
+        assert partial.exists()
+        assert "removed" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGCONT)
     _out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert filecmp.cmp(big_image, out / "big.img", shallow=False)
