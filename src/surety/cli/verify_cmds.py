@@ -13,7 +13,7 @@ from surety.cli.context import open_repo, show_notes
 from surety.cli.options import catalog_option, connect_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.errors import UsageError, VerificationFailed
-from surety.verify.group import ApplicationGroup, Member, load_group, parse_group
+from surety.verify.application_group import ApplicationGroup, Member, load_group, parse_group
 from surety.verify.run import VerifyOptions, verify
 
 __all__ = ["COMMANDS"]

@@ -3,7 +3,8 @@
 The *requester* (``coordinator.Requester``) drives every *writer* that applies
 to a VM through discover -> prepare -> freeze (bounded window) -> snapshot ->
 thaw (always) and, once the backup job has committed its restore point,
-after-commit (log truncation). The *provider* takes the snapshot. Writers act
+after-commit (log truncation). The *provider* (``provider.SnapshotProvider``) takes the
+snapshot. Writers act
 in the guest only through a ``GuestChannel`` (qemu-guest-agent): guest-side
 scripts are pushed at run time and removed afterwards.
 

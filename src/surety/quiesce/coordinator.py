@@ -25,17 +25,12 @@ from typing import Any, Protocol
 
 from surety.core.errors import SourceError, SuretyError
 from surety.core.progress import Progress
+from surety.quiesce.provider import SnapshotProvider
 from surety.quiesce.writer import APPLICATION, FILESYSTEM, Writer, WriterFailed
 
 __all__ = ["Guard", "QuiescePolicy", "Quiesced", "Requester", "SnapshotProvider"]
 
 LEVELS = ("crash", FILESYSTEM, APPLICATION)
-
-
-class SnapshotProvider(Protocol):
-    """Fixes the point in time (milliseconds, not a copy); ``begin`` returns its handles."""
-
-    def begin(self) -> Any: ...
 
 
 class Guard(Protocol):

@@ -3,7 +3,7 @@
 ``verify.run`` is the use case (``surety verify``); ``verify.lab`` builds the
 lab (a private network namespace, VMs on throwaway overlays over the
 repository); ``verify.addressing`` gives clones their addresses back through
-the guest agent; ``verify.probes`` are the checks; ``verify.group`` reads
+the guest agent; ``verify.probes`` are the checks; ``verify.application_group`` reads
 application groups; ``verify.proof`` writes the reports; ``verify.truncation``
 lets writers truncate logs a passed point covers (``after-verify``);
 ``verify.items`` and ``verify.dumptools`` extract tables with the app's own

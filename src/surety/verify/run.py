@@ -25,7 +25,7 @@ from surety.hypervisor.port import GuestAgentError, HypervisorHost
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.verify import addressing
-from surety.verify.group import ApplicationGroup, Member, default_probes
+from surety.verify.application_group import ApplicationGroup, Member, default_probes
 from surety.verify.lab import Lab, LabVm, open_lab
 from surety.verify.probes import ProbeContext, ProbeSpec, run_probe
 from surety.verify.proof import Proof, VmProof, write_proof

@@ -16,7 +16,7 @@ from surety.hypervisor import labnet
 from surety.hypervisor.guest_agent import parse_interfaces
 from surety.hypervisor.restore_xml import DiskPlacement, DomainRewrite, onto_taps, rewrite_domain
 from surety.verify.addressing import LAB_SUBNET, prober_address, wanted_addresses
-from surety.verify.group import default_probes, parse_group
+from surety.verify.application_group import default_probes, parse_group
 from surety.verify.probes import ProbeResult
 from surety.verify.proof import Proof, VmProof, render_html, write_proof
 
