@@ -8,7 +8,6 @@ Below the suites: what only the fake can show (progress, fault injection).
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from surety.hypervisor.libvirt_host import LibvirtHost, connect
 from surety.hypervisor.port import GuestAgentError, HypervisorHost
 from surety.testing.fake_hypervisor import FakeHypervisor
 from surety.testing.hypervisor_contract import HypervisorContract, HypervisorGuestContract
+from tests.prerequisites import require_import
 
 GUEST = "contract-guest"
 
@@ -67,12 +67,10 @@ class TestFakeHypervisorGuest(HypervisorGuestContract):
         return lambda name: _disk_vm(name, str(tmp_path / f"{name}.qcow2"))
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("libvirt") is None, reason="libvirt's Python bindings are missing"
-)
 class TestLibvirtTestDriver(HypervisorContract):
     @pytest.fixture
     def open_host(self) -> Callable[[], LibvirtHost]:
+        require_import("libvirt", "libvirt's Python bindings (python3-libvirt)")
         return lambda: connect("test:///default")  # one in-memory host per process
 
     @pytest.fixture
@@ -155,14 +153,12 @@ def test_a_guest_power_off_ends_a_transient_vm_and_its_jobs() -> None:
     assert not domain.backup
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("libvirt") is None, reason="libvirt's Python bindings are missing"
-)
 class TestWiredHost(HypervisorContract):
     """The host the CLI hands to use cases (``app.hypervisor``): connected at first use."""
 
     @pytest.fixture
     def open_host(self) -> Callable[[], HypervisorHost]:
+        require_import("libvirt", "libvirt's Python bindings (python3-libvirt)")
         return lambda: connect_host("test:///default")
 
     @pytest.fixture
