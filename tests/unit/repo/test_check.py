@@ -25,7 +25,9 @@ CHUNK = CHUNK_SIZE_MIN
 START = datetime(2024, 5, 17, 12, 0).astimezone()
 
 
-def back_up(repo: Repository, disks: dict[str, bytes], name: str, number: int) -> str:
+def back_up(
+    repo: Repository, disks: dict[str, bytes], name: str, number: int, **extra: object
+) -> str:
     """Store ``disks`` as one restore point (dedup against the repository); its id."""
     writer, zero, records = ChunkWriter(repo), bytes(CHUNK), []
     for disk, data in disks.items():
@@ -38,7 +40,7 @@ def back_up(repo: Repository, disks: dict[str, bytes], name: str, number: int) -
         records.append(DiskRecord(disk, len(data), repo.put_image(image)))
     writer.finish()
     when = START + timedelta(hours=number)
-    return repo.commit(make_manifest(name, finished=when, disks=tuple(records)))
+    return repo.commit(make_manifest(name, finished=when, disks=tuple(records), **extra))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import random
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 
@@ -21,7 +21,7 @@ from surety.repo.forget import find_points, forget_points
 from surety.repo.format import CHUNK_SIZE_MIN, ZERO_ID
 from surety.repo.image import ImageIndex
 from surety.repo.lock import STALE_AFTER, hold_lock, list_locks
-from surety.repo.manifest import DiskRecord, Manifest
+from surety.repo.manifest import Manifest
 from surety.repo.repair import (
     SALVAGED_FORMAT,
     byte_ranges,
@@ -33,29 +33,11 @@ from surety.repo.repair import (
 )
 from surety.repo.repository import Repository
 from surety.repo.storage import MemoryStorage
-from surety.repo.writer import ChunkWriter, prepare_chunk
-from tests.unit.conftest import CHEAP_KDF, PASSPHRASE, make_manifest
+from tests.unit.conftest import CHEAP_KDF, PASSPHRASE
+from tests.unit.repo.test_check import back_up
 
 CHUNK = CHUNK_SIZE_MIN
 START = datetime(2024, 5, 17, 12, 0).astimezone()
-
-
-def back_up(
-    repo: Repository, disks: dict[str, bytes], name: str, number: int, **extra: object
-) -> str:
-    """Store ``disks`` as one restore point (dedup against the repository); its id."""
-    writer, zero, records = ChunkWriter(repo), bytes(CHUNK), []
-    for disk, data in disks.items():
-        ids = []
-        for offset in range(0, len(data), CHUNK):
-            chunk = prepare_chunk(repo.keys, data[offset : offset + CHUNK], zero, writer, 1)
-            writer.add(chunk)
-            ids.append(chunk.chunk_id)
-        image = ImageIndex(CHUNK, len(data), tuple(ids))
-        records.append(DiskRecord(disk, len(data), repo.put_image(image)))
-    writer.finish()
-    when = START + timedelta(hours=number)
-    return repo.commit(make_manifest(name, finished=when, disks=tuple(records), **extra))
 
 
 def read_disk(repo: Repository, point_id: str, disk: str) -> bytes:
