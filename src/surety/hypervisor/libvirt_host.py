@@ -12,6 +12,7 @@ wiring (``surety.app``) and by the guardian process, nowhere else.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -243,13 +244,28 @@ class LibvirtDomain:
 
     def fs_freeze(self, timeout: int) -> int:
         """Freeze every guest file system (runs the guest's fsfreeze hooks)."""
+        libvirt = _libvirt()
+        deadline = time.monotonic() + timeout
+        while True:
+            self._agent_timeout(max(1, int(deadline - time.monotonic())))
+            try:
+                return int(self.dom.fsFreeze(None, 0))
+            except libvirt.libvirtError as exc:
+                # libvirt syncs with the agent before each command; a sync that times
+                # out ("not available for now") means the freeze was never sent, so
+                # asking again is safe while the window leaves time (a slow guest)
+                message = exc.get_error_message() or ""
+                unsynced = exc.get_error_code() == libvirt.VIR_ERR_AGENT_UNRESPONSIVE
+                if not (unsynced and "not available for now" in message) or (
+                    deadline - time.monotonic() < 1
+                ):
+                    raise GuestAgentError(f"{self.name}: fs-freeze: {message}") from exc
+
+    def _agent_timeout(self, seconds: int) -> None:
         _call(
             f"{self.name}: agent timeout",
-            lambda: self.dom.agentSetResponseTimeout(timeout, 0),
+            lambda: self.dom.agentSetResponseTimeout(seconds, 0),
             GuestAgentError,
-        )
-        return int(
-            _call(f"{self.name}: fs-freeze", lambda: self.dom.fsFreeze(None, 0), GuestAgentError)
         )
 
     def fs_thaw(self) -> int:
