@@ -1,12 +1,26 @@
-"""The catalog: what this host knows about restore points beyond the repository.
+"""The catalog: what this host knows about jobs and restore points beyond the repository.
 
-Today it records verifications (``surety verify``): per repository and restore
-point, the latest result and where its proof lies. It is a SQLite file
-(``/var/lib/surety/catalog.sqlite``, or ``SURETY_CATALOG``); the repository
-stays the source of truth for the points themselves, the catalog never holds
-anything a restore needs. Knows nothing of VMs, the lab or the CLI.
+It records the service's jobs and runs (state, per-VM result, log, live
+progress), the service's heartbeat and run requests from front ends,
+verifications (``surety verify``, with boot-to-ready times), integrity checks,
+repository usage after each run, and which notifications were sent. It is a
+SQLite file (``/var/lib/surety/catalog.sqlite``, or ``SURETY_CATALOG``) with a
+versioned schema (``catalog.db``); the repository stays the source of truth for
+the points themselves, the catalog never holds anything a restore needs.
+Knows nothing of VMs' disks, the lab or the CLI.
 """
 
+from surety.catalog.records import CheckRecord
+from surety.catalog.runs import RUN_STATES, Heartbeat, Run, RunResult
 from surety.catalog.sqlite import Catalog, Verification, default_catalog_path
 
-__all__ = ["Catalog", "Verification", "default_catalog_path"]
+__all__ = [
+    "RUN_STATES",
+    "Catalog",
+    "CheckRecord",
+    "Heartbeat",
+    "Run",
+    "RunResult",
+    "Verification",
+    "default_catalog_path",
+]

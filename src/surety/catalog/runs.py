@@ -1,8 +1,8 @@
 """What the catalog records about jobs: runs, their logs and progress, the service's
 heartbeat, run requests from front ends, repository usage.
 
-(Skeleton: the records every part of the service work shares; the SQLite catalog
-implements the methods listed in ``Catalog``'s docstring.)
+The records every part of the service work shares; the SQLite catalog
+(``catalog.sqlite.Catalog``) stores them.
 """
 
 from __future__ import annotations

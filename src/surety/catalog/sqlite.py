@@ -1,106 +1,39 @@
-"""The SQLite catalog (stdlib ``sqlite3``; WAL journal, one short transaction per write).
+"""The SQLite catalog: one ``Catalog`` object over the parts that share its file.
 
-Schema (``PRAGMA user_version`` = 1)::
+    db             connections, schema version 2 and its migrations (``user_version``)
+    run_store      runs: create, running, finish, interrupt; logs; live progress
+    service_store  the service's slots, first-seen times, heartbeats, run requests
+    records        verifications, checks, repository usage, notifications sent
 
-    verifications(repository TEXT, point TEXT, status TEXT,   -- verified | failed
-                  at TEXT,                                    -- ISO time, UTC
-                  proof TEXT, summary TEXT,
-                  PRIMARY KEY (repository, point, at))
-
-Several processes may write at once (concurrent verifications): SQLite's
-own locking with a busy timeout serialises them.
+Several processes write at once (the service, its workers, ``surety verify``,
+``surety jobs run``): each write is one short transaction, serialised by SQLite's
+locking with a busy timeout; see ``db``.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-from surety.core.errors import TargetError
+from surety.catalog.records import CheckRecord, RecordStore, Verification
+from surety.catalog.run_store import RunStore
+from surety.catalog.service_store import ServiceStore
 
-__all__ = ["Catalog", "Verification", "default_catalog_path"]
-
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS verifications (
-    repository TEXT NOT NULL, point TEXT NOT NULL, status TEXT NOT NULL,
-    at TEXT NOT NULL, proof TEXT NOT NULL, summary TEXT NOT NULL,
-    PRIMARY KEY (repository, point, at)
-);
-"""
+__all__ = ["Catalog", "CheckRecord", "Verification", "default_catalog_path"]
 
 
 def default_catalog_path() -> Path:
     return Path(os.environ.get("SURETY_CATALOG", "/var/lib/surety/catalog.sqlite"))
 
 
-@dataclass(frozen=True)
-class Verification:
-    point: str
-    status: str  # verified | failed
-    at: str
-    proof: str
-    summary: str
+class Catalog(RunStore, ServiceStore, RecordStore):
+    """The catalog at ``path`` (created at the first write; ``clock`` is injectable for tests).
 
-
-class Catalog:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise TargetError(f"catalog {self.path} is of a newer surety (schema {version})")
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except (OSError, sqlite3.Error) as exc:
-            raise TargetError(f"cannot open the catalog {self.path}: {exc}") from exc
-        return conn
-
-    def record_verification(self, repository: str, verification: Verification) -> None:
-        conn = self._connect()
-        try:
-            with conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO verifications VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        repository,
-                        verification.point,
-                        verification.status,
-                        verification.at,
-                        verification.proof,
-                        verification.summary,
-                    ),
-                )
-        except sqlite3.Error as exc:
-            raise TargetError(f"cannot write the catalog {self.path}: {exc}") from exc
-        finally:
-            conn.close()
-
-    def latest_verifications(
-        self, repository: str, points: Iterable[str] | None = None
-    ) -> dict[str, Verification]:
-        """Point id -> its latest verification (nothing for never-verified points)."""
-        if not self.path.exists():
-            return {}
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT point, status, at, proof, summary FROM verifications "
-                "WHERE repository = ? ORDER BY at",
-                (repository,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise TargetError(f"cannot read the catalog {self.path}: {exc}") from exc
-        finally:
-            conn.close()
-        wanted = set(points) if points is not None else None
-        latest = {row[0]: Verification(*row) for row in rows}
-        return {k: v for k, v in latest.items() if wanted is None or k in wanted}
+    Methods: ``create_run``, ``mark_running``, ``finish_run``, ``append_log``,
+    ``run_log``, ``set_progress``, ``progress``, ``interrupt_runs``, ``runs``,
+    ``run``; ``last_slot``, ``record_slot``, ``first_seen``, ``beat``,
+    ``heartbeats``, ``clear_heartbeat``, ``request_run``, ``take_requests``;
+    ``record_verification``, ``latest_verifications``, ``record_usage``,
+    ``usage``, ``record_check``, ``checks``, ``count_checks``, ``notified``,
+    ``mark_notified``.
+    """
