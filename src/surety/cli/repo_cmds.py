@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 
 from surety.app.repository import create_repository
@@ -9,7 +11,7 @@ from surety.cli.context import open_repo, show_notes
 from surety.cli.options import GlobalOptions, read_passphrase
 from surety.cli.render import emit_json, err_console, out_console, point_identity_json, progress_for
 from surety.core.errors import IntegrityError, UsageError
-from surety.core.units import format_size, parse_size
+from surety.core.units import format_size, parse_duration, parse_size
 from surety.repo.check import CheckReport, DataSubset, check_repository
 from surety.repo.forget import PointRef, forget_by_policy, forget_points
 from surety.repo.prune import prune_repository
@@ -112,7 +114,20 @@ def _keep_options(f: click.decorators.FC) -> click.decorators.FC:
             default=0,
             help=f"Keep this many {what} per name.",
         )(f)
-    return f
+    return click.option(
+        "--keep-within",
+        metavar="DURATION",
+        callback=_duration,
+        help="Keep every restore point younger than DURATION (e.g. 2d, 12h, 1w) measured "
+        "from the newest point of its name.",
+    )(f)
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+    try:
+        return None if value is None else parse_duration(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()
@@ -130,6 +145,7 @@ def forget(
     keep_weekly: int,
     keep_monthly: int,
     keep_yearly: int,
+    keep_within: timedelta | None,
     dry_run: bool,
     json_output: bool,
 ) -> None:
@@ -140,11 +156,11 @@ def forget(
     """
     keeps = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
     if ids:
-        if any(keeps):
+        if any(keeps) or keep_within is not None:
             raise UsageError("give restore point ids or --keep-* rules, not both")
         _forget_ids(ctx, ids, dry_run, json_output)
         return
-    policy = RetentionPolicy(*keeps)
+    policy = RetentionPolicy(*keeps, within=keep_within)
     repo = open_repo(ctx)
     decisions = forget_by_policy(repo, policy, dry_run)
     show_notes(repo)

@@ -3,16 +3,20 @@
 Points are grouped by source name; within a group, newest first, a point is
 kept if it is among the ``last`` newest, or it is the newest point of one of
 the ``hourly``/``daily``/... most recent periods that have points (the rule
-restic and borg users know). Every kept point says why.
+restic and borg users know), or it is younger than ``within`` measured from the
+newest point of its group — restic's ``--keep-within`` rule: measured from the
+newest point, not from now, so a VM whose backups stopped does not lose its last
+points to the clock. Every kept point says why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from surety.core.errors import UsageError
+from surety.core.units import format_duration
 from surety.repo.manifest import Manifest
 
 __all__ = ["Decision", "RetentionPolicy", "apply_policy"]
@@ -34,12 +38,15 @@ class RetentionPolicy:
     weekly: int = 0
     monthly: int = 0
     yearly: int = 0
+    within: timedelta | None = None  # keep every point younger than this (from the newest)
 
     def __post_init__(self) -> None:
-        counts = self.__dict__.values()
+        counts = [self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly]
         if any(c < 0 for c in counts):
             raise UsageError("keep counts must not be negative")
-        if not any(counts):
+        if self.within is not None and self.within <= timedelta(0):
+            raise UsageError("keep-within must be longer than zero")
+        if not any(counts) and self.within is None:
             raise UsageError(
                 "no retention rule given (e.g. --keep-last 7); refusing to "
                 "forget every restore point"
@@ -69,8 +76,12 @@ def _apply_group(newest_first: list[Manifest], policy: RetentionPolicy) -> list[
     left = {period: getattr(policy, period) for period in _PERIODS}
     last_key: dict[str, tuple[int, ...] | None] = dict.fromkeys(_PERIODS)
     decisions = []
+    within = policy.within
+    cutoff = newest_first[0].finished - within if within is not None and newest_first else None
     for position, point in enumerate(newest_first):
         reasons = [f"last {policy.last}"] if position < policy.last else []
+        if within is not None and cutoff is not None and point.finished > cutoff:
+            reasons.append(f"within {format_duration(within)}")
         when = point.finished.astimezone()
         for period, key_of in _PERIODS.items():
             key = key_of(when)

@@ -218,3 +218,43 @@ def test_retention_properties(case: tuple[list[Manifest], RetentionPolicy]) -> N
                 assert d.point.finished == max(
                     o.point.finished for o in group if key_of(o.point.finished) == period_key
                 )
+
+
+# -- keep-within (restic's rule: measured from the newest point of the group) ---------
+
+
+def test_keep_within_keeps_points_younger_than_the_newest_minus_the_duration() -> None:
+    base = datetime(2024, 3, 1, 12, 0)
+    web = [point(base + timedelta(hours=12 * n), "web01", n) for n in range(8)]  # 3.5 days
+    decisions = by_id(apply_policy(web, RetentionPolicy(within=timedelta(days=2))))
+    newest = web[-1].finished
+    for p in web:
+        younger = p.finished > newest - timedelta(days=2)
+        assert decisions[p.id].keep == younger
+        assert decisions[p.id].reasons == (("within 2d",) if younger else ())
+    # exactly 2 days older than the newest is not "within" (restic: strictly newer)
+    assert not decisions[web[3].id].keep
+    assert decisions[web[4].id].keep
+
+
+def test_keep_within_is_measured_per_group_not_from_now() -> None:
+    # db01 stopped backing up a year ago: its newest points are kept all the same
+    old = [point(datetime(2023, 1, 1) + timedelta(hours=h), "db01", h) for h in range(3)]
+    new = [point(datetime(2024, 3, 1) + timedelta(hours=h), "web01", h) for h in range(3)]
+    decisions = apply_policy(old + new, RetentionPolicy(within=timedelta(hours=1, minutes=30)))
+    assert kept(decisions) == {old[2].id, old[1].id, new[2].id, new[1].id}
+
+
+def test_keep_within_combines_with_other_rules() -> None:
+    base = datetime(2024, 3, 1, 12, 0)
+    pts = [point(base + timedelta(days=n), "web01", n) for n in range(10)]
+    decisions = by_id(apply_policy(pts, RetentionPolicy(last=1, within=timedelta(days=3))))
+    assert decisions[pts[9].id].reasons == ("last 1", "within 3d")
+    assert decisions[pts[7].id].reasons == ("within 3d",)
+    assert not decisions[pts[6].id].keep
+
+
+def test_keep_within_alone_is_a_rule_and_must_be_positive() -> None:
+    assert RetentionPolicy(within=timedelta(hours=1)).within == timedelta(hours=1)
+    with pytest.raises(UsageError, match="longer than zero"):
+        RetentionPolicy(within=timedelta(0))
