@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -28,6 +29,11 @@ def point(when: datetime, name: str = "web01", n: int = 0) -> Manifest:
     return make_manifest(name=name, finished=when, started=when, id=f"{name}-{n}-{when}")
 
 
+def keep(**rules: Any) -> RetentionPolicy:
+    """A policy from rules named at run time (mypy cannot check ``**{field: n}``)."""
+    return RetentionPolicy(**rules)
+
+
 def kept(decisions: list[Decision]) -> set[str]:
     return {d.point.id for d in decisions if d.keep}
 
@@ -47,14 +53,14 @@ def test_policy_without_rule_is_refused() -> None:
 @pytest.mark.parametrize("field", ["last", "hourly", "daily", "weekly", "monthly", "yearly"])
 def test_negative_count_is_refused(field: str) -> None:
     with pytest.raises(UsageError, match="negative"):
-        RetentionPolicy(**{field: -1})
+        keep(**{field: -1})
     with pytest.raises(UsageError, match="negative"):
-        RetentionPolicy(**{"last": 5, field: -1} if field != "last" else {"daily": 5, field: -1})
+        keep(**{"last": 5, field: -1} if field != "last" else {"daily": 5, field: -1})
 
 
 @pytest.mark.parametrize("field", ["last", "hourly", "daily", "weekly", "monthly", "yearly"])
 def test_any_single_rule_is_enough(field: str) -> None:
-    assert getattr(RetentionPolicy(**{field: 1}), field) == 1
+    assert getattr(keep(**{field: 1}), field) == 1
 
 
 def test_no_points_no_decisions() -> None:
@@ -163,10 +169,11 @@ def test_weekly_uses_iso_weeks_across_the_year_boundary() -> None:
 # -- properties -----------------------------------------------------------------------
 
 counts = st.integers(min_value=0, max_value=4)
+withins = st.none() | st.integers(min_value=1, max_value=24 * 40).map(lambda h: timedelta(hours=h))
 policies = (
-    st.fixed_dictionaries(dict.fromkeys(["last", *PERIOD_KEYS], counts))
+    st.fixed_dictionaries({**dict.fromkeys(["last", *PERIOD_KEYS], counts), "within": withins})
     .filter(lambda fields: any(fields.values()))
-    .map(lambda fields: RetentionPolicy(**fields))
+    .map(lambda fields: keep(**fields))
 )
 timestamps = st.datetimes(min_value=datetime(2023, 11, 1), max_value=datetime(2025, 3, 1)).map(
     lambda t: t.replace(second=0, microsecond=0)
@@ -204,6 +211,11 @@ def test_retention_properties(case: tuple[list[Manifest], RetentionPolicy]) -> N
         assert any(d.keep for d in group if d.point.finished == newest)
         assert sum(d.keep for d in group) >= min(policy.last, len(group))
         assert sum("last" in " ".join(d.reasons) for d in group) == min(policy.last, len(group))
+        if policy.within is not None:  # every point younger than newest - within, and only those
+            within = [d for d in group if any(r.startswith("within") for r in d.reasons)]
+            assert {d.point.id for d in within} == {
+                d.point.id for d in group if d.point.finished > newest - policy.within
+            }
         for period, key_of in PERIOD_KEYS.items():
             wanted = getattr(policy, period)
             keys = {key_of(d.point.finished) for d in group}
