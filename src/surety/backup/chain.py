@@ -6,6 +6,17 @@ the libvirt checkpoint it recorded still exists, QEMU still has that
 checkpoint's dirty bitmap and it is not marked inconsistent (e.g. after a
 crash), and every disk has the size the restore point recorded. Otherwise
 the backup reads everything (dedup keeps what it stores small) and says why.
+
+The links hold the same whether the VM runs or is shut off (its backup then
+runs on a QEMU started paused, see ``backup.shutoff``): libvirt keeps the
+checkpoint metadata of an inactive VM and QEMU stores the bitmaps in the
+qcow2 when it stops, so a chain goes on across starts and shutdowns. If
+libvirt lost the metadata (the VM was undefined and defined again, or its
+checkpoint files were removed) the checkpoint check fails and the backup is
+full, with that reason.
+
+Only qcow2 disks carry persistent dirty bitmaps: a raw disk is read whole at
+every backup (deduplicated against the repository), and the note says so.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from surety.core.errors import SourceError
 from surety.hypervisor.domain import DomainInfo
 from surety.repo.manifest import Manifest
 
-__all__ = ["ChainDecision", "decide_chain"]
+__all__ = ["ChainDecision", "decide_chain", "tracked_disks"]
 
 
 class CheckpointView(Protocol):
@@ -39,6 +50,12 @@ def decide_chain(
 ) -> ChainDecision:
     reason = _why_not_incremental(parent, info, domain, force_full)
     decision = ChainDecision()
+    untracked = [d.target for d in info.disks if d.target not in tracked_disks(info)]
+    if untracked and parent is not None and not force_full:
+        decision.notes.append(
+            f"{', '.join(untracked)}: raw disk, no changed-block tracking (no persistent "
+            "dirty bitmap): read whole at every backup, deduplicated"
+        )
     if reason is not None:
         decision.modes = {d.target: "full" for d in info.disks}
         if parent is not None and not force_full:
@@ -46,9 +63,17 @@ def decide_chain(
         return decision
     assert parent is not None
     decision.incremental_from = str(parent.source["checkpoint"])
-    decision.incremental_disks = {d.target for d in info.disks}
-    decision.modes = {d.target: "incremental" for d in info.disks}
+    decision.incremental_disks = set(tracked_disks(info))
+    decision.modes = {
+        d.target: "incremental" if d.target in decision.incremental_disks else "full"
+        for d in info.disks
+    }
     return decision
+
+
+def tracked_disks(info: DomainInfo) -> list[str]:
+    """Targets whose changes a checkpoint can track: qcow2 disks (persistent bitmaps)."""
+    return [d.target for d in info.disks if d.driver == "qcow2"]
 
 
 def _why_not_incremental(  # noqa: PLR0911 - one return per broken link, in chain order
@@ -63,9 +88,14 @@ def _why_not_incremental(  # noqa: PLR0911 - one return per broken link, in chai
         return "the newest restore point was taken of another VM with this name (UUID differs)"
     if not checkpoint:
         return "the newest restore point has no checkpoint"
+    if not tracked_disks(info):
+        return "no qcow2 disk: raw disks have no changed-block tracking"
     if checkpoint not in domain.checkpoint_names():
-        return f"libvirt checkpoint {checkpoint} no longer exists"
-    bitmap_problem = _bitmap_problem(domain, str(checkpoint), len(info.disks))
+        return (
+            f"libvirt checkpoint {checkpoint} no longer exists (its metadata is gone: "
+            "the VM was redefined, or it was deleted)"
+        )
+    bitmap_problem = _bitmap_problem(domain, str(checkpoint), len(tracked_disks(info)))
     if bitmap_problem:
         return bitmap_problem
     for disk in info.disks:

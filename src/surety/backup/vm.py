@@ -1,10 +1,14 @@
-"""``surety backup vm``: back up a running libvirt VM at one instant.
+"""``surety backup vm``: back up a libvirt VM at one instant, running or shut off.
 
 Flow (DESIGN.md "Backup flow"): plan -> freeze (file-system level, bounded
 window, guarded from outside the process) -> snapshot (libvirt pull-mode
 backup with a new checkpoint) -> thaw (always) -> copy over NBD (allocated
 extents for a full, the dirty bitmap for an incremental) -> commit. The
 consistency level recorded is the one reached, with the reason.
+
+A shut-off VM (``backup.shutoff``) is started paused for the snapshot and the
+copy - no guest code runs, nothing is quiesced - and powered off again as soon
+as the copy ends; its level comes from libvirt's shut-off reason.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import socket as socket_module
+import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -19,8 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from surety.backup.chain import decide_chain
+from surety.backup.chain import decide_chain, tracked_disks
 from surety.backup.pipeline import ChangedBlocks, DiskStats, backup_disk
+from surety.backup.shutoff import consistency_when_off, hold_paused
 from surety.core.errors import Interrupted, SourceError, UsageError
 from surety.core.progress import Progress
 from surety.hypervisor.domain import DomainInfo, parse_domain
@@ -72,12 +78,9 @@ def backup_vm(
     """Back up ``options.domain`` of ``host`` (the caller's, left open)."""
     _validate(options)
     domain = host.domain(options.domain)
-    if not domain.is_running():
-        raise SourceError(
-            f"VM {options.domain!r} is not running (surety backs up running "
-            "VMs through libvirt's backup API)"
-        )
     with repo.lock(exclusive=False, operation=f"backup vm {options.domain}"):
+        if not domain.is_running():
+            return _backup_shut_off(repo, host, domain, options, progress)
         return _backup_locked(repo, host, domain, options, progress)
 
 
@@ -147,6 +150,7 @@ def _backup_locked(
         checkpoint=run.checkpoint,
         incremental=run.chain.incremental_from,
         work_root=options.work_root,
+        tracked=tracked_disks(run.info),
     )
     writer = ChunkWriter(repo)
     requester = _requester(run, job)
@@ -180,6 +184,94 @@ def _backup_locked(
         str(t.get("detail")) for t in truncation.values() if t.get("required") and not t["done"]
     ]
     return VmBackupResult(replace(manifest, id=point_id), truncation, "; ".join(required) or None)
+
+
+def _backup_shut_off(
+    repo: Repository,
+    host: HypervisorHost,
+    domain: HypervisorDomain,
+    options: VmBackupOptions,
+    progress: Progress,
+) -> VmBackupResult:
+    """Back up a shut-off VM on its QEMU started paused; powered off after the copy."""
+    reason = domain.shutoff_reason()
+    level, why = consistency_when_off(reason)
+    progress.note(f"{domain.name} is shut off: its disks are read with the guest not running")
+    if options.consistency != level:
+        progress.note(
+            f"consistency {level}, not the {options.consistency} asked: no guest to quiesce ({why})"
+        )
+    writer = ChunkWriter(repo)
+    guardian = Guardian(host.uri, domain.name, options.freeze_window)
+    job: PullBackup | None = None
+    committed = False
+    try:
+        with hold_paused(domain, guardian) as held:
+            started = time.monotonic()
+            run = _Run(repo, host, domain, options, progress)  # chain checked on the paused QEMU
+            for note in run.chain.notes:
+                progress.note(note)
+            keep = run.chain.incremental_from or ""
+            _prune_checkpoints(domain, prefix=run.checkpoint_prefix, keep=keep)
+            job = PullBackup(
+                domain,
+                [d.target for d in run.info.disks],
+                list(run.info.all_targets),
+                checkpoint=run.checkpoint,
+                incremental=run.chain.incremental_from,
+                work_root=options.work_root,
+                tracked=tracked_disks(run.info),
+            )
+            progress.phase("snapshot")
+            exports = job.begin()
+            images, stats = _copy(run, writer, exports)
+            job.end()
+            held.release()  # as soon as the copy ends: the admin may start the VM again
+            held_seconds = round(time.monotonic() - started, 3)
+        level, why = _unchanged_level(run, images, level, why)
+        progress.phase("commit")
+        writer.finish()
+        extra = {
+            "power": "shut off",
+            "shutoff_reason": reason,
+            "paused_seconds": held_seconds,
+            # the guest's addresses when it last ran (for the lab), from the parent
+            "guest_network": run.parent.source.get("guest_network", []) if run.parent else [],
+        }
+        manifest = _manifest(run, images, stats, Quiesced(level, why), {}, extra)
+        point_id = repo.commit(manifest)
+        committed = True
+    except KeyboardInterrupt:
+        raise Interrupted("backup interrupted; nothing was committed") from None
+    finally:
+        if not committed:
+            writer.abort()
+        if job is not None:
+            with suppress(SourceError):
+                job.end()
+        guardian.done()
+    return VmBackupResult(replace(manifest, id=point_id), {})
+
+
+def _unchanged_level(
+    run: _Run, images: dict[str, ImageIndex], level: str, why: str
+) -> tuple[str, str]:
+    """The parent's level when every disk is byte for byte the parent's and the
+    parent was taken shut off too: surety's own power-off after that backup made
+    libvirt say ``destroyed``, but the same bytes have the same consistency."""
+    parent = run.parent
+    if parent is None or parent.source.get("power") != "shut off":
+        return level, why
+    if LEVELS.index(parent.consistency) <= LEVELS.index(level):
+        return level, why
+    for target, image in images.items():
+        record = parent.disk(target)
+        if record is None or run.repo.get_image(record.image) != image:
+            return level, why
+    return parent.consistency, (
+        f"disks unchanged since restore point {parent.id[:12]}, whose disks were "
+        f"{parent.consistency_reason}"
+    )
 
 
 def _requester(run: _Run, job: PullBackup) -> Requester:
@@ -251,13 +343,16 @@ def _changed_blocks(run: _Run, source: NbdDisk) -> ChangedBlocks | None:
     return ChangedBlocks.from_extents(parent_image, source.dirty_extents())
 
 
-def _manifest(
+def _manifest(  # noqa: PLR0917 - internal, two callers
     run: _Run,
     images: dict[str, ImageIndex],
     stats: dict[str, DiskStats],
     quiesce: Quiesced,
     applications: dict[str, Any],
+    extra_source: dict[str, Any] | None = None,
 ) -> Manifest:
+    """The restore point; ``extra_source`` (shut-off VMs) replaces what the
+    guest agent would have said."""
     info = run.info
     disks = tuple(
         DiskRecord(
@@ -300,7 +395,7 @@ def _manifest(
             "freeze_timings": quiesce.timings,
             "token": run.token,
             "truncate_logs": run.options.truncate_logs,
-            "guest_network": guest_network(run.domain),
+            **(extra_source or {"guest_network": guest_network(run.domain)}),
         },
     )
 

@@ -2,7 +2,8 @@
 
 Which disks a backup covers (device ``disk``, file or block source, not
 read-only, not shareable), which libvirt networks the NICs attach to, and
-firmware files (NVRAM) and TPM state that a restore point must carry.
+firmware files (NVRAM) and TPM state that a restore point must carry; and
+the admin's tags (``port.TAGS_NS`` metadata) both ways.
 """
 
 from __future__ import annotations
@@ -11,8 +12,17 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from surety.core.errors import SourceError
+from surety.hypervisor.port import TAGS_NS
 
-__all__ = ["DomainDisk", "DomainInfo", "parse_domain"]
+__all__ = [
+    "DomainDisk",
+    "DomainInfo",
+    "domain_tags",
+    "parse_domain",
+    "parse_tags",
+    "tags_xml",
+    "with_tags",
+]
 
 
 @dataclass(frozen=True)
@@ -96,3 +106,59 @@ def _skip_reason(disk: ET.Element) -> str:
     if disk.find("source") is None:
         return "no medium"
     return ""
+
+
+def tags_xml(tags: tuple[str, ...]) -> str:
+    """The metadata element for ``tags`` (libvirt puts it in ``TAGS_NS``)."""
+    root = ET.Element("tags")
+    for tag in tags:
+        ET.SubElement(root, "tag").text = tag
+    return ET.tostring(root, encoding="unicode")
+
+
+def parse_tags(xml: str) -> tuple[str, ...]:
+    """Tags from the metadata element: every ``tag`` child, namespaced or not (an
+    admin's ``virsh edit`` may leave them in no namespace)."""
+    try:
+        root = ET.fromstring(xml)  # noqa: S314 - XML from the local libvirt daemon
+    except ET.ParseError as exc:
+        raise SourceError(f"cannot parse the surety tags metadata: {exc}") from exc
+    found = [
+        (child.text or "").strip()
+        for child in root.iter()
+        if child is not root and child.tag.rsplit("}", 1)[-1] == "tag"
+    ]
+    return tuple(tag for tag in found if tag)
+
+
+def domain_tags(xml: str) -> tuple[str, ...]:
+    """The tags in a whole domain XML (``<metadata>``'s ``TAGS_NS`` element); ``()``."""
+    root = _root(xml)
+    element = root.find(f"./metadata/{{{TAGS_NS}}}tags")
+    return parse_tags(ET.tostring(element, encoding="unicode")) if element is not None else ()
+
+
+def with_tags(xml: str, tags: tuple[str, ...]) -> str:
+    """``xml`` with its ``TAGS_NS`` metadata element replaced by ``tags`` (removed
+    for ``()``), as libvirt's ``setMetadata`` leaves it."""
+    root = _root(xml)
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    for old in metadata.findall(f"{{{TAGS_NS}}}tags"):
+        metadata.remove(old)
+    if tags:
+        element = ET.SubElement(metadata, f"{{{TAGS_NS}}}tags")
+        for tag in tags:
+            ET.SubElement(element, f"{{{TAGS_NS}}}tag").text = tag
+    if not len(metadata):
+        root.remove(metadata)
+    ET.register_namespace("surety", TAGS_NS)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _root(xml: str) -> ET.Element:
+    try:
+        return ET.fromstring(xml)  # noqa: S314 - XML from the local libvirt daemon
+    except ET.ParseError as exc:
+        raise SourceError(f"cannot parse domain XML: {exc}") from exc

@@ -7,6 +7,9 @@ process group does not reach it), and talks to it over the guardian's stdin:
 * ``freezing`` - the job starts to freeze the guest: the window opens.
 * ``thawed``   - the job thawed the guest itself (within the window).
 * ``done``     - the job ended its backup job itself; the guardian exits.
+* ``started-paused`` - the job is about to start the shut-off VM paused (its
+  QEMU serves the disks; no guest code runs): the guardian now holds it.
+* ``released`` - the job powered that paused VM off again itself.
 
 The guardian acts on its own when
 
@@ -14,7 +17,10 @@ The guardian acts on its own when
   guest is never frozen longer than the window, whatever the job is doing;
 * its stdin reaches EOF before ``done`` (the job died, e.g. kill -9): it thaws
   the guest if a freeze was under way and aborts the libvirt backup job, so no
-  NBD export or scratch file outlives the job.
+  NBD export or scratch file outlives the job; and if it holds a VM the job
+  started paused, it powers that VM off (destroy) - but only while it still
+  runs paused: a VM someone resumed since is left running, and a VM that is
+  not running is left alone (the start never happened, or it stopped).
 
 Application writers' guest-side scripts keep their own deadline (the same
 window), so they release their applications without the guardian.
@@ -35,7 +41,7 @@ from contextlib import suppress
 from typing import IO
 
 from surety.core.errors import SuretyError
-from surety.hypervisor.port import BackupSource, GuestAgent
+from surety.hypervisor.port import BackupSource, GuestAgent, HypervisorDomain
 
 __all__ = ["Guardian"]
 
@@ -68,6 +74,14 @@ class Guardian:
 
     def thawed(self) -> None:
         self._say("thawed")
+
+    def started_paused(self) -> None:
+        """Say this before starting the shut-off VM paused (the guardian then powers
+        it off if the job dies; a start that never happened leaves nothing to do)."""
+        self._say("started-paused")
+
+    def released(self) -> None:
+        self._say("released")
 
     def done(self) -> list[dict[str, object]]:
         """Release the guardian; returns the actions it had to take itself."""
@@ -102,6 +116,7 @@ def main(argv: list[str]) -> int:
     uri, name, window = argv[0], argv[1], float(argv[2])
     domain = connect(uri).domain(name)
     deadline: float | None = None
+    holding = False  # the job started the VM paused and has not powered it off yet
     _report("armed", window=window)
     while True:
         line = _wait_line(deadline)
@@ -112,7 +127,13 @@ def main(argv: list[str]) -> int:
             if deadline is not None:
                 _thaw(domain, "job died while frozen")
             _abort(domain)
+            if holding:
+                _release(domain)
             return 0
+        elif line == "started-paused\n":
+            holding = True
+        elif line == "released\n":
+            holding = False
         elif line == "freezing\n":
             deadline = time.monotonic() + window
         elif line == "thawed\n":
@@ -131,6 +152,16 @@ def _thaw(domain: GuestAgent, why: str) -> None:
             sys.stderr.write(f"guardian: thaw attempt {attempt + 1} failed: {exc}\n")
             time.sleep(1)
     _report("thaw_failed", reason=why)
+
+
+def _release(domain: HypervisorDomain) -> None:
+    """Power off the VM the dead job started paused, if it still runs paused."""
+    try:
+        if domain.is_running() and domain.is_paused():
+            domain.destroy()
+            _report("destroyed_paused", reason="job died while it held the VM paused")
+    except SuretyError as exc:
+        sys.stderr.write(f"guardian: powering off the paused VM failed: {exc}\n")
 
 
 def _abort(domain: BackupSource) -> None:

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from surety.core.errors import SourceError, SuretyError, TargetError
-from surety.hypervisor.port import GuestAgentError, HypervisorDomain, HypervisorHost
+from surety.hypervisor.domain import parse_tags, tags_xml
+from surety.hypervisor.port import (
+    SHUTOFF_REASONS,
+    TAGS_NS,
+    GuestAgentError,
+    HypervisorDomain,
+    HypervisorHost,
+)
 
 __all__ = ["GuestAgentError", "LibvirtDomain", "LibvirtHost", "connect"]
 
@@ -155,8 +162,48 @@ class LibvirtDomain:
     def uuid(self) -> str:
         return str(self.dom.UUIDString())
 
-    def start(self) -> None:
-        _call(f"{self.name}: starting", self.dom.create, TargetError)
+    def start(self, paused: bool = False) -> None:
+        flags = _libvirt().VIR_DOMAIN_START_PAUSED if paused else 0
+        _call(f"{self.name}: starting", lambda: self.dom.createWithFlags(flags), TargetError)
+
+    def _state(self) -> tuple[int, int]:
+        state, reason = _call(f"{self.name}: state", lambda: self.dom.state(0))
+        return int(state), int(reason)
+
+    def is_paused(self) -> bool:
+        return bool(self._state()[0] == _libvirt().VIR_DOMAIN_PAUSED)
+
+    def shutoff_reason(self) -> str | None:
+        state, reason = self._state()
+        if state != _libvirt().VIR_DOMAIN_SHUTOFF:
+            return None
+        return SHUTOFF_REASONS[reason] if 0 <= reason < len(SHUTOFF_REASONS) else "unknown"
+
+    def tags(self) -> tuple[str, ...]:
+        libvirt = _libvirt()
+        try:
+            xml = self.dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, TAGS_NS, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return ()
+            raise SourceError(f"{self.name}: tags: {exc.get_error_message()}") from exc
+        return parse_tags(str(xml))
+
+    def set_tags(self, tags: tuple[str, ...]) -> None:
+        libvirt = _libvirt()
+        flags = 0
+        if self.is_persistent():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if self.is_running():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        xml = tags_xml(tags) if tags else None
+        _call(
+            f"{self.name}: setting tags",
+            lambda: self.dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, "surety", TAGS_NS, flags
+            ),
+            TargetError,
+        )
 
     def resume(self) -> None:
         _call(f"{self.name}: resuming", self.dom.resume, TargetError)

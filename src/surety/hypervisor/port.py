@@ -22,8 +22,18 @@ Messages are one line and name the VM. Nothing is retried: every method makes
 one attempt and either did what it says or raised.
 
 Vocabulary: a domain is *running* from the moment its QEMU process exists
-(CPUs paused included) until it stops; *persistent* when it has a definition
-that outlives a stop, *transient* when it vanishes from the host as it stops.
+(CPUs paused included) until it stops; *paused* while it runs with its CPUs
+stopped (no guest code runs); *persistent* when it has a definition that
+outlives a stop, *transient* when it vanishes from the host as it stops.
+
+Tags are an admin's labels on a VM (policies select VMs by tag), kept in the
+domain's own metadata in surety's namespace ``TAGS_NS``::
+
+    <metadata>
+      <surety:tags xmlns:surety="https://surety.dev/xmlns/tags/1">
+        <tag>nightly</tag>
+      </surety:tags>
+    </metadata>
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from typing import Any, Protocol
 from surety.core.errors import SourceError
 
 __all__ = [
+    "SHUTOFF_REASONS",
+    "TAGS_NS",
     "BackupSource",
     "BlockCopier",
     "GuestAgent",
@@ -40,6 +52,23 @@ __all__ = [
     "HypervisorDomain",
     "HypervisorHost",
 ]
+
+
+TAGS_NS = "https://surety.dev/xmlns/tags/1"
+
+# why a VM is shut off, as libvirt says (virDomainShutoffReason); "unknown" is
+# also what libvirt reports for every stopped VM after libvirtd restarted
+SHUTOFF_REASONS = (
+    "unknown",
+    "shutdown",
+    "destroyed",
+    "crashed",
+    "migrated",
+    "saved",
+    "failed",
+    "from-snapshot",
+    "daemon",
+)
 
 
 class GuestAgentError(SourceError):
@@ -190,9 +219,34 @@ class HypervisorDomain(GuestAgent, BackupSource, BlockCopier, Protocol):
         """It is defined (kept when it stops), not transient."""
         ...
 
-    def start(self) -> None:
-        """Start the defined VM from its definition. ``TargetError`` if it runs
-        already or fails to start."""
+    def is_paused(self) -> bool:
+        """It runs with its CPUs paused (started paused, or paused since): no guest
+        code runs. ``False`` when it does not run."""
+        ...
+
+    def shutoff_reason(self) -> str | None:
+        """Why it is shut off, one of ``SHUTOFF_REASONS`` (``shutdown``: the guest
+        shut itself down cleanly; ``destroyed``: powered off from the host;
+        ``crashed``, ``failed``; ``unknown``: never started since it was defined,
+        or libvirtd restarted since it stopped: libvirt keeps the reason in
+        memory only). ``None`` while it runs (paused included)."""
+        ...
+
+    def tags(self) -> tuple[str, ...]:
+        """The admin's tags on the VM (``TAGS_NS`` metadata; the running VM's while
+        it runs, else the definition's), in their order; ``()`` without any."""
+        ...
+
+    def set_tags(self, tags: tuple[str, ...]) -> None:
+        """Replace the VM's tags (the definition's, and the running VM's while it
+        runs); ``()`` removes the metadata element. ``TargetError`` when refused."""
+        ...
+
+    def start(self, paused: bool = False) -> None:
+        """Start the defined VM from its definition (``paused``: its QEMU runs, its
+        CPUs wait for ``resume`` or ``destroy``, no guest code runs).
+        ``TargetError`` if it runs already ("domain is already active") or fails
+        to start."""
         ...
 
     def resume(self) -> None:

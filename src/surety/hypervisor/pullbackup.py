@@ -35,6 +35,8 @@ class Export:
 
 
 def checkpoint_xml(name: str, targets: list[str], all_targets: list[str]) -> str:
+    """A new checkpoint with a bitmap on ``targets`` (qcow2 disks only: a raw disk
+    cannot hold one) and none on the other disks of ``all_targets``."""
     root = ET.Element("domaincheckpoint")
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "description").text = "surety: changed-block tracking since this backup"
@@ -52,7 +54,11 @@ def backup_xml(
     all_targets: list[str],
     incremental: str | None,
     scratch_dir: str,
+    *,
+    full_targets: tuple[str, ...] = (),
 ) -> str:
+    """The pull-mode job; with ``incremental``, the disks in ``full_targets`` (raw
+    disks, untracked) are still exported whole (``backupmode='full'``)."""
     root = ET.Element("domainbackup", mode="pull")
     if incremental:
         ET.SubElement(root, "incremental").text = incremental
@@ -65,7 +71,9 @@ def backup_xml(
         disk = ET.SubElement(
             disks, "disk", name=target, backup="yes", type="file", exportname=target
         )
-        if incremental:
+        if incremental and target in full_targets:
+            disk.set("backupmode", "full")
+        elif incremental:
             disk.set("exportbitmap", f"backup-{target}")
         ET.SubElement(disk, "scratch", file=f"{scratch_dir}/{target}.scratch.qcow2")
     return ET.tostring(root, encoding="unicode")
@@ -83,8 +91,10 @@ class PullBackup:
         checkpoint: str,
         incremental: str | None,
         work_root: Path,
+        tracked: list[str] | None = None,
     ) -> None:
         self.domain, self.targets, self.all_targets = domain, targets, all_targets
+        self.tracked = targets if tracked is None else tracked  # disks with bitmaps
         self.checkpoint, self.incremental = checkpoint, incremental
         work_root.mkdir(parents=True, exist_ok=True)
         # QEMU (often running as libvirt-qemu) must create the socket and scratch files here.
@@ -96,13 +106,23 @@ class PullBackup:
     def begin(self) -> dict[str, Export]:
         self.domain.backup_begin(
             backup_xml(
-                self.socket, self.targets, self.all_targets, self.incremental, str(self.workdir)
+                self.socket,
+                self.targets,
+                self.all_targets,
+                self.incremental,
+                str(self.workdir),
+                full_targets=tuple(t for t in self.targets if t not in self.tracked),
             ),
-            checkpoint_xml(self.checkpoint, self.targets, self.all_targets),
+            checkpoint_xml(self.checkpoint, self.tracked, self.all_targets),
         )
         self.started = True
         return {
-            t: Export(t, self.socket, t, f"backup-{t}" if self.incremental else None)
+            t: Export(
+                t,
+                self.socket,
+                t,
+                f"backup-{t}" if self.incremental and t in self.tracked else None,
+            )
             for t in self.targets
         }
 

@@ -22,7 +22,11 @@ For tests it adds what a real host would need a guest for:
   before it changes anything (``times`` calls in a row);
 * ``events``: every change made through the port, in order ("define NAME",
   "destroy NAME", "create network NET", ...), for tests of ordering and undo;
-* ``power_off()`` on a domain: the guest stopped by itself.
+* ``power_off(reason)`` on a domain: the guest stopped by itself (``shutdown``,
+  a clean shutdown) or QEMU died (``crashed``, ``failed``); ``shutoff`` holds the
+  reason libvirt would report (``add_domain(..., shutoff_reason=...)`` sets it
+  for a VM added stopped; ``"unknown"`` by default, as after a libvirtd restart);
+* tags live in the domain XML's ``<metadata>``, as libvirt keeps them.
 
 Not modelled: files (a block copy's destination, backup scratch files and the
 NBD export are never created - read disks through the repository or a real
@@ -42,7 +46,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from surety.core.errors import SourceError, SuretyError, TargetError
-from surety.hypervisor.port import GuestAgentError, HypervisorDomain, HypervisorHost
+from surety.hypervisor.domain import domain_tags, with_tags
+from surety.hypervisor.port import (
+    SHUTOFF_REASONS,
+    GuestAgentError,
+    HypervisorDomain,
+    HypervisorHost,
+)
 
 __all__ = ["FakeBackupJob", "FakeBlockJob", "FakeDomain", "FakeHypervisor"]
 
@@ -100,6 +110,7 @@ class FakeDomain:
         self.persistent = False
         self.running = False
         self.paused = False
+        self.shutoff = "unknown"  # libvirt's reason while stopped
         self.config_xml: str | None = None  # the definition (persistent VMs)
         self.live_xml: str | None = None  # while running
         self.checkpoints: list[str] = []
@@ -153,13 +164,32 @@ class FakeDomain:
         self._alive("is_persistent")
         return self.persistent
 
-    def start(self) -> None:
+    def is_paused(self) -> bool:
+        self._alive("is_paused")
+        return self.running and self.paused
+
+    def shutoff_reason(self) -> str | None:
+        self._alive("shutoff_reason")
+        return None if self.running else self.shutoff
+
+    def tags(self) -> tuple[str, ...]:
+        return domain_tags(self.xml())
+
+    def set_tags(self, tags: tuple[str, ...]) -> None:
+        self._alive("set_tags", TargetError)
+        self._hv._event(f"set tags {self.name} {','.join(tags)}")
+        if self.config_xml is not None:
+            self.config_xml = with_tags(self.config_xml, tuple(tags))
+        if self.live_xml is not None:
+            self.live_xml = with_tags(self.live_xml, tuple(tags))
+
+    def start(self, paused: bool = False) -> None:
         self._alive("start", TargetError)
         if self.running:
-            raise TargetError(f"{self.name}: starting: domain is already running")
+            raise TargetError(f"{self.name}: starting: domain is already active")
         assert self.config_xml is not None
-        self._hv._event(f"start {self.name}")
-        self.running, self.paused, self.live_xml = True, False, self.config_xml
+        self._hv._event(f"start {self.name}{' (paused)' if paused else ''}")
+        self.running, self.paused, self.live_xml = True, paused, self.config_xml
 
     def resume(self) -> None:
         self._active("resume", TargetError)
@@ -171,16 +201,20 @@ class FakeDomain:
     def destroy(self) -> None:
         self._active("destroy", TargetError)
         self._hv._event(f"destroy {self.name}")
-        self._stopped()
+        self._stopped("destroyed")
 
-    def power_off(self) -> None:
-        """Test hook: the guest powered itself off (or QEMU died)."""
+    def power_off(self, reason: str = "shutdown") -> None:
+        """Test hook: the guest powered itself off (``shutdown``) or QEMU died
+        (``crashed``, ``failed``)."""
         if not self.running:
             raise TargetError(f"{self.name} is not running")
+        if reason not in SHUTOFF_REASONS:
+            raise ValueError(f"unknown shut-off reason {reason!r}")
         self._hv._event(f"power-off {self.name}")
-        self._stopped()
+        self._stopped(reason)
 
-    def _stopped(self) -> None:
+    def _stopped(self, reason: str) -> None:
+        self.shutoff = reason
         self.running = self.paused = self.frozen = False
         self.live_xml, self.backup = None, None
         self.block_jobs.clear()
@@ -428,12 +462,16 @@ class FakeHypervisor:
         running: bool = True,
         persistent: bool = True,
         paused: bool = False,
+        shutoff_reason: str = "unknown",
     ) -> FakeDomain:
         """Put a VM on the host without recording an event (test setup)."""
         if not running and not persistent:
             raise ValueError("a transient VM exists only while it runs")
+        if shutoff_reason not in SHUTOFF_REASONS:
+            raise ValueError(f"unknown shut-off reason {shutoff_reason!r}")
         domain, xml = self._admit(xml, "adding a VM")
         domain.persistent, domain.running, domain.paused = persistent, running, paused
+        domain.shutoff = shutoff_reason
         domain.config_xml = xml if persistent else None
         domain.live_xml = xml if running else None
         self._domains[domain._uuid] = domain

@@ -68,6 +68,13 @@ def test_job_xml_full_and_incremental() -> None:
     inc = ET.fromstring(backup_xml("/s", ["vda"], ["vda"], "surety-1", "/w"))
     assert inc.findtext("incremental") == "surety-1"
     assert next(inc.iter("disk")).get("exportbitmap") == "backup-vda"
+    mixed = ET.fromstring(
+        backup_xml("/s", ["vda", "vdb"], ["vda", "vdb"], "surety-1", "/w", full_targets=("vdb",))
+    )
+    modes = {
+        d.get("name"): (d.get("backupmode"), d.get("exportbitmap")) for d in mixed.iter("disk")
+    }
+    assert modes == {"vda": (None, "backup-vda"), "vdb": ("full", None)}  # raw: read whole
     ckpt = ET.fromstring(checkpoint_xml("surety-2", ["vda"], ["vda", "sda"]))
     assert ckpt.findtext("name") == "surety-2"
     assert {d.get("name"): d.get("checkpoint") for d in ckpt.iter("disk")} == {
@@ -118,8 +125,10 @@ GOOD = [{"name": "surety-a", "recording": True}, {"name": "surety-a", "recording
 def test_chain_intact_gives_incremental() -> None:
     decision = decide_chain(_parent(), parse_domain(DOMAIN), FakeDomain(["surety-a"], GOOD), False)
     assert decision.incremental_from == "surety-a"
-    assert decision.modes == {"vda": "incremental", "vdb": "incremental"}
-    assert decision.notes == []
+    assert decision.modes == {"vda": "incremental", "vdb": "full"}
+    assert decision.incremental_disks == {"vda"}
+    assert len(decision.notes) == 1
+    assert "vdb: raw disk" in decision.notes[0]  # the reason is shown at every backup
 
 
 @pytest.mark.parametrize(
@@ -128,7 +137,7 @@ def test_chain_intact_gives_incremental() -> None:
         (None, FakeDomain([]), None),
         (_parent(uuid="other"), FakeDomain(["surety-a"], GOOD), "UUID differs"),
         (_parent(), FakeDomain(["surety-b"], GOOD), "no longer exists"),
-        (_parent(), FakeDomain(["surety-a"], GOOD[:1]), "is missing"),
+        (_parent(), FakeDomain(["surety-a"], []), "is missing"),
         (
             _parent(),
             FakeDomain(["surety-a"], [{**GOOD[0], "inconsistent": True}, GOOD[1]]),
@@ -147,8 +156,7 @@ def test_broken_chain_falls_back_to_full_and_says_why(
     if why is None:
         assert decision.notes == []  # a first backup is full without a warning
     else:
-        assert len(decision.notes) == 1
-        assert why in decision.notes[0]
+        assert why in decision.notes[-1]
 
 
 def test_forced_full_is_silent() -> None:
