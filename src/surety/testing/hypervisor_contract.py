@@ -43,7 +43,13 @@ from typing import Any
 import pytest
 
 from surety.core.errors import SourceError, SuretyError, TargetError
-from surety.hypervisor.port import GuestAgentError, HypervisorDomain, HypervisorHost
+from surety.hypervisor.port import (
+    SHUTOFF_REASONS,
+    TAGS_NS,
+    GuestAgentError,
+    HypervisorDomain,
+    HypervisorHost,
+)
 from surety.hypervisor.pullbackup import backup_xml, checkpoint_xml
 
 __all__ = ["HypervisorContract", "HypervisorGuestContract", "Made"]
@@ -258,6 +264,34 @@ class HypervisorContract:
         domain.destroy()
         assert _field(domain.xml(), "description") == "second"
 
+    def test_the_shut_off_reason_follows_the_lifecycle(
+        self, host: HypervisorHost, made: Made
+    ) -> None:
+        domain = host.define_domain(made.domain_xml(made.name()))
+        assert domain.shutoff_reason() in SHUTOFF_REASONS  # never started
+        domain.start()
+        assert domain.shutoff_reason() is None
+        assert not domain.is_paused()
+        domain.destroy()
+        assert domain.shutoff_reason() == "destroyed"
+        assert not domain.is_paused()
+
+    def test_tags_live_in_the_vms_metadata(self, host: HypervisorHost, made: Made) -> None:
+        domain = host.define_domain(made.domain_xml(made.name()))
+        assert domain.tags() == ()
+        domain.set_tags(("nightly", "db"))
+        assert domain.tags() == ("nightly", "db")
+        assert TAGS_NS in domain.xml(inactive=True)
+        domain.start()
+        assert domain.tags() == ("nightly", "db")  # the running VM has them too
+        domain.set_tags(("weekly",))
+        assert domain.tags() == ("weekly",)
+        domain.destroy()
+        assert domain.tags() == ("weekly",)  # and the definition
+        domain.set_tags(())
+        assert domain.tags() == ()
+        assert TAGS_NS not in domain.xml(inactive=True)
+
     # -- networks, checkpoints, the connection -----------------------------------------
     def test_networks_are_created_listed_and_removed(
         self, host: HypervisorHost, made: Made
@@ -397,9 +431,12 @@ class HypervisorGuestContract:
     # -- paused starts, transient VMs -----------------------------------------------------
     def test_a_paused_vm_runs_and_resumes(self, tiny: HypervisorDomain) -> None:
         assert (tiny.is_running(), tiny.is_persistent()) == (True, False)
+        assert tiny.is_paused()
+        assert tiny.shutoff_reason() is None
         with pytest.raises(GuestAgentError):
             tiny.agent("guest-ping", timeout=1)  # no agent answers in a paused VM
         tiny.resume()
+        assert not tiny.is_paused()
         with pytest.raises(TargetError):
             tiny.resume()  # not idempotent: its CPUs run
         with pytest.raises(TargetError):
