@@ -3,9 +3,11 @@
     ``catalog``     the catalog of verifications (and soon runs): SQLite at a path
     ``hypervisor``  the hypervisor host use cases work on (libvirt, connected at first use)
     ``repository``  the storage backend for a repository location; open or create it
+    ``status``      what ``surety status`` and ``surety jobs list`` show: the host's VMs,
+                    each repository's points, the catalog's runs (shared with the web console)
 
 Hands use cases what they need. No UI here (the CLI renders), no business
 logic (the use cases decide).
 """
 
-__all__ = ["catalog", "hypervisor", "repository"]
+__all__ = ["catalog", "hypervisor", "repository", "status"]

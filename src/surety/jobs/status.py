@@ -39,8 +39,10 @@ __all__ = [
     "HEARTBEAT_MAX_AGE",
     "STATES",
     "CatalogView",
+    "JobRow",
     "VmStatus",
     "compute_status",
+    "list_jobs",
     "live_heartbeat",
     "needs_attention",
     "policy_warnings",
@@ -111,6 +113,55 @@ def compute_status(
     gone = {p.name for ps in points_by_repo.values() for p in ps if p.kind == "vm"} - set(domains)
     statuses += [_gone(vm, points_by_repo, catalog_view) for vm in sorted(gone)]
     return statuses
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job of ``surety jobs list``."""
+
+    job: str  # "<policy>:<kind>"
+    kind: str
+    policy: str
+    vms: tuple[str, ...]  # the VMs the policy selects on this host now
+    schedule: str  # as written in the configuration
+    next_run: str  # ISO, in the schedule's time zone
+    last_run_state: str | None
+    last_run_ended: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["vms"] = list(self.vms)
+        return doc
+
+
+def list_jobs(
+    config: Config, domains: Domains, last_runs: Mapping[str, Run], now: datetime
+) -> list[JobRow]:
+    """Every job of every policy (backup; verify and check when configured), by policy name;
+    ``last_runs``: job name -> its newest run."""
+    tags = {name: tuple(t) for name, (_, t) in domains.items()}
+    rows = []
+    for policy in sorted(config.policies.values(), key=lambda p: p.name):
+        vms = tuple(_select(policy.selection, tags))
+        kinds = [("backup", policy.schedule)]
+        kinds += [("verify", policy.verify.schedule)] if policy.verify else []
+        kinds += [("check", policy.check.schedule)] if policy.check else []
+        for kind, schedule in kinds:
+            job = f"{policy.name}:{kind}"
+            last = last_runs.get(job)
+            rows.append(
+                JobRow(
+                    job,
+                    kind,
+                    policy.name,
+                    vms,
+                    schedule.text,
+                    schedule.next_after(now).isoformat(),
+                    last.state if last else None,
+                    last.ended if last else None,
+                )
+            )
+    return rows
 
 
 def policy_warnings(config: Config, domains: Domains) -> list[str]:

@@ -9,11 +9,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from surety.catalog import Heartbeat, Run, RunResult, Verification
-from surety.config.model import Config, Policy, RepositoryConfig, Selection, ServiceSettings
+from surety.config.model import (
+    CheckRule,
+    Config,
+    Policy,
+    RepositoryConfig,
+    Selection,
+    ServiceSettings,
+)
 from surety.jobs.status import (
     CatalogView,
     VmStatus,
     compute_status,
+    list_jobs,
     live_heartbeat,
     needs_attention,
     policy_warnings,
@@ -251,3 +259,21 @@ def test_the_service_heartbeat_is_alive_for_60_seconds_and_matters_with_policies
     assert needs_attention([protected], heartbeat_ok=False)
     assert not needs_attention([protected], heartbeat_ok=True)
     assert not needs_attention([unprotected_gone], heartbeat_ok=False)
+
+
+def test_jobs_list_every_job_of_every_policy_with_its_vms_and_last_run() -> None:
+    checked = Policy(
+        name="weekly",
+        repository="local",
+        selection=Selection(vms=("web*",)),
+        schedule=_Daily("22:00", ZoneInfo("UTC")),
+        check=CheckRule(_Daily("Sun 03:00", ZoneInfo("UTC")), read_data_parts=4),
+    )
+    last = _run(5, "db1", "failed", error="boom")
+    rows = list_jobs(_config(_policy(), checked), DOMAINS, {"nightly:backup": last}, NOW)
+    assert [(r.job, r.vms, r.schedule, r.last_run_state) for r in rows] == [
+        ("nightly:backup", ("db1", "db2"), "22:00", "failed"),
+        ("weekly:backup", ("web1",), "22:00", None),
+        ("weekly:check", ("web1",), "Sun 03:00", None),
+    ]
+    assert rows[0].to_json()["next_run"] == "2026-12-01T22:00:00+00:00"
