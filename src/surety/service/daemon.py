@@ -616,11 +616,7 @@ class Service:
 
 
 def _tags(host: HypervisorHost, name: str) -> tuple[str, ...]:
-    """A VM's tags (the port's ``tags()``; none where the adapter has no tags yet)."""
-    getter = getattr(host.domain(name), "tags", None)
-    if getter is None:
-        return ()
-    return tuple(getter())
+    return host.domain(name).tags()
 
 
 def _on(vm: str | None) -> str:

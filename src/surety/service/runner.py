@@ -34,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -86,14 +86,20 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 class ProcessRunner:
     """Each run in ``python -m surety.service.worker`` (module docstring)."""
 
-    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        env: dict[str, str] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "surety.service.worker"),
+    ) -> None:
         self.config_path = config_path
         self.env = env
+        self.command = list(command)  # tests give a stand-in worker
         self._handles: list[RunHandle] = []
 
     def start(self, spec: JobSpec, run_id: int) -> RunHandle:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "surety.service.worker"],
+            self.command,
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env=self.env,
