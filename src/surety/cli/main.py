@@ -13,6 +13,7 @@ import click
 from surety import __version__
 from surety.cli import (
     backup_cmds,
+    config_cmds,
     files_cmds,
     instant_cmds,
     items_cmds,
@@ -77,6 +78,7 @@ for module in (
     points_cmds,
     verify_cmds,
     items_cmds,
+    config_cmds,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)

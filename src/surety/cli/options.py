@@ -12,11 +12,13 @@ from typing import Any
 import click
 
 from surety.catalog import default_catalog_path
+from surety.config import default_config_path
 from surety.core.errors import UsageError
 
 __all__ = [
     "GlobalOptions",
     "catalog_option",
+    "config_option",
     "connect_option",
     "json_option",
     "network_map_option",
@@ -94,6 +96,16 @@ catalog_option = click.option(
     help="Catalog file [env SURETY_CATALOG; default /var/lib/surety/catalog.sqlite].",
 )
 """``--catalog FILE`` of every command that reads or records verifications."""
+
+
+config_option = click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=default_config_path,
+    help="Configuration file [env SURETY_CONFIG; default /etc/surety/surety.toml].",
+)
+"""``--config FILE`` of every command that reads the configuration (``config check``,
+``service``)."""
 
 
 def _network_map(
