@@ -9,7 +9,7 @@ lock (a dry run under a shared one) and re-check it before deleting.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from surety.core.errors import AmbiguousRestorePoint, IntegrityError, RestorePointNotFound
@@ -70,11 +70,16 @@ def forget_points(repo: Repository, refs: Iterable[str], dry_run: bool = False) 
 
 
 def forget_by_policy(
-    repo: Repository, policy: RetentionPolicy, dry_run: bool = False
+    repo: Repository,
+    policy: RetentionPolicy,
+    dry_run: bool = False,
+    names: Collection[str] | None = None,
 ) -> list[Decision]:
-    """Apply ``policy`` to every readable restore point; forget those it does not keep."""
+    """Apply ``policy`` to every readable restore point (of ``names`` only, when given:
+    a job applies its policy's retention to its own VM); forget those it does not keep."""
     with repo.lock(exclusive=not dry_run, operation="forget"):
-        decisions = apply_policy(repo.points(), policy)
+        points = [p for p in repo.points() if names is None or p.name in names]
+        decisions = apply_policy(points, policy)
         if not dry_run:
             _check_lock(repo)
             for decision in decisions:
