@@ -22,6 +22,7 @@ from surety.cli import (
     repair_cmds,
     repo_cmds,
     restore_cmds,
+    service_cmds,
     verify_cmds,
 )
 from surety.cli.context import show_pending_notes
@@ -79,6 +80,7 @@ for module in (
     verify_cmds,
     items_cmds,
     config_cmds,
+    service_cmds,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)

@@ -494,7 +494,9 @@ class Service:
             self.catalog.finish_run(item.run_id, result)
             run = self.catalog.run(item.run_id)
         result = run.result or RunResult(run.state)
-        log.info(
+        level = {"succeeded": logging.INFO, "failed": logging.ERROR}.get(run.state, logging.WARNING)
+        log.log(
+            level,
             "run %d ended: %s%s %s%s",
             item.run_id,
             item.job,

@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
 
-from surety.config.model import Config, RetryRule, Selection
+from surety.config.model import Config, RetryRule
+from surety.config.select import select_vms
 from surety.schedule import Schedule
 
 __all__ = ["JOB_KINDS", "Job", "Queued", "expand_jobs", "retry_delay", "startable"]
@@ -163,15 +163,3 @@ def startable(
         chosen.append(item)
         slots -= 1
     return chosen
-
-
-def select_vms(selection: Selection, domains: Mapping[str, Sequence[str]]) -> list[str]:
-    """(Until ``surety.config.select_vms`` lands.) Names and globs ("all" = "*"), plus VMs
-    carrying one of the tags, minus the excludes."""
-    patterns = ["*" if p == "all" else p for p in selection.vms]
-    chosen = [
-        name
-        for name, tags in domains.items()
-        if any(fnmatchcase(name, p) for p in patterns) or set(tags) & set(selection.tags)
-    ]
-    return sorted(n for n in chosen if not any(fnmatchcase(n, p) for p in selection.exclude))
