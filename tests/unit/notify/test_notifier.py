@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from surety.catalog import Catalog
 from surety.catalog.runs import Run, RunResult
 from surety.config.model import (
     Config,
@@ -246,3 +247,26 @@ def test_targets_without_daily_summary_get_none() -> None:
     outbox = Outbox()
     n = notifier(config(ops=target("ops")), outbox)
     assert n.daily_summary(T0 + timedelta(hours=20)) == []
+
+
+def test_with_the_real_catalog_rpo_and_summary_are_sent_once(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    for vm, result in (("db1", RunResult("succeeded")), ("db2", FAILED)):
+        run_id = catalog.create_run(
+            job="nightly:backup", kind="backup", policy="nightly", vm=vm, host="host1"
+        )
+        catalog.mark_running(run_id, 4242)
+        catalog.finish_run(run_id, result)
+    outbox = Outbox()
+    cfg = config(ops=target("ops", daily_summary="00:00"))
+    now = datetime.now(UTC)
+    statuses = [Status("db1", "nightly", False, "aa" * 32)]
+    first = Notifier(cfg, catalog, clock=lambda: now, senders={"email": outbox})
+    assert first.rpo_check(statuses) == ["ops:db1"]
+    assert first.daily_summary() == ["ops"]
+    again = Notifier(cfg, Catalog(catalog.path), clock=lambda: now, senders={"email": outbox})
+    assert again.rpo_check(statuses) == []
+    assert again.daily_summary() == []
+    summary = outbox.sent[1][1]
+    assert summary.payload["counts"] == {"succeeded": 1, "failed": 1}
+    assert "backup of db2 (nightly)" in summary.body
