@@ -23,6 +23,7 @@ from surety.cli import (
     repo_cmds,
     restore_cmds,
     service_cmds,
+    status_cmds,
     verify_cmds,
 )
 from surety.cli.context import show_pending_notes
@@ -79,6 +80,7 @@ for module in (
     points_cmds,
     verify_cmds,
     items_cmds,
+    status_cmds,
     config_cmds,
     service_cmds,
 ):
