@@ -90,6 +90,7 @@ class FakeRunner:
 class RecordingNotifier:
     finished: list[tuple[Run, RunResult, bool]] = field(default_factory=list)
     summaries: list[datetime] = field(default_factory=list)
+    rpo_checked: list[list[Any]] = field(default_factory=list)
     fail: bool = False
 
     def run_finished(self, run: Run, result: RunResult, last_attempt: bool) -> None:
@@ -98,7 +99,7 @@ class RecordingNotifier:
         self.finished.append((run, result, last_attempt))
 
     def rpo_check(self, statuses: Sequence[Any]) -> None:
-        pass
+        self.rpo_checked.append(list(statuses))
 
     def daily_summary(self, now: datetime) -> None:
         self.summaries.append(now)

@@ -274,6 +274,21 @@ def test_notification_failure_is_logged_and_the_service_goes_on(
     assert len(rig.runner.started) == 2
 
 
+def test_rpo_check_gets_the_statuses_once_a_minute(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, config(tmp_path, policy()), "a")
+    asked: list[Config] = []
+
+    def statuses(cfg: Config) -> list[str]:
+        asked.append(cfg)
+        return ["status of a"]
+
+    rig.service.statuses = statuses
+    rig.service.tick()
+    rig.tick_at(seconds=30)
+    assert asked == [rig.service.config]
+    assert rig.notifier.rpo_checked == [["status of a"]]
+
+
 def test_daily_summary_is_asked_once_a_minute(tmp_path: Path) -> None:
     rig = Rig(tmp_path, config(tmp_path, policy()), "a")
     rig.service.tick()
