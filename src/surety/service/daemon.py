@@ -588,11 +588,14 @@ class Service:
             if self._reload:
                 self._reload = False
                 self.reload()
-            if time.monotonic() >= next_tick and not (self.once and passes):
-                self.tick()
-                passes += 1
-                next_tick = time.monotonic() + self.config.service.tick
-            self.reap()
+            try:
+                if time.monotonic() >= next_tick and not (self.once and passes):
+                    passes += 1
+                    next_tick = time.monotonic() + self.config.service.tick
+                    self.tick()
+                self.reap()
+            except SuretyError as exc:  # e.g. the catalog busy or full: the next pass tries again
+                log.error("scheduling pass failed: %s", exc)
             if self.once and not self.inflight and not self._ready_soon():
                 break
             time.sleep(step)
