@@ -24,9 +24,8 @@ from surety.app.status import StatusReport, gather_jobs, gather_status, read_dom
 from surety.catalog import Catalog, Run
 from surety.cli.options import config_option, json_option
 from surety.cli.render import emit_json, err_console, out_console
-from surety.config import load_config
+from surety.config import load_config, select_vms
 from surety.config.model import Config
-from surety.config.select import select_vms
 from surety.core.errors import UsageError
 from surety.jobs.spec import JobSpec
 from surety.jobs.status import VmStatus, live_heartbeat

@@ -24,14 +24,14 @@ console and the notifier's RPO check compute the same answer.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from surety.catalog import Heartbeat, Run, Verification
-from surety.config.model import Config, Policy, Selection
+from surety.config import select_vms, unknown_names
+from surety.config.model import Config, Policy
 from surety.repo.manifest import Manifest
 
 __all__ = [
@@ -104,7 +104,7 @@ def compute_status(
     tags = {name: tuple(t) for name, (_, t) in domains.items()}
     covering: dict[str, list[Policy]] = {}
     for policy in sorted(config.policies.values(), key=lambda p: p.name):
-        for vm in _select(policy.selection, tags):
+        for vm in select_vms(policy.selection, tags):
             covering.setdefault(vm, []).append(policy)
     statuses = [
         _vm_status(vm, running, covering.get(vm, []), known)
@@ -142,7 +142,7 @@ def list_jobs(
     tags = {name: tuple(t) for name, (_, t) in domains.items()}
     rows = []
     for policy in sorted(config.policies.values(), key=lambda p: p.name):
-        vms = tuple(_select(policy.selection, tags))
+        vms = tuple(select_vms(policy.selection, tags))
         kinds = [("backup", policy.schedule)]
         kinds += [("verify", policy.verify.schedule)] if policy.verify else []
         kinds += [("check", policy.check.schedule)] if policy.check else []
@@ -170,7 +170,7 @@ def policy_warnings(config: Config, domains: Domains) -> list[str]:
     return [
         f"policy {policy.name}: no VM named {name!r} on this host"
         for policy in sorted(config.policies.values(), key=lambda p: p.name)
-        for name in _unknown_names(policy.selection, tags)
+        for name in unknown_names(policy.selection, tags)
     ]
 
 
@@ -321,26 +321,3 @@ def _gone(vm: str, points_by_repo: Mapping[str, Sequence[Manifest]], view: Catal
         notes=("not on this host any more; its restore points remain",),
         **_point_fields(point, verified),
     )
-
-
-def _select(selection: Selection, tags: Mapping[str, Sequence[str]]) -> list[str]:
-    """The VMs ``selection`` covers (private fallback until ``config.select_vms`` lands)."""
-    patterns = ["*" if name == "all" else name for name in selection.vms]
-    return sorted(
-        vm
-        for vm, vm_tags in tags.items()
-        if (
-            any(fnmatch.fnmatchcase(vm, p) for p in patterns)
-            or any(t in selection.tags for t in vm_tags)
-        )
-        and not any(fnmatch.fnmatchcase(vm, p) for p in selection.exclude)
-    )
-
-
-def _unknown_names(selection: Selection, tags: Mapping[str, Sequence[str]]) -> list[str]:
-    """Plain names (no glob) in ``selection.vms`` that are no VM of the host."""
-    return [
-        name
-        for name in selection.vms
-        if name != "all" and not any(c in name for c in "*?[") and name not in tags
-    ]
