@@ -96,4 +96,5 @@ def test_check_reads_the_next_part_each_run(
     assert [r.status for r in results] == ["succeeded"] * 3
     assert [r.details["part"] for r in results] == ["1/2", "2/2", "1/2"]
     assert sum(r.bytes_read or 0 for r in results[:2]) > 0  # parts 1 and 2 read every pack
-    assert [c.status for c in catalog.checks("local")] == ["ok"] * 3
+    repo_id = open_repository(str(initialized.repo), PASSPHRASE).config.id
+    assert [c.status for c in catalog.checks(repo_id)] == ["ok"] * 3

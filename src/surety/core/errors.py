@@ -15,6 +15,7 @@ its traceback (exit code 1).
     +-- DiskNotFound                 exit 5   restore point has no such disk
     +-- IntegrityError               exit 6   a stored byte does not match its hash/tag
     +-- RepositoryLocked             exit 7   a conflicting lock is held
+    +-- ServiceRunning               exit 7   another surety service holds this host's lock
     +-- StorageFull                  exit 8   the backend ran out of space
     +-- StorageError                 exit 9   the backend failed (I/O, network)
     |   +-- ObjectNotFound           exit 9   a named object is missing from storage
@@ -49,6 +50,7 @@ __all__ = [
     "RepositoryNotFound",
     "RestorePointNotFound",
     "RestoreProcedureFailed",
+    "ServiceRunning",
     "SourceError",
     "StorageError",
     "StorageFull",
@@ -103,6 +105,12 @@ class IntegrityError(SuretyError):
 
 class RepositoryLocked(SuretyError):
     exit_code = 7
+
+
+class ServiceRunning(SuretyError):
+    """Another surety service holds this host's service lock."""
+
+    exit_code = 7  # as RepositoryLocked: a conflicting lock is held
 
 
 class StorageFull(SuretyError):

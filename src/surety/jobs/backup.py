@@ -76,7 +76,7 @@ def run_backup(
     if policy.retention is not None:
         _apply_retention(policy, vm, repo, progress, result)
     logical, stored = repository_usage(repo)
-    catalog.record_usage(policy.repository, datetime.now(UTC), logical, stored)
+    catalog.record_usage(repo.config.id, datetime.now(UTC), logical, stored)
     result.details["usage"] = {"logical": logical, "stored": stored}
     if result.warnings:
         result.status = "warning"

@@ -24,19 +24,20 @@ from surety.repo.repository import Repository
 __all__ = ["next_part", "run_check"]
 
 
-def next_part(catalog: Catalog, policy: Policy) -> DataSubset | None:
-    """The data part this run reads (None: structure only)."""
+def next_part(catalog: Catalog, policy: Policy, repo_id: str) -> DataSubset | None:
+    """The data part this run reads (None: structure only). The catalog keys checks (and
+    usage and verifications) by the repository id: a rename in the configuration keeps them."""
     parts = policy.check.read_data_parts if policy.check else 0
     if parts <= 0:
         return None
-    done = catalog.count_checks(policy.repository, policy.name)
+    done = catalog.count_checks(repo_id, policy.name)
     return DataSubset(part=done % parts + 1, parts=parts)
 
 
 def run_check(
     policy: Policy, *, repo: Repository, catalog: Catalog, progress: Progress
 ) -> RunResult:
-    subset = next_part(catalog, policy)
+    subset = next_part(catalog, policy, repo.config.id)
     report = check_repository(repo, subset is not None, progress, subset)
     part = f"{subset.part}/{subset.parts}" if subset else None
     summary = f"{report.points} restore points, {report.chunks} chunks in {report.packs} packs"
@@ -44,7 +45,7 @@ def run_check(
         summary += f"; read part {part}: {report.packs_read} packs, {report.bytes_read} bytes"
     status = "ok" if report.ok else "damaged"
     catalog.record_check(
-        policy.repository, datetime.now(UTC), status, summary, part, policy=policy.name
+        repo.config.id, datetime.now(UTC), status, summary, part, policy=policy.name
     )
     details = {"summary": summary, "part": part, "errors": report.errors[:20]}
     if report.ok:

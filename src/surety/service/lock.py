@@ -14,15 +14,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from surety.core.errors import SuretyError
+from surety.core.errors import ServiceRunning, SuretyError
 
 __all__ = ["ServiceLock", "ServiceRunning", "lock_path_for"]
-
-
-class ServiceRunning(SuretyError):
-    """Another surety service holds this host's service lock."""
-
-    exit_code = 7  # as RepositoryLocked: a conflicting lock is held
 
 
 def lock_path_for(catalog_path: Path) -> Path:

@@ -216,5 +216,7 @@ def _record(catalog: Catalog, repository: str, proof: Proof, proof_dir: Path) ->
         )
         catalog.record_verification(
             repository,
-            Verification(vm.point, status, str(at), str(proof_dir / "proof.json"), summary),
+            Verification(
+                vm.point, status, str(at), str(proof_dir / "proof.json"), summary, vm.boot_seconds
+            ),
         )

@@ -212,7 +212,7 @@ def test_backup_takes_the_policy_options_and_records_usage(
     assert (result.point, result.consistency) == (point.id, "application")
     assert result.bytes_read == point.stats["read_bytes"]
     assert result.bytes_stored == point.stats["stored_bytes"]
-    ((_, logical, stored),) = catalog.usage("local")
+    ((_, logical, stored),) = catalog.usage(repo.config.id)
     assert logical == 200_000
     assert stored == sum(size for _, size in repo.storage.list(""))
 
@@ -254,7 +254,7 @@ def test_retention_forgets_only_this_vms_points_then_prunes(
     names = sorted((pt.name, pt.id) for pt in repo.points())
     assert [n for n, _ in names] == [VM, VM, "web1"]
     assert {i for n, i in names if n == VM} == set(ids[1:])
-    last = catalog.usage("local")[-1]
+    last = catalog.usage(repo.config.id)[-1]
     assert last[1] == 2 * 200_000 + 100_000  # logical: the points left
 
 
@@ -283,7 +283,7 @@ def test_check_reads_a_rolling_part(
         assert result.status == "succeeded"
         parts.append(result.details["part"])
     assert parts == ["1/3", "2/3", "3/3", "1/3"]
-    assert [c.part for c in catalog.checks("local")] == ["1/3", "3/3", "2/3", "1/3"]
+    assert [c.part for c in catalog.checks(repo.config.id)] == ["1/3", "3/3", "2/3", "1/3"]
 
 
 def test_check_of_a_damaged_repository_fails_with_the_hint(
@@ -299,7 +299,7 @@ def test_check_of_a_damaged_repository_fails_with_the_hint(
     assert result.status == "failed"
     assert (result.error or "").startswith("check found 3 error(s): pack ")
     assert "surety check --read-data" in (result.hint or "")
-    assert catalog.checks("local")[0].status == "damaged"
+    assert catalog.checks(repo.config.id)[0].status == "damaged"
 
 
 VERIFY = JobSpec("nightly:verify", "verify", "nightly", None)
