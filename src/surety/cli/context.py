@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from surety.app.repository import open_repository
 from surety.cli.options import GlobalOptions, read_passphrase
@@ -21,7 +22,7 @@ def open_repo(ctx: click.Context) -> Repository:
 
 def show_notes(repo: Repository) -> None:
     for note in repo.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     repo.notes.clear()
 
 

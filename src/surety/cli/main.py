@@ -9,6 +9,7 @@ from types import FrameType
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from surety import __version__
 from surety.cli import (
@@ -41,7 +42,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SuretyError as exc:
             show_pending_notes(ctx)  # e.g. the damaged objects that were skipped on the way
-            err_console.print(f"[bold red]surety: error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]surety: error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("[bold red]surety: interrupted[/]")

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -52,7 +53,7 @@ class RichProgressSink:
             self.bars.advance(self.task, amount)
 
     def note(self, message: str) -> None:
-        self.bars.console.print(f"[yellow]note:[/] {message}")
+        self.bars.console.print(f"[yellow]note:[/] {escape(message)}")
 
 
 class QuietSink:
@@ -67,7 +68,7 @@ class QuietSink:
 
     def note(self, message: str) -> None:
         if self.show_notes:
-            err_console.print(f"note: {message}", highlight=False)
+            err_console.print(f"note: {message}", highlight=False, markup=False)
 
 
 @contextmanager

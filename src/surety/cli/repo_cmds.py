@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import click
+from rich.markup import escape
 
 from surety.app.repository import create_repository
 from surety.cli.context import open_repo, show_notes
@@ -222,7 +223,7 @@ def prune(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
         emit_json({"dry_run": dry_run, **report.__dict__})
         return
     for note in report.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     out_console.print(
         f"{'would delete' if dry_run else 'deleted'} {report.deleted_packs} packs, "
         f"repacked {report.repacked_packs}, {report.deleted_images} image indexes; "

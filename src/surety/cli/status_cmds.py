@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from surety.app.catalog import open_catalog
@@ -67,7 +68,7 @@ def status_cmd(ctx: click.Context, config: Path, json_output: bool) -> None:
     with closing(connect_host(settings.service.libvirt_uri)) as host:
         report = gather_status(settings, host=host, catalog=_catalog(settings), now=_now())
     for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if json_output:
         emit_json([s.to_json() for s in report.statuses])
         _service_line(report, err_console.print)
