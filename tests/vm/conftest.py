@@ -18,6 +18,17 @@ from tests.cli import Cli, cli_for
 from tests.guests import agent, testvm
 
 
+SUMMARY: list[str] = []
+"""Lines a test module wants in the run's output (measurements): printed at the end."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY:
+        terminalreporter.write_line("")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def libvirt_conn() -> Iterator[object]:
     testvm.ensure_libvirtd()

@@ -31,7 +31,7 @@ import pytest
 
 from tests.cli import PASSPHRASE, Cli, cli_for
 from tests.guests import agent, apps, testvm
-from tests.vm.conftest import Guest
+from tests.vm.conftest import SUMMARY, Guest
 
 pytestmark = pytest.mark.vm
 
@@ -235,6 +235,7 @@ def host(libvirt_conn: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             world.cli.run("init")
             try:
                 yield world
+                _summarise(world)
             finally:
                 world.stop_service()
                 world.mailbox.stop()
@@ -248,6 +249,25 @@ def host(libvirt_conn: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             testvm.down(off_name)
     finally:
         testvm.down(pg_name)
+
+
+def _summarise(world: Host) -> None:
+    """Every run the service made, with its duration, and the catalog's size after them."""
+    runs = list(reversed(world.json("jobs", "history", "--limit", "200")))
+    SUMMARY.append("surety service on a real host (tests/vm/test_service.py): runs")
+    SUMMARY.append(f"{'id':>3} {'job':<12} {'vm':<18} {'try':>3} {'state':<12} {'level':<12} s")
+    for run in runs:
+        took = ""
+        if run["started"] and run["ended"]:
+            span = datetime.fromisoformat(run["ended"]) - datetime.fromisoformat(run["started"])
+            took = f"{span.total_seconds():.0f}"
+        level = (run["result"] or {}).get("consistency") or "-"
+        SUMMARY.append(
+            f"{run['id']:>3} {run['job']:<12} {run['vm'] or '-':<18} {run['attempt']:>3} "
+            f"{run['state']:<12} {level:<12} {took}"
+        )
+    size = sum(p.stat().st_size for p in world.base.glob("catalog.sqlite*"))
+    SUMMARY.append(f"catalog after {len(runs)} runs: {size / 1024:.0f} KiB")
 
 
 # --------------------------------------------------------------------------
