@@ -17,7 +17,6 @@ import pytest
 from tests.cli import Cli, cli_for
 from tests.guests import agent, testvm
 
-
 SUMMARY: list[str] = []
 """Lines a test module wants in the run's output (measurements): printed at the end."""
 
