@@ -168,33 +168,6 @@ def _decode(text: str | None) -> RunResult | None:
 
 
 def _run(row: tuple[Any, ...]) -> Run:
-    (
-        run_id,
-        job,
-        kind,
-        policy,
-        vm,
-        host,
-        attempt,
-        scheduled_for,
-        state,
-        started,
-        ended,
-        pid,
-        result,
-    ) = row
-    return Run(
-        run_id,
-        job,
-        kind,
-        policy,
-        vm,
-        host,
-        attempt,
-        scheduled_for,
-        state,
-        started,
-        ended,
-        pid,
-        _decode(result),
-    )
+    """A ``runs`` row (columns in ``Run``'s field order, the result JSON last) as a ``Run``."""
+    *columns, result = row
+    return Run(*columns, _decode(result))
