@@ -169,5 +169,4 @@ def _decode(text: str | None) -> RunResult | None:
 
 def _run(row: tuple[Any, ...]) -> Run:
     """A ``runs`` row (columns in ``Run``'s field order, the result JSON last) as a ``Run``."""
-    *columns, result = row
-    return Run(*columns, _decode(result))
+    return Run(*row[:-1], result=_decode(row[-1]))
