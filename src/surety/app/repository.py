@@ -1,4 +1,12 @@
-"""Open or create a repository from its location and a passphrase."""
+"""Open or create a repository from its location and a passphrase.
+
+A location is a local path or ``s3://BUCKET[/PREFIX]``. An S3 location is
+wired here: an S3 client by the AWS conventions (``make_s3_client``), the
+``S3Storage`` backend, and ``RetryingStorage`` around it (transient errors are
+retried, never reported as damage). ``init`` on S3 needs an existing bucket
+(surety does not create buckets: region, versioning, object lock and policies
+are the administrator's choice).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from surety.repo.crypto import KdfParams
 from surety.repo.format import CHUNK_SIZE_DEFAULT
 from surety.repo.repository import Repository
 from surety.repo.storage import LocalStorage, Storage
+from surety.repo.storage.retry import RetryingStorage
 
 __all__ = ["create_repository", "open_repository", "storage_for"]
 
@@ -18,8 +27,10 @@ __all__ = ["create_repository", "open_repository", "storage_for"]
 def storage_for(location: str | None, create: bool = False) -> Storage:
     if not location:
         raise UsageError("no repository given: use --repo or set SURETY_REPOSITORY")
+    if location.startswith("s3://"):
+        return _s3_storage(location, create)
     if "://" in location:
-        raise UsageError(f"{location}: unsupported repository location (use a local path)")
+        raise UsageError(f"{location}: unsupported repository location (a path or s3://BUCKET)")
     path = Path(location).expanduser()
     try:
         if create:
@@ -36,6 +47,17 @@ def storage_for(location: str | None, create: bool = False) -> Storage:
     return LocalStorage(path)
 
 
+def _s3_storage(location: str, create: bool) -> Storage:
+    # imported here: boto3 takes a noticeable time to load, and local repositories never need it
+    from surety.repo.storage.s3 import S3Storage, make_s3_client, parse_s3_location  # noqa: PLC0415
+
+    bucket, prefix = parse_s3_location(location)
+    storage = S3Storage(bucket, prefix, make_s3_client())
+    if create:
+        storage.check_bucket()
+    return RetryingStorage(storage)
+
+
 def open_repository(location: str | None, passphrase: str) -> Repository:
     return Repository.open(storage_for(location), passphrase)
 
@@ -47,7 +69,8 @@ def create_repository(
     kdf: KdfParams | None = None,
 ) -> Repository:
     """Create a repository; a directory made by this call is removed again if init fails."""
-    path = Path(location).expanduser() if location else None
+    local = location is not None and not location.startswith("s3://")
+    path = Path(location).expanduser() if local and location else None
     made_here = path is not None and not os.path.lexists(path)
     storage = storage_for(location, create=True)
     try:
