@@ -34,6 +34,7 @@ _COLUMNS = (
 )
 _SELECT = f"SELECT {_COLUMNS} FROM runs WHERE "  # noqa: S608 - constants, values are bound
 _RESULT_FIELDS = frozenset(f.name for f in fields(RunResult))
+_RUN_FIELDS = tuple(f.name for f in fields(Run) if f.name != "result")
 
 
 class RunStore(Store):
@@ -169,4 +170,5 @@ def _decode(text: str | None) -> RunResult | None:
 
 def _run(row: tuple[Any, ...]) -> Run:
     """A ``runs`` row (columns in ``Run``'s field order, the result JSON last) as a ``Run``."""
-    return Run(*row[:-1], result=_decode(row[-1]))
+    values = dict(zip(_RUN_FIELDS, row[:-1], strict=True))
+    return Run(**values, result=_decode(row[-1]))
