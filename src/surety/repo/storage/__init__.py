@@ -14,13 +14,14 @@ the wrapped storage) and override only what they change (``faulty``;
 from surety.repo.storage.base import Storage, validate_name
 from surety.repo.storage.local import LocalStorage
 from surety.repo.storage.memory import MemoryStorage
-from surety.repo.storage.retry import RetryingStorage, TransientStorageError
+from surety.repo.storage.retry import RetryingStorage, StorageUnavailable, TransientStorageError
 
 __all__ = [
     "LocalStorage",
     "MemoryStorage",
     "RetryingStorage",
     "Storage",
+    "StorageUnavailable",
     "TransientStorageError",
     "validate_name",
 ]

@@ -4,9 +4,11 @@ A backend raises ``TransientStorageError`` for a failure that may pass by
 itself (a 5xx, throttling, a timeout, a connection reset or a body cut
 short); ``RetryingStorage`` tries such a call again, at most ``attempts``
 times in all, sleeping ``random() * min(max_delay, base_delay * 2**n)``
-between tries ("full jitter"). When the last attempt fails it raises a plain
-``StorageError`` ("transient: ..., N attempts"), so no outer layer retries it
-again, and nothing transient is ever reported as damage.
+between tries ("full jitter"). When the last attempt fails it raises
+``StorageUnavailable`` ("transient: ..., N attempts"), a ``StorageError`` that
+is no longer transient, so no outer layer retries it again; a caller that
+records damage must treat it as "the storage could not be read", never as
+damage.
 
 What is never retried: ``ObjectNotFound``, ``ObjectExists``, ``StorageFull``,
 ``StorageReadOnly`` and every other ``StorageError`` (e.g. a range read that
@@ -32,13 +34,17 @@ from surety.core.errors import ObjectExists, ObjectNotFound, StorageError
 from surety.repo.storage.base import Storage
 from surety.repo.storage.wrapper import StorageWrapper
 
-__all__ = ["RetryingStorage", "TransientStorageError"]
+__all__ = ["RetryingStorage", "StorageUnavailable", "TransientStorageError"]
 
 T = TypeVar("T")
 
 
 class TransientStorageError(StorageError):
     """A failure that may pass if the call is tried again (raised by backends)."""
+
+
+class StorageUnavailable(StorageError):
+    """Transient failures persisted through every attempt: not damage, not retried again."""
 
 
 class RetryingStorage(StorageWrapper):
@@ -82,7 +88,7 @@ class RetryingStorage(StorageWrapper):
                 if last is None or after_transient is None:
                     raise
                 return after_transient()
-        raise StorageError(
+        raise StorageUnavailable(
             f"{what}: transient failure persisted: {last} ({self.attempts} attempts)"
         ) from last
 

@@ -17,7 +17,12 @@ from botocore.config import Config
 from botocore.stub import Stubber
 
 from surety.core.errors import ObjectExists, ObjectNotFound, StorageError, StorageFull
-from surety.repo.storage import MemoryStorage, RetryingStorage, TransientStorageError
+from surety.repo.storage import (
+    MemoryStorage,
+    RetryingStorage,
+    StorageUnavailable,
+    TransientStorageError,
+)
 from surety.repo.storage.s3 import S3Storage
 from surety.repo.storage.wrapper import StorageWrapper
 from surety.testing.storage_conformance import StorageConformance
@@ -86,12 +91,13 @@ def test_jitter_scales_the_delay_down() -> None:
     assert storage.delay(3) == 2.0
 
 
-def test_after_the_last_attempt_a_plain_storage_error_says_transient_and_counts() -> None:
+def test_after_the_last_attempt_storage_unavailable_says_transient_and_counts() -> None:
     flaky = Flaky(MemoryStorage(), [_transient() for _ in range(5)])
     storage = RetryingStorage(flaky, attempts=3, sleep=lambda _s: None)
     with pytest.raises(StorageError, match=r"transient.*\(3 attempts\)") as caught:
         storage.put("data/a", b"x")
-    assert type(caught.value) is StorageError  # not transient any more: nobody retries it again
+    assert type(caught.value) is StorageUnavailable  # not transient: nobody retries it again
+    assert not isinstance(caught.value, TransientStorageError)
     assert flaky.calls == 3
 
 
