@@ -40,6 +40,7 @@ from surety.repo.index import ChunkIndex, Location, encode_index
 from surety.repo.lock import STALE_AFTER
 from surety.repo.pack import PackBuilder, PackEntry, chunk_kind, read_pack_header
 from surety.repo.repository import Repository
+from surety.repo.storage.retry import StorageUnavailable
 
 __all__ = ["PruneReport", "prune_repository", "used_chunks"]
 
@@ -227,6 +228,8 @@ def _authenticated_blob(repo: Repository, pack_id: str, chunk_id: bytes, loc: Lo
     try:
         sealed = repo.storage.get(f"data/{pack_id}", loc.offset, loc.length)
         repo.keys.unseal(chunk_kind(chunk_id), sealed, what)
+    except StorageUnavailable:
+        raise  # the storage is unreachable right now: not damage, prune stops here
     except (IntegrityError, StorageError) as exc:
         repo.record_damage(chunk_id, pack_id, str(exc))
         raise IntegrityError(str(exc)) from exc
