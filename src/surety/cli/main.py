@@ -15,6 +15,7 @@ from surety import __version__
 from surety.cli import (
     backup_cmds,
     config_cmds,
+    copy_cmds,
     files_cmds,
     instant_cmds,
     items_cmds,
@@ -81,6 +82,7 @@ for module in (
     instant_cmds,
     files_cmds,
     points_cmds,
+    copy_cmds,
     verify_cmds,
     items_cmds,
     status_cmds,

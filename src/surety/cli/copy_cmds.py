@@ -1,0 +1,161 @@
+"""``surety copy``: copy restore points into another repository (``surety.repo.copy``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from surety.app.catalog import open_catalog
+from surety.app.repository import storage_for
+from surety.cli.context import open_repo, show_notes
+from surety.cli.options import catalog_option, json_option
+from surety.cli.render import emit_json, out_console, progress_for
+from surety.core.errors import UsageError
+from surety.core.units import format_size
+from surety.repo.copy import CopyReport, copy_points
+from surety.repo.manifest import Manifest
+from surety.repo.repository import Repository
+from surety.repo.storage.base import Storage
+from surety.repo.storage.ratelimit import RateLimitedStorage, parse_rate
+
+__all__ = ["COMMANDS"]
+
+
+@click.command()
+@click.argument("refs", metavar="POINT...", nargs=-1)
+@click.option("--all", "all_points", is_flag=True, help="Every restore point of the source.")
+@click.option(
+    "--to", "to", required=True, metavar="LOCATION", help="The target repository (path or s3://)."
+)
+@click.option(
+    "--to-passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The target's passphrase from this file (else SURETY_TO_PASSPHRASE, else prompt).",
+)
+@click.option("--verified-only", is_flag=True, help="Only points whose latest verification passed.")
+@click.option("--dry-run", is_flag=True, help="Say what would be copied; copy nothing.")
+@click.option(
+    "--limit-upload",
+    metavar="RATE",
+    help="At most RATE bytes per second to the target (e.g. 20M, 512K/s).",
+)
+@catalog_option
+@json_option
+@click.pass_context
+def copy(
+    ctx: click.Context,
+    refs: tuple[str, ...],
+    all_points: bool,
+    to: str,
+    to_passphrase_file: Path | None,
+    verified_only: bool,
+    dry_run: bool,
+    limit_upload: str | None,
+    catalog: Path,
+    json_output: bool,
+) -> None:
+    """Copy restore points (ids, id prefixes, NAME@latest, or --all) into the repository
+    at --to. Only chunks the target lacks are uploaded; every chunk is hash-checked on
+    read and sealed under the target's keys; a rerun after an interruption copies only
+    what is missing, and points already there are skipped. The target keeps its own
+    retention: copy never forgets anything."""
+    if bool(refs) == all_points:
+        raise UsageError("name restore points to copy, or use --all (not both)")
+    rate = parse_rate(limit_upload) if limit_upload else None
+    source = open_repo(ctx)
+    target_storage: Storage = storage_for(to)
+    if rate is not None:
+        target_storage = RateLimitedStorage(target_storage, rate)
+    target = Repository.open(target_storage, _target_passphrase(to_passphrase_file))
+    with source.lock(exclusive=False, operation="copy (source)", read_only=True):
+        points = source.points() if all_points else [source.resolve(ref) for ref in refs]
+        refused = _unverified(catalog, source, points) if verified_only else {}
+        with progress_for(json_output) as progress:
+            report = copy_points(source, target, points, progress, dry_run=dry_run, refused=refused)
+    show_notes(source)
+    show_notes(target)
+    _render(report, json_output, dry_run)
+
+
+def _target_passphrase(path: Path | None) -> str:
+    if path is not None:
+        try:
+            text = path.read_text().rstrip("\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read the target's passphrase file: {exc.strerror}") from exc
+        if not text:
+            raise UsageError(f"{path} is empty")
+        return text
+    from_env = os.environ.get("SURETY_TO_PASSPHRASE")
+    if from_env:
+        return from_env
+    if sys.stdin.isatty():
+        return str(click.prompt("target repository passphrase", hide_input=True))
+    raise UsageError(
+        "no passphrase for the target: set SURETY_TO_PASSPHRASE or use --to-passphrase-file"
+    )
+
+
+def _unverified(catalog: Path, source: Repository, points: list[Manifest]) -> dict[str, str]:
+    """Point id -> why it is not copied, for points whose latest verification did not pass."""
+    latest = open_catalog(catalog).latest_verifications(source.config.id, [p.id for p in points])
+    refused = {}
+    for point in points:
+        found = latest.get(point.id)
+        if found is None:
+            refused[point.id] = "never verified"
+        elif found.status != "verified":
+            refused[point.id] = f"latest verification: {found.status} ({found.at[:16]})"
+    return refused
+
+
+def _render(report: CopyReport, json_output: bool, dry_run: bool) -> None:
+    if json_output:
+        document: dict[str, Any] = {
+            "source": report.source,
+            "target": report.target,
+            "dry_run": dry_run,
+            "copied": report.count("copied"),
+            "skipped": report.count("skipped"),
+            "not_verified": report.count("not verified"),
+            "would_copy": report.count("would copy"),
+            "chunks_transferred": report.chunks,
+            "bytes_transferred": report.bytes,
+            "points": [
+                {
+                    "point": o.point,
+                    "name": o.name,
+                    "status": o.status,
+                    "target_point": o.target_point,
+                    "chunks": o.chunks,
+                    "bytes": o.bytes,
+                    "reason": o.reason,
+                }
+                for o in report.outcomes
+            ],
+        }
+        emit_json(document)
+        return
+    for o in report.outcomes:
+        where = f" -> {o.target_point[:12]}" if o.target_point else ""
+        why = f" ({o.reason})" if o.reason else ""
+        sent = f", {o.chunks} chunks, {format_size(o.bytes)}" if o.status == "copied" else ""
+        out_console.print(f"{o.status}: {o.name} {o.point[:12]}{where}{sent}{why}", highlight=False)
+    summary = (
+        f"{report.count('would copy')} would be copied"
+        if dry_run
+        else f"{report.count('copied')} copied"
+    )
+    out_console.print(
+        f"{summary}, {report.count('skipped')} skipped (already there), "
+        f"{report.count('not verified')} not verified; "
+        f"{format_size(report.bytes)} transferred ({report.chunks} new chunks)",
+        highlight=False,
+    )
+
+
+COMMANDS = [copy]
