@@ -1,11 +1,12 @@
 """Open or create a repository from its location and a passphrase.
 
 A location is a local path or ``s3://BUCKET[/PREFIX]``. An S3 location is
-wired here: an S3 client by the AWS conventions (``make_s3_client``), the
-``S3Storage`` backend, and ``RetryingStorage`` around it (transient errors are
-retried, never reported as damage). ``init`` on S3 needs an existing bucket
-(surety does not create buckets: region, versioning, object lock and policies
-are the administrator's choice).
+opened by ``repo.storage.s3.open_s3_storage``, the one composition of an S3
+storage (an S3 client by the AWS conventions, the ``S3Storage`` backend, and
+``RetryingStorage`` around it: transient errors are retried, never reported as
+damage), which the nbdkit plugin's reopening of an export document uses too.
+``init`` on S3 needs an existing bucket (surety does not create buckets:
+region, versioning, object lock and policies are the administrator's choice).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from surety.repo.crypto import KdfParams
 from surety.repo.format import CHUNK_SIZE_DEFAULT
 from surety.repo.repository import Repository
 from surety.repo.storage import LocalStorage, Storage
-from surety.repo.storage.retry import RetryingStorage
 
 __all__ = ["create_repository", "open_repository", "storage_for"]
 
@@ -49,13 +49,9 @@ def storage_for(location: str | None, create: bool = False) -> Storage:
 
 def _s3_storage(location: str, create: bool) -> Storage:
     # imported here: boto3 takes a noticeable time to load, and local repositories never need it
-    from surety.repo.storage.s3 import S3Storage, make_s3_client, parse_s3_location  # noqa: PLC0415
+    from surety.repo.storage.s3 import open_s3_storage  # noqa: PLC0415
 
-    bucket, prefix = parse_s3_location(location)
-    storage = S3Storage(bucket, prefix, make_s3_client())
-    if create:
-        storage.check_bucket()
-    return RetryingStorage(storage)
+    return open_s3_storage(location, create=create)
 
 
 def open_repository(location: str | None, passphrase: str) -> Repository:

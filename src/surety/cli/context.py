@@ -13,9 +13,11 @@ from surety.repo.repository import Repository
 __all__ = ["open_repo", "show_notes", "show_pending_notes"]
 
 
-def open_repo(ctx: click.Context) -> Repository:
+def open_repo(ctx: click.Context, default: str | None = None) -> Repository:
+    """The repository of ``--repo``/``SURETY_REPOSITORY``, else ``default`` (a location
+    a record kept, e.g. an instant VM's)."""
     options: GlobalOptions = ctx.obj
-    repo = open_repository(options.repo, read_passphrase(options))
+    repo = open_repository(options.repo or default, read_passphrase(options))
     ctx.meta["surety.repository"] = repo
     return repo
 

@@ -236,11 +236,14 @@ def resume_command(
     """Start the instant VM NAME again after it stopped (power-off, host reboot).
 
     Its writes are kept; NBD servers that are gone are started again, which needs
-    the repository.
+    the repository: the one recorded at start (a path or s3://...) unless --repo
+    names another.
     """
     options = ResumeOptions(name, root, not no_wait, ready_command, timeout)
     with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
-        result = resume_instant(options, lambda: open_repo(ctx), progress, host=host)
+        result = resume_instant(
+            options, lambda location: open_repo(ctx, location), progress, host=host
+        )
     if json_output:
         emit_json(_start_document(result))
         return

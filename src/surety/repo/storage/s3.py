@@ -73,10 +73,18 @@ from surety.core.errors import (
     SuretyError,
     UsageError,
 )
-from surety.repo.storage.base import validate_name
-from surety.repo.storage.retry import TransientStorageError
+from surety.repo.storage.base import Storage, validate_name
+from surety.repo.storage.retry import RetryingStorage, TransientStorageError
 
-__all__ = ["MULTIPART_THRESHOLD", "PART_SIZE", "S3Storage", "make_s3_client", "parse_s3_location"]
+__all__ = [
+    "MULTIPART_THRESHOLD",
+    "PART_SIZE",
+    "S3Storage",
+    "make_s3_client",
+    "open_s3_storage",
+    "parse_s3_location",
+    "s3_storage_from_spec",
+]
 
 PART_SIZE = 16 * 1024 * 1024
 MULTIPART_THRESHOLD = 32 * 1024 * 1024
@@ -110,14 +118,22 @@ def parse_s3_location(location: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def make_s3_client(environ: Mapping[str, str] | None = None) -> Any:
+def make_s3_client(
+    environ: Mapping[str, str] | None = None,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    ca_bundle: str | None = None,
+) -> Any:
     """An S3 client configured by the usual AWS conventions, never probing cloud metadata.
 
     Credentials and region: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
     ``AWS_PROFILE`` and ``~/.aws/{credentials,config}``; endpoint:
     ``AWS_ENDPOINT_URL`` (boto3 1.26 does not read it itself; path-style
-    addressing there); custom CA: ``AWS_CA_BUNDLE``. Missing credentials are a
-    ``UsageError`` here, before any request.
+    addressing there); custom CA: ``AWS_CA_BUNDLE``. ``endpoint``, ``region``
+    and ``ca_bundle`` given here win over the environment (a process that
+    reopens a repository another one opened: the export document). Missing
+    credentials are a ``UsageError`` here, before any request.
     """
     env = os.environ if environ is None else environ
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # region or credentials: never 169.254.169.254
@@ -135,7 +151,7 @@ def make_s3_client(environ: Mapping[str, str] | None = None) -> Any:
             "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
             "or AWS_PROFILE / a profile in ~/.aws/credentials"
         )
-    endpoint = env.get("AWS_ENDPOINT_URL") or None
+    endpoint = endpoint or env.get("AWS_ENDPOINT_URL") or None
     config = Config(
         retries={"mode": "standard", "max_attempts": BOTOCORE_ATTEMPTS},
         connect_timeout=10,
@@ -143,11 +159,53 @@ def make_s3_client(environ: Mapping[str, str] | None = None) -> Any:
         max_pool_connections=32,
         s3={"addressing_style": "path"} if endpoint else {},
     )
-    region = session.region_name or "us-east-1"
+    region = region or session.region_name or "us-east-1"
+    verify = ca_bundle or None  # None: botocore's own choice (AWS_CA_BUNDLE, the config file)
     try:
-        return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+        return session.client(
+            "s3", endpoint_url=endpoint, region_name=region, config=config, verify=verify
+        )
     except (BotoCoreError, ValueError) as exc:
         raise UsageError(f"S3 client: {exc}") from exc
+
+
+def open_s3_storage(
+    location: str,
+    *,
+    create: bool = False,
+    endpoint: str | None = None,
+    region: str | None = None,
+    ca_bundle: str | None = None,
+) -> Storage:
+    """The one place that composes an S3 repository's storage: ``RetryingStorage(S3Storage)``.
+
+    The CLI's wiring (``app.repository``) and a reopened export document
+    (``s3_storage_from_spec``) both come here, so retries and client settings
+    are the same for every process that reads a repository. ``create``: the
+    bucket must exist (``RepositoryNotFound`` otherwise).
+    """
+    bucket, prefix = parse_s3_location(location)
+    ca_bundle = ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
+    if ca_bundle:  # absolute: a detached server runs in /
+        ca_bundle = os.path.abspath(os.path.expanduser(ca_bundle))
+    client = make_s3_client(endpoint=endpoint, region=region, ca_bundle=ca_bundle)
+    storage = S3Storage(bucket, prefix, client, ca_bundle=ca_bundle)
+    if create:
+        storage.check_bucket()
+    return RetryingStorage(storage)
+
+
+def s3_storage_from_spec(spec: Mapping[str, str | None]) -> Storage:
+    """The storage ``S3Storage.spec()`` describes (credentials: this process's environment)."""
+    bucket, prefix = spec.get("bucket"), spec.get("prefix") or ""
+    if not bucket:
+        raise UsageError("an S3 storage spec without a bucket")
+    return open_s3_storage(
+        f"s3://{bucket}/{prefix}",
+        endpoint=spec.get("endpoint") or None,
+        region=spec.get("region") or None,
+        ca_bundle=spec.get("ca_bundle") or None,
+    )
 
 
 def _content_md5(data: bytes) -> str:
@@ -170,8 +228,10 @@ class S3Storage:
         part_size: int = PART_SIZE,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         versioned: bool | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         self.bucket, self.prefix, self.client = bucket, prefix.strip("/"), client
+        self.ca_bundle = ca_bundle  # the client's custom CA, for ``spec``
         self.part_size, self.multipart_threshold = part_size, multipart_threshold
         self._versioned = versioned
         self._conditional = threading.local()
@@ -179,6 +239,20 @@ class S3Storage:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def spec(self) -> dict[str, str | None]:
+        """Where this storage is, for another process to reopen it: bucket, prefix,
+        endpoint, region and CA bundle - never credentials (``s3_storage_from_spec``)."""
+        meta = self.client.meta
+        endpoint = getattr(meta, "endpoint_url", None)
+        return {
+            "kind": "s3",
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "endpoint": str(endpoint) if endpoint else None,
+            "region": getattr(meta, "region_name", None),
+            "ca_bundle": self.ca_bundle,
+        }
 
     def _key(self, name: str) -> str:
         validate_name(name)

@@ -12,6 +12,14 @@ The plugin imports this module inside nbdkit's embedded interpreter
 (``/usr/bin/python3``, with surety's paths from ``syspath=``): what it needs
 at import time must work there (the repository; libvirt and libnbd are never
 imported on this path).
+
+Storage specs: ``{"kind": "local", "root"}`` or ``{"kind": "s3", "bucket",
+"prefix", "endpoint", "region", "ca_bundle"}``. A document never carries
+storage credentials: the plugin process inherits surety's environment (all of
+it but ``SURETY_PASS*``: ``AWS_*``, ``AWS_PROFILE``,
+``AWS_SHARED_CREDENTIALS_FILE``, ``HOME``) and reopens S3 through
+``repo.storage.s3.open_s3_storage``, the same composition as the CLI
+(``RetryingStorage(S3Storage)``), with the same hash checks above it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from surety.repo.lock import hold_lock
 from surety.repo.reader import ImageReader
 from surety.repo.repository import RepoConfig, Repository
 from surety.repo.storage import LocalStorage, Storage
+from surety.repo.storage.wrapper import StorageWrapper
 
 __all__ = ["export_document", "hold_export_lock", "open_export"]
 
@@ -69,13 +78,30 @@ def hold_export_lock(document: dict[str, Any]) -> ExitStack:
     return stack
 
 
-def _storage_spec(storage: Storage) -> dict[str, str]:
+def _storage_spec(storage: Storage) -> dict[str, Any]:
+    """Where ``storage`` is, never its credentials: a local root, or S3's bucket,
+    prefix, endpoint, region and CA bundle (``S3Storage.spec``). Wrappers
+    (retries) are looked through: the plugin composes its own."""
+    while isinstance(storage, StorageWrapper):
+        storage = storage.inner
     if isinstance(storage, LocalStorage):
         return {"kind": "local", "root": str(storage.root.resolve())}
-    raise UsageError(f"{storage.describe()}: only local repositories can be served yet")
+    spec = getattr(storage, "spec", None)  # S3Storage; not imported here (boto3 loads slowly)
+    if callable(spec):
+        found = spec()
+        if isinstance(found, dict) and found.get("kind") == "s3":
+            return found
+    raise UsageError(f"{storage.describe()}: this kind of repository cannot be served")
 
 
-def _storage_from_spec(spec: dict[str, str]) -> Storage:
-    if spec.get("kind") == "local":
+def _storage_from_spec(spec: dict[str, Any]) -> Storage:
+    """The storage the spec names, composed as the CLI composes it; S3 credentials come
+    from this process's environment (``AWS_*``, ``AWS_PROFILE``, the credential files)."""
+    kind = spec.get("kind")
+    if kind == "local":
         return LocalStorage(Path(spec["root"]))
-    raise UsageError(f"unknown storage in the export document: {spec.get('kind')!r}")
+    if kind == "s3":
+        from surety.repo.storage.s3 import s3_storage_from_spec  # noqa: PLC0415 - boto3: only for S3
+
+        return s3_storage_from_spec(spec)
+    raise UsageError(f"unknown storage in the export document: {kind!r}")

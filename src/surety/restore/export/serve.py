@@ -14,7 +14,9 @@ server answers an NBD handshake, yields a ``ServedDisk`` (socket,
 * Secrets never reach a command line (``ps`` shows those) nor the server's
   environment: the plugin gets the export document (``document``: storage
   location, master key material, image id) through an inherited pipe, read
-  once at start.
+  once at start. S3 credentials are the exception by design: the server
+  inherits ``AWS_*`` from surety's environment (``server_env``), as any AWS
+  tool would, and the document never holds them.
 * The server dies with us: ``--exit-with-parent``, and its own session, so a
   Ctrl-C reaches surety only and teardown runs in order. Start it from the
   thread that stops it (the parent-death signal follows the forking thread).
@@ -161,8 +163,20 @@ def _python_path() -> str:
 
 
 def server_env() -> dict[str, str]:
-    """The server's environment: ours without passphrases."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SURETY_PASS")}
+    """The server's environment: ours without passphrases nor S3 maintenance keys.
+
+    What an S3 repository needs reaches it (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
+    ``AWS_SHARED_CREDENTIALS_FILE``, ``AWS_CONFIG_FILE``, ``HOME``): the export
+    document names the bucket but never carries credentials.
+    """
+    return {k: v for k, v in os.environ.items() if not _secret_of_ours(k)}
+
+
+def _secret_of_ours(name: str) -> bool:
+    if not name.startswith("SURETY_"):
+        return False
+    return "PASS" in name or name.startswith("SURETY_S3_MAINT_")
 
 
 def log_tail(log: Path) -> str:

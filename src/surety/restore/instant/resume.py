@@ -5,9 +5,10 @@ QEMU or a host reboot ends it, and a host reboot ends its NBD servers too.
 Its writes are still on disk - in the overlays, or in a copy ``finish`` made
 ready or pivoted to (``InstantDisk.on_copy``) - so ``resume`` starts it again
 from its saved live XML (same UUID, MACs and VM generation id): dead servers
-are started again on the same sockets (this needs the repository), disks on
-their copy are placed on the copy, the others on their overlay over the
-export. Then ``finish`` or ``abort`` go on as before.
+are started again on the same sockets (this needs the repository: the caller's
+``open_repo`` is given the location recorded at start, a path or
+``s3://BUCKET/PREFIX``), disks on their copy are placed on the copy, the others
+on their overlay over the export. Then ``finish`` or ``abort`` go on as before.
 """
 
 from __future__ import annotations
@@ -48,13 +49,14 @@ class ResumeOptions:
 
 def resume_instant(
     options: ResumeOptions,
-    open_repo: Callable[[], Repository],
+    open_repo: Callable[[str], Repository],
     progress: Progress,
     *,
     host: HypervisorHost,
 ) -> InstantResult:
     """Start the stopped instant VM ``options.name`` of ``host`` (the caller's, left open)
-    again; nothing to do if it runs."""
+    again; nothing to do if it runs. ``open_repo(location)`` opens the repository
+    recorded at start, called only when a server must be restarted."""
     began = time.monotonic()
     with open_instant_vm(options.root, options.name, host) as opened:
         record, domain = opened.record, opened.domain
@@ -78,12 +80,12 @@ def resume_instant(
 
 
 def _restart_servers(
-    record: InstantVm, open_repo: Callable[[], Repository], progress: Progress
+    record: InstantVm, open_repo: Callable[[str], Repository], progress: Progress
 ) -> None:
     dead = [d for d in record.disks if not d.on_copy and not server_alive(d.pid_file)]
     if not dead:
         return
-    repo = open_repo()
+    repo = open_repo(record.repository)
     with repo.lock(
         exclusive=False, operation=f"instant-recover resume {record.name}", read_only=True
     ):

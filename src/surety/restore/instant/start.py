@@ -31,7 +31,8 @@ from surety.hypervisor.port import GuestAgentError, HypervisorDomain, Hypervisor
 from surety.hypervisor.qemu_user import qemu_ids
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
-from surety.repo.storage import LocalStorage
+from surety.repo.storage import LocalStorage, Storage
+from surety.repo.storage.wrapper import StorageWrapper
 from surety.restore.export import start_detached_server, stop_server
 from surety.restore.image import write_private_file
 from surety.restore.instant.plan import instant_domain_xml
@@ -97,10 +98,7 @@ def start_instant(
 ) -> InstantResult:
     """Run ``options.point`` as a transient VM of ``host`` (the caller's, left open)."""
     began = time.monotonic() if began is None else began
-    if not isinstance(repo.storage, LocalStorage):
-        raise UsageError(
-            f"{repo.storage.describe()}: instant recovery serves local repositories only"
-        )
+    repository_location(repo.storage)  # a kind of repository that cannot be served: refused now
     with repo.lock(exclusive=False, operation=f"instant-recover {options.point}", read_only=True):
         point = repo.resolve(options.point)
         _check_point(point)
@@ -113,6 +111,21 @@ def start_instant(
     if options.wait:
         ping, ready = wait_for_guest(domain, options, began, progress)
     return InstantResult(vm, started, ping, ready, plan.notes)
+
+
+def repository_location(storage: Storage) -> str:
+    """Where the repository is, as ``--repo`` takes it: a local repository's absolute
+    path or ``s3://BUCKET/PREFIX`` (recorded in the state for ``resume``).
+    ``UsageError`` for a storage an NBD server cannot reopen (memory)."""
+    inner = storage
+    while isinstance(inner, StorageWrapper):
+        inner = inner.inner
+    if isinstance(inner, LocalStorage):
+        return str(inner.root.resolve())
+    described = inner.describe()
+    if not described.startswith("s3://"):
+        raise UsageError(f"{described}: instant recovery cannot serve this kind of repository")
+    return described
 
 
 def _check_point(point: Manifest) -> None:
@@ -171,14 +184,12 @@ def _launch(
         vm_dir.mkdir(mode=0o711)
     except FileExistsError:
         raise TargetError(f"{vm_dir} exists: remove it, or choose another name") from None
-    storage = repo.storage
-    assert isinstance(storage, LocalStorage)
     record = InstantVm(
         plan.name,
         str(vm_dir),
         plan.point.id,
         plan.point.name,
-        str(storage.root.resolve()),
+        repository_location(repo.storage),
         plan.identity,
         STARTING,
         time.time(),

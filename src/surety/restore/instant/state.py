@@ -2,7 +2,9 @@
 
 Everything ``finish``, ``abort`` and ``list`` need lives here, so they work
 without the repository's passphrase and after the command that started the VM
-is gone: the restore point, the repository, the VM's UUID, and per disk its
+is gone: the restore point, the repository's location (an absolute path -
+what every state file written before S3 holds - or ``s3://BUCKET/PREFIX``: a
+location as ``--repo`` takes it, so old files read unchanged), the VM's UUID, and per disk its
 overlay, the directory of its detached NBD server (socket, pid file, log) and,
 once ``finish`` chose it, the copy on production storage.
 
@@ -69,7 +71,7 @@ class InstantVm:
     directory: str  # <root>/<name>
     point: str  # restore point id
     point_name: str
-    repository: str
+    repository: str  # its location: an absolute path or s3://BUCKET/PREFIX
     identity: str  # in-place | clone
     phase: str
     created: float  # epoch seconds
@@ -99,6 +101,8 @@ def decode(text: str, where: str) -> InstantVm:
         doc = json.loads(text)
         if doc.pop("version", None) != STATE_VERSION:
             raise ValueError("unknown version")
+        if "repository" not in doc and "repo_root" in doc:  # an early name of the field
+            doc["repository"] = doc.pop("repo_root")
         disks = tuple(InstantDisk(**d) for d in doc.pop("disks"))
         return InstantVm(**doc, disks=disks)
     except (ValueError, TypeError, KeyError) as exc:

@@ -6,6 +6,7 @@ The XML starts from ``data/testvm-domain.xml``, the live XML of a real test VM
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
@@ -66,6 +67,21 @@ def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
     assert [v.name for v in list_instant_vms(tmp_path)] == ["web-i"]
     assert not list(directory.glob(".*.tmp"))
     assert oct((directory / "state.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_an_s3_location_is_recorded_and_old_path_records_still_read(tmp_path: Path) -> None:
+    directory = tmp_path / "web-i"
+    directory.mkdir()
+    on_s3 = _record(directory, repository="s3://backups/hosts/a").with_disk(DISK)
+    save_instant_vm(on_s3)
+    loaded = load_instant_vm(tmp_path, "web-i")
+    assert loaded is not None
+    assert loaded.repository == "s3://backups/hosts/a"
+    doc = json.loads((directory / "state.json").read_text())
+    doc["repo_root"] = "/backup/repo"  # a record naming its repository's root path
+    del doc["repository"]
+    (directory / "state.json").write_text(json.dumps(doc))
+    assert load_instant_vm(tmp_path, "web-i") == replace(on_s3, repository="/backup/repo")
 
 
 def test_with_disk_replaces_the_disk_of_its_target_in_place() -> None:

@@ -157,7 +157,7 @@ def test_a_vm_stopped_after_its_copy_was_ready_resumes_on_the_copy_and_finishes(
     instant.domain.power_off()  # then the guest stopped: its newest writes are on the copy too
     instant.host.events.clear()
 
-    def no_repository() -> NoReturn:
+    def no_repository(location: str) -> NoReturn:
         raise AssertionError("no server needs restarting: the disk is on its copy")
 
     options = ResumeOptions(NAME, instant.root, wait=False)
