@@ -15,7 +15,7 @@ from surety.cli.context import open_repo, show_notes
 from surety.cli.options import catalog_option, json_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.errors import UsageError
-from surety.core.units import format_size
+from surety.core.units import format_size, parse_size
 from surety.repo.copy import CopyReport, copy_points
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
@@ -43,6 +43,13 @@ __all__ = ["COMMANDS"]
     metavar="RATE",
     help="At most RATE bytes per second to the target (e.g. 20M, 512K/s).",
 )
+@click.option(
+    "--checkpoint-every",
+    metavar="SIZE",
+    default="256M",
+    show_default=True,
+    help="Index what was uploaded after this much: what a rerun after a kill may send again.",
+)
 @catalog_option
 @json_option
 @click.pass_context
@@ -55,6 +62,7 @@ def copy(
     verified_only: bool,
     dry_run: bool,
     limit_upload: str | None,
+    checkpoint_every: str,
     catalog: Path,
     json_output: bool,
 ) -> None:
@@ -66,6 +74,7 @@ def copy(
     if bool(refs) == all_points:
         raise UsageError("name restore points to copy, or use --all (not both)")
     rate = parse_rate(limit_upload) if limit_upload else None
+    checkpoint = parse_size(checkpoint_every)
     source = open_repo(ctx)
     target_storage: Storage = storage_for(to)
     if rate is not None:
@@ -75,7 +84,15 @@ def copy(
         points = source.points() if all_points else [source.resolve(ref) for ref in refs]
         refused = _unverified(catalog, source, points) if verified_only else {}
         with progress_for(json_output) as progress:
-            report = copy_points(source, target, points, progress, dry_run=dry_run, refused=refused)
+            report = copy_points(
+                source,
+                target,
+                points,
+                progress,
+                dry_run=dry_run,
+                refused=refused,
+                checkpoint_bytes=checkpoint,
+            )
     show_notes(source)
     show_notes(target)
     _render(report, json_output, dry_run)

@@ -111,6 +111,8 @@ def copy_points(
     """
     if source.config.id == target.config.id:
         raise UsageError("the source and the target are the same repository")
+    if checkpoint_bytes <= 0:
+        raise UsageError("the checkpoint size must be more than 0 bytes")
     sink = progress or NullProgress()
     refused = refused or {}
     with ExitStack() as stack:
