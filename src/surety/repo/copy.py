@@ -30,7 +30,9 @@ Invariants:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,7 +44,7 @@ from surety.repo.image import ImageIndex
 from surety.repo.manifest import DiskRecord, Manifest
 from surety.repo.reader import ImageReader
 from surety.repo.repository import Repository
-from surety.repo.writer import ChunkWriter, prepare_chunk
+from surety.repo.writer import ChunkWriter, PreparedChunk, prepare_chunk
 
 __all__ = ["CHECKPOINT_BYTES", "CopyOutcome", "CopyReport", "copied_from", "copy_points"]
 
@@ -50,6 +52,8 @@ CHECKPOINT_BYTES = 256 << 20
 """Uploaded pack bytes between two index objects of one copied point (resume granularity)."""
 
 COPIED_FROM = "copied_from"
+READ_THREADS = 4  # source reads (S3: one GET each), hashing and sealing in parallel
+READ_AHEAD = 16  # windows prepared ahead of the one being added: bounds memory
 
 
 @dataclass(frozen=True)
@@ -194,19 +198,36 @@ def _copy_image(
     sender: _Sender,
     progress: Progress,
 ) -> ImageIndex:
-    """Re-chunk one disk at the target's chunk size; upload the chunks the target lacks."""
-    reader = ImageReader(source, image, cache_chunks=4)
+    """Re-chunk one disk at the target's chunk size; upload the chunks the target lacks.
+
+    Reading (a ranged GET on S3), hashing and sealing run in ``READ_THREADS``
+    workers, at most ``READ_AHEAD`` windows ahead; chunks are added in order.
+    """
+    reader = ImageReader(source, image, cache_chunks=2 * READ_AHEAD)
     chunk_size = target.config.chunk_size
     zero = bytes(chunk_size)
-    ids: list[bytes] = []
-    for offset in range(0, image.size, chunk_size):
+
+    def prepare(offset: int) -> PreparedChunk:
         length = min(chunk_size, image.size - offset)
         if _all_zero(image, offset, length):
-            ids.append(ZERO_ID)
-        else:
-            data = reader.read(offset, length)  # every stored byte hash-checked
-            ids.append(sender.send(data, zero))
-        progress.advance(length)
+            return PreparedChunk(ZERO_ID, length, None)
+        data = reader.read(offset, length)  # every stored byte authenticated and hash-checked
+        return prepare_chunk(target.keys, data, zero, sender.writer, sender.level)
+
+    ids: list[bytes] = []
+    offsets = iter(range(0, image.size, chunk_size))
+    ahead: deque[Future[PreparedChunk]] = deque()
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="surety-copy") as pool:
+        try:
+            for offset in offsets:
+                ahead.append(pool.submit(prepare, offset))
+                if len(ahead) >= READ_AHEAD:
+                    ids.append(sender.send(ahead.popleft().result(), progress))
+            while ahead:
+                ids.append(sender.send(ahead.popleft().result(), progress))
+        finally:
+            for future in ahead:
+                future.cancel()
     return ImageIndex(chunk_size, image.size, tuple(ids))
 
 
@@ -227,9 +248,9 @@ class _Sender:
         self.chunks = 0
         self.bytes = 0
 
-    def send(self, data: bytes, zero: bytes) -> bytes:
-        prepared = prepare_chunk(self.target.keys, data, zero, self.writer, self.level)
+    def send(self, prepared: PreparedChunk, progress: Progress) -> bytes:
         self.writer.add(prepared)
+        progress.advance(prepared.raw_length)
         if self.writer.stored_bytes >= self.checkpoint_bytes:
             self.flush()
             self.writer = ChunkWriter(self.target)

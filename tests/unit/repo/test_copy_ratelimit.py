@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from surety.backup.image import ImageBackupOptions, backup_image
 from surety.core.errors import UsageError
+from surety.core.progress import NullProgress
+from surety.repo.copy import copy_points
+from surety.repo.repository import Repository
 from surety.repo.storage import MemoryStorage
 from surety.repo.storage.ratelimit import RateLimitedStorage, parse_rate
+from tests.unit.conftest import CHEAP_KDF, PASSPHRASE
 
 
 class FakeClock:
@@ -68,3 +76,22 @@ def test_rates(text: str, rate: int) -> None:
 def test_bad_rates_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError):
         parse_rate(text)
+
+
+def test_a_copy_through_the_limit_takes_as_long_as_its_bytes_need(tmp_path: Path) -> None:
+    clock = FakeClock()
+    source = Repository.init(MemoryStorage(), PASSPHRASE, chunk_size=65536, kdf=CHEAP_KDF)
+    memory = MemoryStorage()
+    Repository.init(memory, PASSPHRASE, chunk_size=65536, kdf=CHEAP_KDF)
+    image = tmp_path / "disk.img"
+    image.write_bytes(os.urandom(1 << 20))
+    backup_image(source, ImageBackupOptions(image, "web01"), NullProgress())
+    rate = 256 << 10
+    limited = RateLimitedStorage(memory, rate=rate, clock=clock, sleep=clock.sleep)
+    target = Repository.open(limited, PASSPHRASE)
+    report = copy_points(source, target, source.points(), checkpoint_bytes=256 << 10)
+    written = sum(size for _, size in memory.list(""))
+    assert report.bytes > 1 << 20
+    # every byte but the first burst and the last write's debt waited for its turn
+    assert clock.now >= (report.bytes - rate - (300 << 10)) / rate
+    assert clock.now <= written / rate
