@@ -351,8 +351,12 @@ def test_kill_9_mid_backup_thaws_records_interrupted_and_the_next_run_succeeds(
     host: Host,
 ) -> None:
     apps.switch_wal(host.pg, 2)
+    # 256 MiB of new data: the incremental copies for many seconds, storing packs as it goes
+    # (a small incremental writes its only pack just before the commit: too late to kill)
+    apps.write_random_file(host.pg, "/root/surety-bulk.bin", 256)
     archive = apps.wal_archive(host.pg)
     before = len(host.runs("db:backup"))
+    points_before = len(host.points(host.pg.name))
     packs_before = _packs(host.cli.repo)
     host.surety("jobs", "run", "db:backup", "--config", host.config)
     deadline = time.monotonic() + 300
@@ -362,6 +366,7 @@ def test_kill_9_mid_backup_thaws_records_interrupted_and_the_next_run_succeeds(
     assert host.service is not None
     host.service.send_signal(signal.SIGKILL)
     host.service.wait(timeout=30)
+    assert len(host.points(host.pg.name)) == points_before, "the run committed before the kill"
     deadline = time.monotonic() + 30  # the job's guardian thaws and ends the libvirt job
     while host.pg.freeze_status() != "thawed" or host.pg.dom.jobInfo()[0] != 0:
         assert time.monotonic() < deadline, "the guest was left frozen or its job running"
