@@ -82,6 +82,10 @@ def connect(uri: str = DEFAULT_URI) -> libvirt.virConnect:
         raise AgentError(f"cannot connect to {uri}: {exc}") from exc
 
 
+UNSYNCED_ATTEMPTS = 4
+"""Tries of an agent command whose libvirt guest-sync timed out (never sent)."""
+
+
 def agent_command(
     dom: libvirt.virDomain,
     command: str,
@@ -96,12 +100,18 @@ def agent_command(
     request: dict[str, Any] = {"execute": command}
     if arguments:
         request["arguments"] = dict(arguments)
-    try:
-        reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps(request), timeout, 0)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_TIMEOUT:
-            raise AgentTimeoutError(f"{command}: {exc}") from exc
-        raise AgentError(f"{command}: {exc}") from exc
+    for attempt in range(1, UNSYNCED_ATTEMPTS + 1):
+        try:
+            reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps(request), timeout, 0)
+            break
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_TIMEOUT:
+                raise AgentTimeoutError(f"{command}: {exc}") from exc
+            # libvirt's guest-sync before the command timed out (a busy TCG guest): the
+            # command was never sent, so asking again is safe
+            if "not available for now" not in str(exc) or attempt == UNSYNCED_ATTEMPTS:
+                raise AgentError(f"{command}: {exc}") from exc
+            time.sleep(1)
     if reply is None:
         raise AgentError(f"{command}: empty reply")
     decoded = json.loads(reply)
