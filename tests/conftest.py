@@ -1,3 +1,47 @@
-"""Fixtures every test directory may use: the real S3 server (``tests/s3/fixtures.py``)."""
+"""Fixtures every test directory may use: the real S3 server (``tests/s3/fixtures.py``).
+
+Under CI a failure is printed the moment it happens, not only in the summary
+at the end, and SIGTERM (a CI stage's time budget running out) stops the run
+as Ctrl-C does: fixtures tear their guests down and pytest prints its summary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+import pytest
 
 pytest_plugins = ["tests.s3.fixtures"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not report.failed or not os.environ.get("CI"):
+        return
+    reporter = _config.pluginmanager.get_plugin("terminalreporter") if _config else None
+    if reporter is None:
+        return
+    reporter.write_line("")
+    reporter.write_sep("!", f"FAILED {report.nodeid} ({report.when}, {report.duration:.0f} s)")
+    reporter.write_line(str(report.longrepr))
+    for name, content in report.sections:
+        if name.startswith("Captured") and content.strip():
+            reporter.write_sep("-", name)
+            reporter.write_line(content[-4000:])
+
+
+_config: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _config  # noqa: PLW0603 -- this session's config, set once
+    _config = config
+    if os.environ.get("CI"):
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # make passes it on too: tear down once
+    raise KeyboardInterrupt(f"stopped by signal {signum} (a CI stage ran out of time)")

@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 
 import libvirt
 import libvirt_qemu
@@ -165,6 +166,39 @@ def wait_for_agent(dom: libvirt.virDomain, timeout: float = 180.0, interval: flo
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
         else:
             return time.monotonic() - start
+
+
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def agent_channel_state(dom: libvirt.virDomain) -> str | None:
+    """libvirt's view of the agent's virtio port: "connected", "disconnected" or None.
+
+    libvirt learns it from QEMU's VSERPORT_CHANGE event when the guest opens or
+    closes its end, so it needs no round trip through a (possibly busy) guest.
+    """
+    root = ElementTree.fromstring(dom.XMLDesc(0))
+    for target in root.iterfind("./devices/channel/target"):
+        if target.get("name") == AGENT_CHANNEL:
+            return target.get("state")
+    return None
+
+
+def stop_agent(dom: libvirt.virDomain, timeout: float = 120.0) -> float:
+    """Stop the guest's qemu-guest-agent for good; return the seconds it took.
+
+    Returns once libvirt saw the agent close its port, so the next agent
+    command fails for sure (a fixed sleep was not enough on a busy TCG guest).
+    """
+    start = time.monotonic()
+    exec_start(dom, ["sh", "-c", "sleep 1; systemctl stop qemu-guest-agent"], capture=False)
+    while agent_channel_state(dom) != "disconnected":
+        if time.monotonic() - start > timeout:
+            raise AgentTimeoutError(
+                f"the guest agent of {dom.name()} still runs {timeout:.0f}s after it was stopped"
+            )
+        time.sleep(0.5)
+    return time.monotonic() - start
 
 
 def guest_shutdown(dom: libvirt.virDomain, timeout: float = 120.0) -> float:

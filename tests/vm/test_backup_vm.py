@@ -220,10 +220,7 @@ def test_agent_channel_runs_commands_and_moves_files(guest: Guest) -> None:
 
 def test_guest_agent_missing_fails_or_falls_back_as_asked(guest: Guest, vm_cli: Cli) -> None:
     """Runs last in this module: it stops the guest agent for good."""
-    agent.exec_start(
-        guest.dom, ["sh", "-c", "sleep 1; systemctl stop qemu-guest-agent"], capture=False
-    )
-    time.sleep(4)
+    agent.stop_agent(guest.dom)
     failed = vm_cli.run("backup", "vm", guest.name, check=False)
     assert failed.returncode == 10, failed.stderr
     assert "guest agent" in failed.stderr
