@@ -1,6 +1,6 @@
 """The catalog's SQLite file: connections, the versioned schema and its migrations.
 
-Schema version 2 (``PRAGMA user_version``)::
+Schema version 3 (``PRAGMA user_version``)::
 
     verifications(repository, point, status, at, proof, summary, boot_seconds,
                   PRIMARY KEY (repository, point, at))          -- version 1 + boot_seconds
@@ -14,6 +14,11 @@ Schema version 2 (``PRAGMA user_version``)::
     usage(repository, at, logical, stored)
     checks(repository, at, status, summary, part, policy)
     notifications(target, key, at, PRIMARY KEY (target, key))
+    users(name PRIMARY KEY, role, password_hash, created)                 -- version 3: web console
+    sessions(token_hash PRIMARY KEY, user, csrf, created, expires, address)
+    api_tokens(token_hash PRIMARY KEY, user, label, created, last_used)
+    audit(id INTEGER PRIMARY KEY AUTOINCREMENT, at, who, action, target, result, address)
+    login_failures(user, address, at)
 
 Invariants:
 - Times are ISO-8601 strings in UTC (``iso``), so text order is time order.
@@ -40,7 +45,7 @@ from surety.core.errors import TargetError
 
 __all__ = ["SCHEMA_VERSION", "Store", "iso", "parse_iso"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: the verifications of `surety verify`
@@ -98,6 +103,28 @@ _MIGRATIONS: tuple[str, ...] = (
         target TEXT NOT NULL, key TEXT NOT NULL, at TEXT NOT NULL,
         PRIMARY KEY (target, key)
     );
+    """,
+    # 2 -> 3: the web console's users, sessions, API tokens, audit log, login throttling
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY, user TEXT NOT NULL, csrf TEXT NOT NULL,
+        created TEXT NOT NULL, expires TEXT NOT NULL, address TEXT
+    );
+    CREATE TABLE api_tokens (
+        token_hash TEXT PRIMARY KEY, user TEXT NOT NULL, label TEXT,
+        created TEXT NOT NULL, last_used TEXT
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL,
+        action TEXT NOT NULL, target TEXT, result TEXT NOT NULL, address TEXT
+    );
+    CREATE INDEX audit_by_at ON audit (at);
+    CREATE TABLE login_failures (user TEXT NOT NULL, address TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE INDEX login_failures_by_user ON login_failures (user, address, at);
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
