@@ -41,6 +41,7 @@ from surety.repo.format import ZERO_ID
 from surety.repo.index import ChunkIndex, Location
 from surety.repo.pack import parse_pack, read_pack_header
 from surety.repo.repository import Repository
+from surety.repo.verified import check_summaries, orphaned_summaries
 
 __all__ = ["CheckReport", "DataSubset", "check_repository"]
 
@@ -125,6 +126,7 @@ class CheckReport:
     packs_read: int = 0
     chunks_read: int = 0
     bytes_read: int = 0
+    summaries: int = 0  # verification summaries that open (format 3)
 
     @property
     def ok(self) -> bool:
@@ -161,6 +163,7 @@ def _check(
         f"{msg}; its chunks count as absent" for msg in repo.damaged_indexes.values()
     )
     used = _check_points(repo, report)
+    _check_summaries(repo, report)
     by_pack = index.packs()
     stored = dict(repo.storage.list("data/"))
     report.packs, report.chunks = len(by_pack), len(index)
@@ -252,6 +255,18 @@ def _name_affected_points(repo: Repository, bad: set[bytes], report: CheckReport
     if affected:
         report.errors.append(
             f"{len(bad)} damaged or missing chunk(s) affect restore point(s) {', '.join(affected)}"
+        )
+
+
+def _check_summaries(repo: Repository, report: CheckReport) -> None:
+    """Verification summaries (``verified/``, format 3): damage is a warning, never an error."""
+    report.summaries, problems = check_summaries(repo)
+    report.warnings.extend(problems)
+    orphans = orphaned_summaries(repo)
+    if orphans:
+        report.warnings.append(
+            f"{len(orphans)} verification summary(ies) of forgotten restore points "
+            "(`surety prune` removes them)"
         )
 
 

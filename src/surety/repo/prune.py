@@ -41,6 +41,7 @@ from surety.repo.lock import STALE_AFTER
 from surety.repo.pack import PackBuilder, PackEntry, chunk_kind, read_pack_header
 from surety.repo.repository import Repository
 from surety.repo.storage.retry import StorageUnavailable
+from surety.repo.verified import orphaned_summaries
 
 __all__ = ["PruneReport", "prune_repository", "used_chunks"]
 
@@ -55,6 +56,7 @@ class PruneReport:
     rescued_packs: int = 0  # unindexed packs kept because points use their chunks
     freed_bytes: int = 0
     deleted_images: int = 0
+    deleted_summaries: int = 0  # verification summaries of forgotten points (format 3)
     kept_unused_bytes: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -116,6 +118,7 @@ def _prune(
     report.freed_bytes = sum(stored[n] for n in doomed)
     unused_images = [n for n, _ in repo.storage.list("images/") if n[7:] not in used_images]
     report.deleted_images = len(unused_images)
+    unused_summaries = _forgotten_summaries(repo, report)
     if dry_run:
         return report
     written, failed = _repack(repo, repack, progress, report)
@@ -126,8 +129,15 @@ def _prune(
     report.freed_bytes = sum(stored[n] for n in doomed) - sum(
         repo.storage.size(f"data/{p}") for p, _ in written
     )
-    _commit_and_delete(repo, index, keep, [*doomed, *unused_images], progress)
+    _commit_and_delete(repo, index, keep, [*doomed, *unused_images, *unused_summaries], progress)
     return report
+
+
+def _forgotten_summaries(repo: Repository, report: PruneReport) -> list[str]:
+    """Verification summaries (``verified/``, format 3) of restore points that are gone."""
+    names = orphaned_summaries(repo)
+    report.deleted_summaries = len(names)
+    return names
 
 
 def _prove_unindexed(

@@ -7,7 +7,8 @@
    stops the group: later members depend on it and are recorded "not started".
 3. **Teardown** always (``open_lab``'s ``finally``), then the **proof** is
    written (``verify.proof``) and every point is marked ``verified`` or
-   ``failed`` in the catalog.
+   ``failed`` in the catalog and, as a sealed summary, in the repository
+   itself (``verify.summary``: what disaster recovery reads without a catalog).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from surety.verify.application_group import ApplicationGroup, Member, default_pr
 from surety.verify.lab import Lab, LabVm, open_lab
 from surety.verify.probes import ProbeContext, ProbeSpec, run_probe
 from surety.verify.proof import Proof, VmProof, write_proof
+from surety.verify.summary import record_in_repository
 from surety.verify.truncation import truncate_after_verify
 
 __all__ = ["VerifyOptions", "VerifyResult", "verify"]
@@ -83,6 +85,7 @@ def verify(
     proof.finished = time.time()
     proof_dir = write_proof(proof, options.proofs / repo.config.id)
     _record(catalog, repo.config.id, proof, proof_dir)
+    record_in_repository(repo, proof, progress)
     return VerifyResult(proof.passed, proof_dir, proof.document())
 
 
