@@ -1,4 +1,11 @@
-"""``surety points``: list restore points."""
+"""``surety points``: list restore points with their verified state.
+
+The verified column is the catalog's latest verification of the point, else the
+latest verification summary stored in the repository itself (format 3,
+``repo.verified``): a host with an empty catalog (after a disaster) still sees
+which points were proven. ``--json`` gives both: ``verification`` (this host's
+catalog) and ``verified`` (the repository's summary).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console
 from surety.core.units import format_size
 from surety.repo.manifest import Manifest
+from surety.repo.verified import VerificationSummary, latest_summaries
 
 __all__ = ["COMMANDS"]
 
@@ -34,6 +42,8 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
     found = repo.list_points(name)
     show_notes(repo)
     checked = open_catalog(catalog).latest_verifications(repo.config.id, [p.id for p in found])
+    summaries = latest_summaries(repo)
+    show_notes(repo)  # damaged summaries: named, the points still listed
     if json_output:
         emit_json(
             [
@@ -57,6 +67,7 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
                     "config": sorted(p.config),
                     "applications": p.applications,
                     "verification": asdict(checked[p.id]) if p.id in checked else None,
+                    "verified": _verified_json(summaries.get(p.id)),
                 }
                 for p in found
             ]
@@ -74,7 +85,7 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
             ", ".join(d.name for d in p.disks),
             format_size(sum(d.size for d in p.disks)),
             format_size(p.stats.get("stored_bytes", 0)),
-            _verified(checked.get(p.id)),
+            _verified(checked.get(p.id), summaries.get(p.id)),
         )
     out_console.print(table)
     out_console.print(f"{len(found)} restore points")
@@ -88,11 +99,31 @@ def _consistency(point: Manifest) -> str:
     return f"[red]salvaged[/] ({format_size(lost)} lost)"
 
 
-def _verified(verification: Verification | None) -> str:
-    if verification is None:
+def _verified(verification: Verification | None, summary: VerificationSummary | None) -> str:
+    """The catalog's verdict; without one, the repository's summary (a host after a disaster)."""
+    if verification is not None:
+        status, at = verification.status, verification.at
+    elif summary is not None:
+        status = "verified" if summary.verdict == "passed" else "failed"
+        at = summary.verified
+    else:
         return "-"
-    style = "green" if verification.status == "verified" else "red"
-    return f"[{style}]{verification.status}[/] {verification.at[:16].replace('T', ' ')}"
+    style = "green" if status == "verified" else "red"
+    return f"[{style}]{status}[/] {at[:16].replace('T', ' ')}"
+
+
+def _verified_json(summary: VerificationSummary | None) -> dict[str, object] | None:
+    """The latest verification summary stored in the repository (format 3), or None."""
+    if summary is None:
+        return None
+    return {
+        "verdict": summary.verdict,
+        "when": summary.verified,
+        "host": summary.host,
+        "boot_seconds": summary.boot_seconds,
+        "reason": summary.reason,
+        "probes": [{"probe": p.probe, "ok": p.ok, "evidence": p.evidence} for p in summary.probes],
+    }
 
 
 COMMANDS = [points]
