@@ -27,6 +27,7 @@ from surety.cli import (
     service_cmds,
     status_cmds,
     verify_cmds,
+    web_cmds,
 )
 from surety.cli.context import show_pending_notes
 from surety.cli.options import GlobalOptions
@@ -88,6 +89,7 @@ for module in (
     status_cmds,
     config_cmds,
     service_cmds,
+    web_cmds,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)

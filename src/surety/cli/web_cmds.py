@@ -1,0 +1,141 @@
+"""``surety web``: serve the web console (uvicorn), and manage its users and API tokens."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from surety.app.catalog import open_catalog
+from surety.catalog import Catalog
+from surety.cli.options import config_option, json_option
+from surety.cli.render import emit_json, out_console
+from surety.config import load_config
+from surety.core.errors import UsageError
+from surety.web import WebSettings
+from surety.web.auth import ROLES, add_api_token, add_user
+
+__all__ = ["COMMANDS"]
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8470")
+    return host.strip("[]"), int(port)
+
+
+@click.group("web", invoke_without_command=True)
+@config_option
+@click.option("--listen", default="127.0.0.1:8470", show_default=True, help="HOST:PORT.")
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--idle-mounts",
+    type=click.FloatRange(min=1),
+    default=120,
+    show_default=True,
+    help="Seconds after which an unused file-browser mount is closed.",
+)
+@click.pass_context
+def web_group(
+    ctx: click.Context,
+    config: Path,
+    listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    idle_mounts: float,
+) -> None:
+    """Serve the web console and REST API (127.0.0.1:8470 by default; TLS with a certificate)."""
+    ctx.meta["surety.web.config"] = config  # for the user and token commands
+    if ctx.invoked_subcommand is not None:
+        return
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("give both --tls-cert and --tls-key, or neither")
+    host, port = _listen(listen)
+    # uvicorn and the app are imported only to serve, not for `surety web user ...`
+    import uvicorn  # noqa: PLC0415
+
+    from surety.web import create_app  # noqa: PLC0415
+
+    settings = WebSettings(
+        config, secure_cookies=tls_cert is not None, idle_mount_seconds=idle_mounts
+    )
+    app = create_app(settings)
+    scheme = "https" if tls_cert else "http"
+    click.echo(f"surety web: serving on {scheme}://{listen} (Ctrl-C stops)", err=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def _catalog_of(ctx: click.Context) -> Catalog:
+    config_path: Path = ctx.meta["surety.web.config"]
+    return open_catalog(load_config(config_path).service.catalog)
+
+
+@web_group.group("user")
+def user_group() -> None:
+    """Users of the web console."""
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read the password from this file (else a prompt).",
+)
+@click.pass_context
+def user_add(ctx: click.Context, name: str, role: str, password_file: Path | None) -> None:
+    """Add user NAME (or set its role and password); the password is stored argon2id-hashed."""
+    if password_file is not None:
+        try:
+            password = password_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read {password_file}: {exc.strerror}") from exc
+    elif sys.stdin.isatty():
+        password = str(click.prompt("password", hide_input=True, confirmation_prompt=True))
+    else:
+        raise UsageError("no terminal to ask the password on: give --password-file")
+    add_user(_catalog_of(ctx), name, role, password)
+    out_console.print(f"web user {name} ({role}) saved", highlight=False)
+
+
+@user_group.command("list")
+@json_option
+@click.pass_context
+def user_list(ctx: click.Context, json_output: bool) -> None:
+    """Users of the web console and their roles."""
+    users = _catalog_of(ctx).users()
+    if json_output:
+        emit_json([{"name": u.name, "role": u.role, "created": u.created} for u in users])
+        return
+    for u in users:
+        out_console.print(f"{u.name}\t{u.role}\t{u.created}", highlight=False)
+
+
+@web_group.group("token")
+def token_group() -> None:
+    """API tokens for scripts (``Authorization: Bearer TOKEN``)."""
+
+
+@token_group.command("add")
+@click.argument("name")
+@click.option("--label", help="What the token is for (shown in the catalog).")
+@click.pass_context
+def token_add(ctx: click.Context, name: str, label: str | None) -> None:
+    """A new API token acting as web user NAME (printed once; only its hash is stored)."""
+    token = add_api_token(_catalog_of(ctx), name, label)
+    click.echo(token)
+
+
+COMMANDS = [web_group]

@@ -1,0 +1,302 @@
+"""What the console shows, as JSON-ready dicts: the same facts and field names as the CLI's
+``--json`` (``surety status``, ``surety jobs list|history|log``, ``surety points``).
+
+Each function takes the loaded configuration and the catalog; the pages render these
+dicts and the API returns them, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import closing
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from surety.app.hypervisor import connect_host
+from surety.app.repository import open_repository
+from surety.app.status import gather_jobs, gather_status
+from surety.catalog import Catalog, Run
+from surety.catalog.db import iso
+from surety.config.model import Config, RepositoryConfig
+from surety.core.errors import SuretyError, UsageError
+from surety.repo.manifest import Manifest
+from surety.repo.repository import Repository
+
+__all__ = [
+    "NotFound",
+    "jobs",
+    "overview",
+    "point_json",
+    "points_of_vm",
+    "proof",
+    "repositories",
+    "run_json",
+    "run_log",
+    "runs",
+    "status",
+    "vms",
+]
+
+
+class NotFound(UsageError):
+    """An id in a URL that names nothing (a 404 page, not an error of the console)."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def status(config: Config, catalog: Catalog) -> dict[str, Any]:
+    """``surety status --json``'s VMs, plus the service line and the warnings."""
+    with closing(connect_host(config.service.libvirt_uri)) as host:
+        report = gather_status(config, host=host, catalog=catalog, now=now())
+    return {
+        "host": report.host,
+        "service": asdict(report.heartbeat) if report.heartbeat else None,
+        "attention": report.attention,
+        "warnings": report.warnings,
+        "vms": [s.to_json() for s in report.statuses],
+    }
+
+
+def vms(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
+    """Each VM's status with its policy's targets and its proven recovery time."""
+    facts = status(config, catalog)
+    proven = _proven(config, catalog)
+    rows = []
+    for vm in facts["vms"]:
+        policy = config.policies.get(vm["policy"] or "")
+        check = proven.get(vm["last_verified_point"] or "")
+        rows.append(
+            {
+                **vm,
+                "rpo_target_seconds": policy.rpo.total_seconds() if policy and policy.rpo else None,
+                "last_point_age_seconds": _age(vm["last_point_at"]),
+                "recovery_seconds": check["boot_seconds"] if check else None,
+                "proven_at": check["at"] if check else None,
+                "repository": policy.repository if policy else None,
+            }
+        )
+    return rows
+
+
+def jobs(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
+    """``surety jobs list --json``."""
+    with closing(connect_host(config.service.libvirt_uri)) as host:
+        return [row.to_json() for row in gather_jobs(config, host=host, catalog=catalog, now=now())]
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """One run as ``surety jobs history --json`` prints it."""
+    return {
+        "id": run.id,
+        "job": run.job,
+        "kind": run.kind,
+        "policy": run.policy,
+        "vm": run.vm,
+        "host": run.host,
+        "attempt": run.attempt,
+        "scheduled_for": run.scheduled_for,
+        "state": run.state,
+        "started": run.started,
+        "ended": run.ended,
+        "pid": run.pid,
+        "result": None if run.result is None else asdict(run.result),
+    }
+
+
+def runs(
+    catalog: Catalog, name: str | None = None, vm: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
+    """``surety jobs history [NAME] [--vm VM] --limit N --json``."""
+    job, policy = (name, None) if name and ":" in name else (None, name)
+    return [run_json(r) for r in catalog.runs(job=job, policy=policy, vm=vm, limit=limit)]
+
+
+def run_log(catalog: Catalog, run_id: int) -> dict[str, Any]:
+    """``surety jobs log RUN --json``."""
+    try:
+        run = catalog.run(run_id)
+    except UsageError as exc:
+        raise NotFound(str(exc)) from exc
+    return {**run_json(run), "log": catalog.run_log(run_id), "progress": catalog.progress(run_id)}
+
+
+def point_json(point: Manifest, verification: dict[str, Any] | None) -> dict[str, Any]:
+    """One restore point as ``surety points --json`` prints it."""
+    return {
+        "id": point.id,
+        "name": point.name,
+        "kind": point.kind,
+        "host": point.host,
+        "started": point.started.isoformat(),
+        "finished": point.finished.isoformat(),
+        "consistency": point.consistency,
+        "consistency_reason": point.consistency_reason,
+        "salvaged": point.salvaged or None,
+        "parent": point.parent,
+        "disks": [
+            {"name": d.name, "size": d.size, "image": d.image, "source": d.source}
+            for d in point.disks
+        ],
+        "stats": point.stats,
+        "source": point.source,
+        "config": sorted(point.config),
+        "applications": point.applications,
+        "verification": verification,
+    }
+
+
+def open_named_repository(config: Config, name: str) -> Repository:
+    repository = config.repositories.get(name)
+    if repository is None:
+        raise NotFound(f"no repository {name!r} in the configuration")
+    return open_repository(repository.location, _passphrase(repository))
+
+
+def points_of_vm(config: Config, catalog: Catalog, vm: str) -> list[dict[str, Any]]:
+    """The restore points named ``vm`` in every configured repository, oldest first."""
+    found = []
+    for name in sorted(config.repositories):
+        repo = open_named_repository(config, name)
+        points = repo.list_points(vm)
+        checked = catalog.latest_verifications(repo.config.id, [p.id for p in points])
+        for p in points:
+            done = checked.get(p.id)
+            found.append({**point_json(p, asdict(done) if done else None), "repository": name})
+    return found
+
+
+def find_point(config: Config, point_id: str) -> tuple[str, Repository, Manifest]:
+    """(repository name, repository, point) of a full point id (or a unique prefix)."""
+    for name in sorted(config.repositories):
+        repo = open_named_repository(config, name)
+        matches = [p for p in repo.list_points() if p.id.startswith(point_id)]
+        if len(matches) == 1 and len(point_id) >= 8:
+            return name, repo, matches[0]
+    raise NotFound(f"no restore point {point_id!r} in the configured repositories")
+
+
+def proof(config: Config, catalog: Catalog, point_id: str) -> dict[str, Any]:
+    """The latest verification of a point and its proof document (probes, evidence)."""
+    name, repo, point = find_point(config, point_id)
+    found = catalog.latest_verifications(repo.config.id, [point.id]).get(point.id)
+    if found is None:
+        raise NotFound(f"restore point {point.id[:12]} was never verified")
+    document: dict[str, Any] | None = None
+    problem = None
+    try:
+        document = json.loads(Path(found.proof).read_text())
+    except (OSError, ValueError) as exc:
+        problem = f"cannot read the proof {found.proof}: {getattr(exc, 'strerror', None) or exc}"
+    return {
+        "repository": name,
+        "point": point.id,
+        "vm": point.name,
+        "verification": asdict(found),
+        "proof": document,
+        "proof_problem": problem,
+    }
+
+
+def repositories(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
+    """Per repository: usage history (logical vs stored), ratios, checks, verifications."""
+    found = []
+    for name in sorted(config.repositories):
+        entry: dict[str, Any] = {"name": name, "location": config.repositories[name].location}
+        try:
+            repo = open_named_repository(config, name)
+        except SuretyError as exc:
+            found.append({**entry, "error": str(exc)})
+            continue
+        history = catalog.usage(repo.config.id)
+        usage = [
+            {"at": at, "logical": logical, "stored": stored} for at, logical, stored in history
+        ]
+        last = history[-1] if history else None
+        entry.update(
+            id=repo.config.id,
+            error=None,
+            usage=usage,
+            ratio=round(last[1] / last[2], 2) if last and last[2] else None,
+            checks=[asdict(c) for c in catalog.checks(repo.config.id)],
+            verifications=[
+                {"point": point, **asdict(v)}
+                for point, v in sorted(catalog.latest_verifications(repo.config.id).items())
+            ],
+        )
+        found.append(entry)
+    return found
+
+
+def overview(config: Config, catalog: Catalog) -> dict[str, Any]:
+    """The morning page: run results, running jobs, VMs outside RPO, unprotected VMs,
+    points not verified, storage used."""
+    at = now()
+    facts = status(config, catalog)
+    running = [
+        {**run_json(r), "progress": catalog.progress(r.id)}
+        for r in catalog.runs(states=("queued", "running"), limit=50)
+    ]
+    storage = []
+    for repo in repositories(config, catalog):
+        last = repo.get("usage", [])[-1:] or [None]
+        storage.append({"name": repo["name"], "error": repo["error"], "usage": last[0]})
+    statuses = facts["vms"]
+    return {
+        "host": facts["host"],
+        "service": facts["service"],
+        "warnings": facts["warnings"],
+        "attention": facts["attention"],
+        "runs_24h": catalog.run_counts(iso(at - timedelta(hours=24))),
+        "runs_30d": catalog.run_counts(iso(at - timedelta(days=30))),
+        "running": running,
+        "outside_rpo": [s["vm"] for s in statuses if s["rpo_met"] is False],
+        "unprotected": [s["vm"] for s in statuses if s["state"] == "unprotected"],
+        "not_verified": [
+            s["vm"]
+            for s in statuses
+            if s["last_point"] and s["last_verified_point"] != s["last_point"]
+        ],
+        "protected": [s["vm"] for s in statuses if s["policy"]],
+        "storage": storage,
+    }
+
+
+def _proven(config: Config, catalog: Catalog) -> dict[str, dict[str, Any]]:
+    """Point id -> its latest passed verification, in every repository that opens."""
+    proven: dict[str, dict[str, Any]] = {}
+    for name in sorted(config.repositories):
+        try:
+            repo = open_named_repository(config, name)
+        except SuretyError:
+            continue
+        for point, v in catalog.latest_verifications(repo.config.id).items():
+            if v.status == "verified":
+                proven[point] = asdict(v)
+    return proven
+
+
+def _age(at: str | None) -> float | None:
+    if not at:
+        return None
+    return round((now() - datetime.fromisoformat(at)).total_seconds())
+
+
+def _passphrase(repository: RepositoryConfig) -> str:
+    """As ``app.status`` reads it: the repository's passphrase file, else SURETY_PASSPHRASE."""
+    if repository.passphrase_file is not None:
+        try:
+            text = repository.passphrase_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read {repository.passphrase_file}: {exc.strerror}") from exc
+        if text:
+            return text
+        raise UsageError(f"{repository.passphrase_file} is empty")
+    from_env = os.environ.get("SURETY_PASSPHRASE")
+    if from_env:
+        return from_env
+    raise UsageError("no passphrase_file in its configuration (and SURETY_PASSPHRASE unset)")
