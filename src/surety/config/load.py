@@ -7,7 +7,8 @@ option combinations ``backup vm`` would refuse, files that cannot be read); each
 the file, the line (``surety.config.lines``) and the key path. ``check_config(path)``
 returns the problems instead. Nothing else in surety reads TOML.
 
-Paths in the file (passphrase_file, password_file, group, catalog) are relative to the
+Paths in the file (passphrase_file, credentials_file, ca_bundle, password_file, group,
+catalog) are relative to the
 file's folder. Schedules are in ``service.timezone``, else the host's time zone.
 """
 
@@ -26,11 +27,11 @@ from surety.config.lines import key_lines
 from surety.config.model import (
     Config,
     Policy,
-    RepositoryConfig,
     ServiceSettings,
 )
 from surety.config.policy import read_policy
 from surety.config.reader import Reader, Table
+from surety.config.repository import read_repository
 from surety.config.targets import read_target
 
 __all__ = ["DEFAULT_CONFIG", "check_config", "default_config_path", "host_timezone", "load_config"]
@@ -39,7 +40,6 @@ DEFAULT_CONFIG = Path("/etc/surety/surety.toml")
 
 _TOP_KEYS = ("service", "repository", "policy", "notify")
 _SERVICE_KEYS = ("libvirt_uri", "catalog", "max_jobs", "timezone", "tick")
-_REPOSITORY_KEYS = ("location", "passphrase_file", "storage")
 
 
 def default_config_path() -> Path:
@@ -99,7 +99,7 @@ def _config(r: Reader, path: Path, data: Table) -> Config:
     service = _service(r, r.table(data, (), "service") or {})
     tz = _timezone(r, service)
     repositories = {
-        name: _repository(r, name, table)
+        name: read_repository(r, name, table)
         for name, table in _named_tables(r, data, "repository").items()
     }
     notifications = {
@@ -153,24 +153,3 @@ def _timezone(r: Reader, service: ServiceSettings) -> ZoneInfo:
             f"unknown time zone {service.timezone!r} (an IANA name such as Europe/Berlin)",
         )
         return ZoneInfo("UTC")
-
-
-def _repository(r: Reader, name: str, table: Table) -> RepositoryConfig:
-    path = ("repository", name)
-    r.known(table, path, _REPOSITORY_KEYS)
-    location = r.text(table, path, "location")
-    if location is None and "location" not in table:
-        r.problem(path, "location is required (a repository path)")
-    passphrase_file = r.file(table, path, "passphrase_file")
-    if "passphrase_file" not in table and not os.environ.get("SURETY_PASSPHRASE"):
-        r.problem(
-            (*path, "passphrase_file"),
-            "required: the service runs unattended and reads the passphrase from this file "
-            "(or SURETY_PASSPHRASE in its environment)",
-        )
-    return RepositoryConfig(
-        name=name,
-        location=location or "",
-        passphrase_file=passphrase_file,
-        storage=r.strings(table, path, "storage") or {},
-    )

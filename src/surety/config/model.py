@@ -34,14 +34,6 @@ level), a run succeeded, a VM's RPO is violated."""
 
 
 @dataclass(frozen=True)
-class RepositoryConfig:
-    name: str
-    location: str  # a path today; s3://bucket/prefix later
-    passphrase_file: Path | None = None
-    storage: dict[str, str] = field(default_factory=dict)  # per-repository credentials/endpoint
-
-
-@dataclass(frozen=True)
 class Selection:
     """Which VMs a policy covers: names or glob patterns ("all" = "*"), minus excludes,
     plus every VM carrying one of ``tags`` in its libvirt metadata."""
@@ -66,6 +58,34 @@ class Retention:
     monthly: int = 0
     yearly: int = 0
     within: timedelta | None = None  # keep every point younger than this
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    name: str
+    location: str  # a path or s3://BUCKET[/PREFIX]
+    passphrase_file: Path | None = None
+    # s3:// only: what every job using this repository gets instead of the environment's
+    endpoint: str | None = None  # AWS_ENDPOINT_URL
+    region: str | None = None  # AWS_DEFAULT_REGION
+    profile: str | None = None  # a profile of the AWS shared credentials/config files
+    credentials_file: Path | None = None  # AWS_SHARED_CREDENTIALS_FILE
+    ca_bundle: Path | None = None  # AWS_CA_BUNDLE: a private CA's certificates
+    # a copy target's own retention (applied to the copies after each copy run)
+    retention: Retention | None = None
+    prune: bool = False
+
+    @property
+    def s3_settings(self) -> dict[str, str]:
+        """The S3 settings given (name -> value), for the wiring in ``surety.app``."""
+        given = {
+            "endpoint": self.endpoint,
+            "region": self.region,
+            "profile": self.profile,
+            "credentials_file": self.credentials_file,
+            "ca_bundle": self.ca_bundle,
+        }
+        return {key: str(value) for key, value in given.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,7 @@ class Policy:
     prune: bool = False  # prune after retention forgot points
     verify: VerifyRule | None = None
     check: CheckRule | None = None
+    copy_to: str | None = None  # a RepositoryConfig name: each new point is copied there
     notify: tuple[str, ...] = ()  # NotificationTarget names
 
 

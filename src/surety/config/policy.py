@@ -28,7 +28,7 @@ from surety.core.errors import UsageError
 from surety.quiesce.coordinator import LEVELS
 from surety.schedule import Schedule, parse_schedule
 
-__all__ = ["POLICY_KEYS", "read_policy"]
+__all__ = ["POLICY_KEYS", "read_policy", "read_retention"]
 
 POLICY_KEYS = (
     "repository",
@@ -53,6 +53,7 @@ POLICY_KEYS = (
     "retention",
     "verify",
     "check",
+    "copy_to",
 )
 _KEEP_COUNTS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 _RETENTION_KEYS = (*(f"keep_{k}" for k in _KEEP_COUNTS), "keep_within", "prune")
@@ -76,7 +77,7 @@ def read_policy(
     schedule = _schedule(r, table, path, tz)
     consistency, floor = _levels(r, table, path)
     verify = _verify(r, table, path, tz)
-    retention, prune = _retention(r, table, path)
+    retention, prune = read_retention(r, table, path)
     given: dict[str, Any] = {  # None: not given (or wrong): the model's default applies
         "consistency": consistency,
         "on_quiesce_failure": floor,
@@ -98,6 +99,7 @@ def read_policy(
         "notify": _notify(r, table, path, targets),
     }
     repository = _repository(r, table, path, repositories)
+    given["copy_to"] = _copy_to(r, table, path, repository, repositories)
     selection = _selection(r, table, path)
     if schedule is None:
         return None
@@ -129,6 +131,32 @@ def _repository(
         return ""
     if name not in repositories:
         r.problem((*path, "repository"), _missing("repository", name, repositories))
+    return name
+
+
+def _copy_to(
+    r: Reader,
+    table: Table,
+    path: Path_,
+    repository: str,
+    repositories: Mapping[str, RepositoryConfig],
+) -> str | None:
+    """The repository each new restore point of the policy is copied to (3-2-1)."""
+    name = r.text(table, path, "copy_to")
+    if name is None:
+        return None
+    if name not in repositories:
+        r.problem((*path, "copy_to"), _missing("repository", name, repositories))
+        return None
+    if name == repository:
+        r.problem(
+            (*path, "copy_to"),
+            f"{name!r} is the policy's own repository (a copy goes to another one)",
+        )
+        return None
+    if repositories[name].location == repositories[repository].location:
+        r.problem((*path, "copy_to"), f"{name!r} has the same location as {repository!r}")
+        return None
     return name
 
 
@@ -183,7 +211,8 @@ def _retries(r: Reader, table: Table, path: Path_) -> RetryRule:
     )
 
 
-def _retention(r: Reader, table: Table, path: Path_) -> tuple[Retention | None, bool]:
+def read_retention(r: Reader, table: Table, path: Path_) -> tuple[Retention | None, bool]:
+    """``retention`` of a policy (or of a copy target's repository): rules and ``prune``."""
     rules = r.table(table, path, "retention")
     if rules is None:
         return None, False

@@ -31,8 +31,17 @@ def example_in(folder: Path, uncomment: bool = False) -> str:
 
     ``uncomment``: every commented setting switched on, as an admin would."""
     text = EXAMPLE.read_text().replace("/etc/surety/", f"{folder}/")
-    for name in ("passphrase", "offsite.passphrase", "smtp.password", "databases.group.toml"):
+    for name in (
+        "passphrase",
+        "offsite.passphrase",
+        "smtp.password",
+        "databases.group.toml",
+        "s3-ca.pem",
+    ):
         (folder / name).write_text("x\n")
+    (folder / "aws-credentials").write_text(
+        "[surety-backup]\naws_access_key_id = AKEXAMPLE\naws_secret_access_key = secret\n"
+    )
     if uncomment:
         lines = []
         for line in text.splitlines():

@@ -78,7 +78,17 @@ def test_the_example_with_every_option_switched_on_is_valid(tmp_path: Path) -> N
     assert admins.daily_summary == "08:00"
     assert chat.url == "https://chat.example.org/hooks/backup"
     assert chat.headers == {"Authorization": "Bearer see-your-chat-admin"}
-    assert config.repositories["offsite"].storage == {"endpoint": "https://s3.example.org"}
+    offsite = config.repositories["offsite"]
+    assert offsite.s3_settings == {
+        "endpoint": "https://s3.example.org",
+        "region": "eu-central-1",
+        "profile": "surety-backup",
+        "credentials_file": str(tmp_path / "aws-credentials"),
+        "ca_bundle": str(tmp_path / "s3-ca.pem"),
+    }
+    assert offsite.retention is not None
+    assert (offsite.retention.daily, offsite.retention.monthly) == (14, 12)
+    assert db.copy_to == "offsite"
 
 
 def test_a_minimal_policy_takes_the_defaults(write_config: WriteConfig) -> None:
