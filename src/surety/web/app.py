@@ -27,10 +27,10 @@ from surety.config.model import Config
 from surety.core.errors import SuretyError, TargetError, UsageError
 from surety.restore.files import RUN_ROOT
 from surety.web.api import router as api_router
-from surety.web.pages import router as pages_router
 from surety.web.facts import NotFound
 from surety.web.files import MountCache
 from surety.web.guard import Busy, Forbidden, LoginRequired
+from surety.web.pages import router as pages_router
 from surety.web.render import render
 
 __all__ = ["WebSettings", "WebState", "create_app"]

@@ -22,8 +22,10 @@ from surety.catalog import Catalog, Run
 from surety.catalog.db import iso
 from surety.config.model import Config, RepositoryConfig
 from surety.core.errors import SuretyError, UsageError
+from surety.repo.immutable import locked_until
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
+from surety.repo.verified import VerificationSummary, latest_summaries
 
 __all__ = [
     "NotFound",
@@ -125,7 +127,12 @@ def run_log(catalog: Catalog, run_id: int) -> dict[str, Any]:
     return {**run_json(run), "log": catalog.run_log(run_id), "progress": catalog.progress(run_id)}
 
 
-def point_json(point: Manifest, verification: dict[str, Any] | None) -> dict[str, Any]:
+def point_json(
+    point: Manifest,
+    verification: dict[str, Any] | None,
+    summary: VerificationSummary | None = None,
+    locked: datetime | None = None,
+) -> dict[str, Any]:
     """One restore point as ``surety points --json`` prints it."""
     return {
         "id": point.id,
@@ -147,6 +154,22 @@ def point_json(point: Manifest, verification: dict[str, Any] | None) -> dict[str
         "config": sorted(point.config),
         "applications": point.applications,
         "verification": verification,
+        "verified": _summary_json(summary),
+        "locked_until": locked.isoformat() if locked is not None else None,
+    }
+
+
+def _summary_json(summary: VerificationSummary | None) -> dict[str, Any] | None:
+    """The latest verification summary stored in the repository, or None."""
+    if summary is None:
+        return None
+    return {
+        "verdict": summary.verdict,
+        "when": summary.verified,
+        "host": summary.host,
+        "boot_seconds": summary.boot_seconds,
+        "reason": summary.reason,
+        "probes": [{"probe": p.probe, "ok": p.ok, "evidence": p.evidence} for p in summary.probes],
     }
 
 
@@ -164,9 +187,12 @@ def points_of_vm(config: Config, catalog: Catalog, vm: str) -> list[dict[str, An
         repo = open_named_repository(config, name)
         points = repo.list_points(vm)
         checked = catalog.latest_verifications(repo.config.id, [p.id for p in points])
+        summaries = latest_summaries(repo)
         for p in points:
             done = checked.get(p.id)
-            found.append({**point_json(p, asdict(done) if done else None), "repository": name})
+            locked = locked_until(repo, p.id) if repo.immutable else None
+            doc = point_json(p, asdict(done) if done else None, summaries.get(p.id), locked)
+            found.append({**doc, "repository": name})
     return found
 
 
