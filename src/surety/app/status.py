@@ -94,7 +94,7 @@ def gather_jobs(
 ) -> list[JobRow]:
     last_runs = {}
     for policy in config.policies.values():
-        for kind in ("backup", "verify", "check"):
+        for kind in ("backup", "verify", "check", "copy"):
             found = catalog.runs(job=f"{policy.name}:{kind}", limit=1)
             if found:
                 last_runs[found[0].job] = found[0]

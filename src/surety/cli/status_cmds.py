@@ -240,7 +240,7 @@ def jobs_log(run_id: int, config: Path, json_output: bool) -> None:
 
 @jobs_group.command("run")
 @click.argument("name")
-@click.option("--vm", help="Only this VM of the policy (backup jobs).")
+@click.option("--vm", help="Only this VM of the policy (backup and copy jobs).")
 @config_option
 @json_option
 @click.pass_context
@@ -315,8 +315,9 @@ def _job_name(config: Config, name: str) -> str:
     if policy is None:
         known = ", ".join(sorted(config.policies)) or "none"
         raise UsageError(f"no policy {policy_name!r} in {config.path} (policies: {known})")
-    if kind not in ("backup", "verify", "check") or (
-        kind != "backup" and getattr(policy, kind) is None
+    attribute = {"verify": "verify", "check": "check", "copy": "copy_to"}.get(kind)
+    if kind not in ("backup", "verify", "check", "copy") or (
+        attribute is not None and getattr(policy, attribute) is None
     ):
         raise UsageError(f"policy {policy_name} has no {kind} job (`surety jobs list`)")
     return f"{policy_name}:{kind}"

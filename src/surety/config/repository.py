@@ -48,6 +48,8 @@ def read_repository(
             "(or SURETY_PASSPHRASE in its environment)",
         )
     retention, prune = read_retention(r, table, path)
+    if location is not None and "://" not in location:  # a path: relative to the file's folder
+        location = str((r.source.parent / Path(location).expanduser()).absolute())
     config = RepositoryConfig(
         name=name,
         location=location or "",

@@ -2,8 +2,11 @@
 
 Job names are ``<policy>:<kind>``: ``nightly:backup`` runs once per VM of the
 policy (``vm`` set), ``nightly:verify`` and ``nightly:check`` once per policy
-(``vm`` None, or one VM when a person asks for it). The spec carries names
-only; the worker resolves them against the configuration it loaded.
+(``vm`` None, or one VM when a person asks for it); ``nightly:copy`` copies
+``point`` (the restore point a backup run just committed; the service queues it
+after that backup) or, by hand, the policy's points of ``vm`` into the policy's
+``copy_to`` repository. The spec carries names only; the worker resolves them
+against the configuration it loaded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from surety.core.errors import UsageError
 
 __all__ = ["KINDS", "JobSpec", "job_name", "split_job_name"]
 
-KINDS = ("backup", "verify", "check")
+KINDS = ("backup", "verify", "check", "copy")
 
 
 def job_name(policy: str, kind: str) -> str:
@@ -36,11 +39,12 @@ def split_job_name(job: str) -> tuple[str, str]:
 @dataclass(frozen=True)
 class JobSpec:
     job: str  # "<policy>:<kind>"
-    kind: str  # backup | verify | check
+    kind: str  # backup | verify | check | copy
     policy: str
     vm: str | None
     attempt: int = 1
     scheduled_for: str | None = None  # ISO UTC of the slot; None when started by hand
+    point: str | None = None  # copy: the source restore point (None: the policy's points)
 
     @classmethod
     def for_job(cls, job: str, vm: str | None = None, **extra: object) -> JobSpec:
@@ -62,6 +66,7 @@ class JobSpec:
                 vm=None if doc.get("vm") is None else str(doc["vm"]),
                 attempt=int(doc.get("attempt", 1)),
                 scheduled_for=doc.get("scheduled_for"),
+                point=None if doc.get("point") is None else str(doc["point"]),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise UsageError(f"not a job spec: {exc}") from None

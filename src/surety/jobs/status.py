@@ -137,7 +137,8 @@ class JobRow:
 def list_jobs(
     config: Config, domains: Domains, last_runs: Mapping[str, Run], now: datetime
 ) -> list[JobRow]:
-    """Every job of every policy (backup; verify and check when configured), by policy name;
+    """Every job of every policy (backup; verify, check and copy when configured), by policy name
+    (a copy job runs after each backup: its next run is the backup's);
     ``last_runs``: job name -> its newest run."""
     tags = {name: tuple(t) for name, (_, t) in domains.items()}
     rows = []
@@ -146,6 +147,7 @@ def list_jobs(
         kinds = [("backup", policy.schedule)]
         kinds += [("verify", policy.verify.schedule)] if policy.verify else []
         kinds += [("check", policy.check.schedule)] if policy.check else []
+        kinds += [("copy", policy.schedule)] if policy.copy_to else []  # follows each backup
         for kind, schedule in kinds:
             job = f"{policy.name}:{kind}"
             last = last_runs.get(job)
@@ -155,7 +157,7 @@ def list_jobs(
                     kind,
                     policy.name,
                     vms,
-                    schedule.text,
+                    f"after each backup, to {policy.copy_to}" if kind == "copy" else schedule.text,
                     schedule.next_after(now).isoformat(),
                     last.state if last else None,
                     last.ended if last else None,

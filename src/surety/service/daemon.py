@@ -16,6 +16,8 @@ of runs not started yet, the runs in flight) and does one step per call:
 * ``reap()``    - ended workers: their result (the worker recorded it; a worker
   that ended without one is recorded ``failed``), a retry queued at
   ``now + backoff * 2**(attempt-1)`` while attempts are left, the notification;
+  after a successful backup of a policy with ``copy_to``, a ``<policy>:copy`` run
+  of the new point is queued at once (it holds the VM, like the backup);
   a run past its policy's ``timeout`` is recorded ``failed`` ("timed out after
   ...") and then stopped (SIGTERM, SIGKILL after ``TIMEOUT_GRACE``);
 * ``shutdown()`` - no new run; queued runs ``interrupted``; workers SIGTERM'ed and
@@ -386,6 +388,7 @@ class Service:
         attempt: int,
         not_before: datetime,
         scheduled_for: str | None,
+        point: str | None = None,
     ) -> Queued:
         run_id = self.catalog.create_run(
             job=job,
@@ -398,7 +401,17 @@ class Service:
         )
         self._seq += 1
         item = Queued(
-            run_id, job, kind, policy, repository, vm, attempt, not_before, scheduled_for, self._seq
+            run_id,
+            job,
+            kind,
+            policy,
+            repository,
+            vm,
+            attempt,
+            not_before,
+            scheduled_for,
+            self._seq,
+            point,
         )
         self.queue.append(item)
         return item
@@ -423,7 +436,13 @@ class Service:
                 )
                 continue
             spec = JobSpec(
-                item.job, item.kind, item.policy, item.vm, item.attempt, item.scheduled_for
+                item.job,
+                item.kind,
+                item.policy,
+                item.vm,
+                item.attempt,
+                item.scheduled_for,
+                point=item.point,
             )
             handle = self.runner.start(spec, item.run_id)
             self.inflight[item.run_id] = InFlight(item, handle, now)
@@ -519,6 +538,7 @@ class Service:
                     attempt=item.attempt + 1,
                     not_before=now + delay,
                     scheduled_for=item.scheduled_for,
+                    point=item.point,
                 )
                 log.info(
                     "run %d: attempt %d of %d at %s (in %s)",
@@ -529,6 +549,34 @@ class Service:
                     human(delay),
                 )
         self._notify(lambda n: n.run_finished(run, result, last_attempt))
+        self._queue_copy(item, run.state, result, now)
+
+    def _queue_copy(self, item: Queued, state: str, result: RunResult, now: datetime) -> None:
+        """After a successful backup of a policy with ``copy_to``: copy its new point there."""
+        policy = self.config.policies.get(item.policy)
+        if item.kind != "backup" or state not in ("succeeded", "warning") or self.stopping:
+            return
+        if policy is None or policy.copy_to is None or result.point is None:
+            return
+        copy = self._enqueue(
+            job=f"{item.policy}:copy",
+            kind="copy",
+            policy=item.policy,
+            repository=item.repository,
+            vm=item.vm,
+            attempt=1,
+            not_before=now,
+            scheduled_for=item.scheduled_for,
+            point=result.point,
+        )
+        log.info(
+            "run %d: copy of %s%s (point %s) to %s queued",
+            copy.run_id,
+            item.policy,
+            _on(item.vm),
+            result.point[:12],
+            policy.copy_to,
+        )
 
     # -- heartbeat and notifications -------------------------------------------------
 

@@ -33,7 +33,7 @@ from surety.schedule import Schedule
 
 __all__ = ["JOB_KINDS", "Job", "Queued", "expand_jobs", "retry_delay", "startable"]
 
-JOB_KINDS = ("backup", "verify", "check")
+JOB_KINDS = ("backup", "verify", "check", "copy")  # copy: queued after a backup, never scheduled
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Queued:
     not_before: datetime
     scheduled_for: str | None  # ISO UTC of the slot; None when started by request
     seq: int = 0  # queue order among equal not_before
+    point: str | None = None  # copy: the restore point its backup committed
 
 
 def job_name(policy: str, kind: str) -> str:

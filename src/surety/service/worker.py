@@ -2,7 +2,8 @@
 
 Reads one JSON object on stdin, ``{"spec": JobSpec JSON, "run_id": N, "config": PATH}``,
 then wires the run through ``surety.app`` (the configuration, the catalog, the
-policy's repository opened with its passphrase file, the libvirt host), marks the
+policy's repository opened with its passphrase file and its own S3 settings,
+``surety.app.configured``; a copy job's target likewise, the libvirt host), marks the
 run ``running`` with its pid, calls ``surety.jobs.execute`` with a ``Progress`` sink
 that writes the catalog (``set_progress`` at most once a second, notes and phases
 as log lines), and records the result with ``finish_run``. Every ``SuretyError``
@@ -31,8 +32,8 @@ from pathlib import Path
 from types import FrameType
 
 from surety.app.catalog import open_catalog
+from surety.app.configured import open_configured_repository
 from surety.app.hypervisor import connect_host
-from surety.app.repository import open_repository
 from surety.catalog import Catalog
 from surety.catalog.runs import RunResult
 from surety.config import load_config
@@ -81,24 +82,6 @@ class CatalogProgress:
             self.catalog.set_progress(self.run_id, self.phase_name, self.done, self.total)
 
 
-def _passphrase(config: Config, repository: str) -> str:
-    repo = config.repositories.get(repository)
-    if repo is None:
-        raise UsageError(f"repository {repository!r} is not in the configuration")
-    if repo.passphrase_file is None:
-        passphrase = os.environ.get("SURETY_PASSPHRASE")
-        if passphrase:
-            return passphrase
-        raise UsageError(f"repository.{repository}.passphrase_file is not set")
-    try:
-        text = repo.passphrase_file.read_text().rstrip("\n")
-    except OSError as exc:
-        raise UsageError(f"cannot read {repo.passphrase_file}: {exc.strerror}") from exc
-    if not text:
-        raise UsageError(f"{repo.passphrase_file} is empty")
-    return text
-
-
 def run_one(spec: JobSpec, run_id: int, config: Config, catalog: Catalog) -> RunResult:
     """Execute one run and return its result (every ``SuretyError`` becomes a result)."""
     progress = CatalogProgress(catalog, run_id)
@@ -107,9 +90,18 @@ def run_one(spec: JobSpec, run_id: int, config: Config, catalog: Catalog) -> Run
         policy = config.policies.get(spec.policy)
         if policy is None:
             raise UsageError(f"policy {spec.policy!r} is not in the configuration")
-        repository = config.repositories[policy.repository]
-        repo = open_repository(repository.location, _passphrase(config, policy.repository))
-        return execute(spec, config, repo=repo, host=host, catalog=catalog, progress=progress)
+        # the policy's repository's S3 settings become this worker's environment (its
+        # NBD servers reopen it); a copy target's apply while it is opened
+        repo = open_configured_repository(config, policy.repository, keep=True)
+        return execute(
+            spec,
+            config,
+            repo=repo,
+            host=host,
+            catalog=catalog,
+            progress=progress,
+            open_repository=lambda name: open_configured_repository(config, name),
+        )
     except SuretyError as exc:
         return RunResult("failed", error=str(exc), hint=hint_for(exc))
     except KeyboardInterrupt:

@@ -32,11 +32,18 @@ def test_job_names() -> None:
     with pytest.raises(UsageError, match="not a job name"):
         split_job_name("nightly")
     with pytest.raises(UsageError, match="not a job name"):
-        split_job_name("nightly:copy")
+        split_job_name("nightly:prune")
+    assert split_job_name("nightly:copy") == ("nightly", "copy")
+
+
+def test_a_copy_spec_carries_its_point() -> None:
+    spec = JobSpec("nightly:copy", "copy", "nightly", "db1", point="ab" * 32)
+    assert JobSpec.from_json(spec.to_json()) == spec
+    assert JobSpec.from_json(JobSpec.for_job("nightly:backup", "db1").to_json()).point is None
 
 
 @pytest.mark.parametrize(
-    "text", ["", "[]", '{"job": "x"}', '{"job":"a:b","kind":"copy","policy":"a","vm":null}']
+    "text", ["", "[]", '{"job": "x"}', '{"job":"a:b","kind":"prune","policy":"a","vm":null}']
 )
 def test_a_broken_spec_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError, match="not a job spec"):
