@@ -13,8 +13,9 @@ check: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Stage 1 on every core (pytest-xdist): its tests wait on subprocesses and the S3 server.
 test: setup
-	$(BIN)/pytest -q -m "not vm and not scenario"
+	$(BIN)/pytest -q -n auto -m "not vm and not scenario" --durations=15
 
 # Real guests under libvirt (root, QEMU, libvirt; builds the cached guest first).
 test-vm: setup guest
