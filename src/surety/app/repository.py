@@ -7,6 +7,11 @@ storage (an S3 client by the AWS conventions, the ``S3Storage`` backend, and
 damage), which the nbdkit plugin's reopening of an export document uses too.
 ``init`` on S3 needs an existing bucket (surety does not create buckets:
 region, versioning, object lock and policies are the administrator's choice).
+
+``maintenance=True`` (``forget``/``prune``) opens an S3 repository with the
+maintenance identity when this process holds it (``SURETY_S3_MAINT_*``); an
+immutable repository refuses to forget or prune without it
+(``require_maintenance``). ``init --immutable-days`` needs an S3 location.
 """
 
 from __future__ import annotations
@@ -21,14 +26,14 @@ from surety.repo.format import CHUNK_SIZE_DEFAULT
 from surety.repo.repository import Repository
 from surety.repo.storage import LocalStorage, Storage
 
-__all__ = ["create_repository", "open_repository", "storage_for"]
+__all__ = ["create_repository", "open_repository", "require_maintenance", "storage_for"]
 
 
-def storage_for(location: str | None, create: bool = False) -> Storage:
+def storage_for(location: str | None, create: bool = False, maintenance: bool = False) -> Storage:
     if not location:
         raise UsageError("no repository given: use --repo or set SURETY_REPOSITORY")
     if location.startswith("s3://"):
-        return _s3_storage(location, create)
+        return _s3_storage(location, create, maintenance)
     if "://" in location:
         raise UsageError(f"{location}: unsupported repository location (a path or s3://BUCKET)")
     path = Path(location).expanduser()
@@ -47,15 +52,25 @@ def storage_for(location: str | None, create: bool = False) -> Storage:
     return LocalStorage(path)
 
 
-def _s3_storage(location: str, create: bool) -> Storage:
+def _s3_storage(location: str, create: bool, maintenance: bool) -> Storage:
     # imported here: boto3 takes a noticeable time to load, and local repositories never need it
-    from surety.repo.storage.s3 import open_s3_storage  # noqa: PLC0415
+    from surety.repo.storage.s3 import maintenance_configured, open_s3_storage  # noqa: PLC0415
 
-    return open_s3_storage(location, create=create)
+    maintenance = maintenance and maintenance_configured()
+    return open_s3_storage(location, create=create, maintenance=maintenance)
 
 
-def open_repository(location: str | None, passphrase: str) -> Repository:
-    return Repository.open(storage_for(location), passphrase)
+def open_repository(location: str | None, passphrase: str, maintenance: bool = False) -> Repository:
+    """Open a repository; ``maintenance``: with the S3 maintenance identity if configured."""
+    return Repository.open(storage_for(location, maintenance=maintenance), passphrase)
+
+
+def require_maintenance(repo: Repository) -> None:
+    """``UsageError`` unless an immutable repository was opened with the maintenance identity."""
+    if repo.immutable and repo.object_lock is not None and not repo.object_lock.maintenance:
+        from surety.repo.storage.s3 import MAINTENANCE_NEEDED  # noqa: PLC0415
+
+        raise UsageError(f"{repo.storage.describe()} is immutable: {MAINTENANCE_NEEDED}")
 
 
 def create_repository(
@@ -63,14 +78,20 @@ def create_repository(
     passphrase: str,
     chunk_size: int = CHUNK_SIZE_DEFAULT,
     kdf: KdfParams | None = None,
+    immutable_days: int = 0,
 ) -> Repository:
     """Create a repository; a directory made by this call is removed again if init fails."""
     local = location is not None and not location.startswith("s3://")
+    if immutable_days and (local or not location):
+        raise UsageError(
+            "--immutable-days needs an S3 location (s3://BUCKET/PREFIX on a bucket with "
+            "Object Lock); a local repository cannot be immutable"
+        )
     path = Path(location).expanduser() if local and location else None
     made_here = path is not None and not os.path.lexists(path)
     storage = storage_for(location, create=True)
     try:
-        return Repository.init(storage, passphrase, chunk_size, kdf)
+        return Repository.init(storage, passphrase, chunk_size, kdf, immutable_days)
     except BaseException:
         if made_here and path is not None:
             shutil.rmtree(path, ignore_errors=True)

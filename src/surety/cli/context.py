@@ -13,11 +13,14 @@ from surety.repo.repository import Repository
 __all__ = ["open_repo", "show_notes", "show_pending_notes"]
 
 
-def open_repo(ctx: click.Context, default: str | None = None) -> Repository:
+def open_repo(
+    ctx: click.Context, default: str | None = None, maintenance: bool = False
+) -> Repository:
     """The repository of ``--repo``/``SURETY_REPOSITORY``, else ``default`` (a location
-    a record kept, e.g. an instant VM's)."""
+    a record kept, e.g. an instant VM's); ``maintenance``: with the S3 maintenance
+    identity when this process holds it (``forget``, ``prune``)."""
     options: GlobalOptions = ctx.obj
-    repo = open_repository(options.repo or default, read_passphrase(options))
+    repo = open_repository(options.repo or default, read_passphrase(options), maintenance)
     ctx.meta["surety.repository"] = repo
     return repo
 

@@ -10,6 +10,7 @@ catalog) and ``verified`` (the repository's summary).
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from surety.catalog import Verification, default_catalog_path
 from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console
 from surety.core.units import format_size
+from surety.repo.immutable import locked_until
 from surety.repo.manifest import Manifest
 from surety.repo.verified import VerificationSummary, latest_summaries
 
@@ -44,6 +46,7 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
     checked = open_catalog(catalog).latest_verifications(repo.config.id, [p.id for p in found])
     summaries = latest_summaries(repo)
     show_notes(repo)  # damaged summaries: named, the points still listed
+    locks = {p.id: locked_until(repo, p.id) for p in found} if repo.immutable else {}
     if json_output:
         emit_json(
             [
@@ -68,6 +71,7 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
                     "applications": p.applications,
                     "verification": asdict(checked[p.id]) if p.id in checked else None,
                     "verified": _verified_json(summaries.get(p.id)),
+                    "locked_until": _iso(locks.get(p.id)),
                 }
                 for p in found
             ]
@@ -76,7 +80,10 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
     table = Table(box=None)
     for column in ("id", "name", "time", "consistency", "disks", "size", "new", "verified"):
         table.add_column(column)
+    if repo.immutable:
+        table.add_column("locked until")
     for p in found:
+        lock = [_local(locks.get(p.id))] if repo.immutable else []
         table.add_row(
             p.id[:12],
             p.name,
@@ -86,9 +93,22 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
             format_size(sum(d.size for d in p.disks)),
             format_size(p.stats.get("stored_bytes", 0)),
             _verified(checked.get(p.id), summaries.get(p.id)),
+            *lock,
         )
     out_console.print(table)
     out_console.print(f"{len(found)} restore points")
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+def _local(when: datetime | None) -> str:
+    """A locked-until date in local time; an expired one dimmed (forget may drop it)."""
+    if when is None:
+        return "-"
+    text = when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return text if when > datetime.now(UTC) else f"[dim]{text} (expired)[/]"
 
 
 def _consistency(point: Manifest) -> str:

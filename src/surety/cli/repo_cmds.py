@@ -7,7 +7,7 @@ from datetime import timedelta
 import click
 from rich.markup import escape
 
-from surety.app.repository import create_repository
+from surety.app.repository import create_repository, require_maintenance
 from surety.cli.context import open_repo, show_notes
 from surety.cli.options import GlobalOptions, read_passphrase
 from surety.cli.render import emit_json, err_console, out_console, point_identity_json, progress_for
@@ -16,6 +16,7 @@ from surety.core.units import format_size, parse_duration, parse_size
 from surety.repo.check import CheckReport, DataSubset, check_repository
 from surety.repo.forget import PointRef, forget_by_policy, forget_points
 from surety.repo.prune import prune_repository
+from surety.repo.repository import Repository
 from surety.repo.retention import RetentionPolicy
 
 __all__ = ["COMMANDS"]
@@ -28,15 +29,25 @@ __all__ = ["COMMANDS"]
     show_default=True,
     help="Fixed chunk size of disk images (power of two, 64K..16M).",
 )
+@click.option(
+    "--immutable-days",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Lock every restore point for N days (S3 Object Lock, COMPLIANCE): the bucket "
+    "must have Object Lock; only the maintenance identity forgets or prunes, and only "
+    "what expired.",
+)
 @click.pass_context
-def init(ctx: click.Context, chunk_size: str) -> None:
+def init(ctx: click.Context, chunk_size: str, immutable_days: int | None) -> None:
     """Create a new, empty, encrypted repository."""
     options: GlobalOptions = ctx.obj
     size = parse_size(chunk_size)
-    repo = create_repository(options.repo, read_passphrase(options, confirm=True), size)
+    passphrase = read_passphrase(options, confirm=True)
+    repo = create_repository(options.repo, passphrase, size, immutable_days=immutable_days or 0)
+    locked = f", restore points locked {immutable_days} day(s)" if immutable_days else ""
     out_console.print(
         f"created repository {repo.config.id[:12]} at {repo.storage.describe()} "
-        f"(chunk size {format_size(size)})",
+        f"(chunk size {format_size(size)}{locked})",
         highlight=False,
     )
     out_console.print("keep the passphrase safe: without it the data cannot be read")
@@ -162,7 +173,7 @@ def forget(
         _forget_ids(ctx, ids, dry_run, json_output)
         return
     policy = RetentionPolicy(*keeps, within=keep_within)
-    repo = open_repo(ctx)
+    repo = _maintenance_repo(ctx, dry_run)
     decisions = forget_by_policy(repo, policy, dry_run)
     show_notes(repo)
     if json_output:
@@ -182,8 +193,16 @@ def forget(
     out_console.print(f"{verb} {dropped} of {len(decisions)} restore points")
 
 
+def _maintenance_repo(ctx: click.Context, dry_run: bool) -> Repository:
+    """Forget and prune delete: on an immutable repository only with the maintenance identity."""
+    repo = open_repo(ctx, maintenance=True)
+    if not dry_run:
+        require_maintenance(repo)
+    return repo
+
+
 def _forget_ids(ctx: click.Context, ids: tuple[str, ...], dry_run: bool, json_output: bool) -> None:
-    repo = open_repo(ctx)
+    repo = _maintenance_repo(ctx, dry_run)
     found = forget_points(repo, ids, dry_run)
     show_notes(repo)
     if json_output:
@@ -214,8 +233,11 @@ def _forgotten_json(point: PointRef) -> dict[str, object]:
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def prune(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
-    """Delete data that no restore point references (takes the exclusive lock)."""
-    repo = open_repo(ctx)
+    """Delete data that no restore point references (takes the exclusive lock).
+
+    On an immutable repository: with the maintenance identity, and only what expired.
+    """
+    repo = _maintenance_repo(ctx, dry_run)
     with progress_for(json_output) as progress:
         report = prune_repository(repo, progress, dry_run=dry_run)
     show_notes(repo)
@@ -226,7 +248,8 @@ def prune(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     out_console.print(
         f"{'would delete' if dry_run else 'deleted'} {report.deleted_packs} packs, "
-        f"repacked {report.repacked_packs}, {report.deleted_images} image indexes; "
+        f"repacked {report.repacked_packs}, {report.deleted_images} image indexes"
+        f"{f', kept {report.kept_locked} still locked' if report.kept_locked else ''}; "
         f"{'would free' if dry_run else 'freed'} {format_size(report.freed_bytes)}",
         highlight=False,
     )

@@ -5,14 +5,22 @@ frees the data no point references. Every id is resolved before any point is
 deleted, against the stored object *names*, so a point whose manifest no
 longer decodes can still be named and dropped. Both run under the exclusive
 lock (a dry run under a shared one) and re-check it before deleting.
+
+On an immutable repository (format 3) a point whose locked-until is still
+ahead is never forgotten: by id, the whole request is refused naming every
+such point and its date (nothing is deleted); by policy, it is kept with the
+reason "locked until ...". Forgetting deletes every version of the manifest,
+which only the maintenance identity may do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from surety.core.errors import AmbiguousRestorePoint, IntegrityError, RestorePointNotFound
+from surety.repo.immutable import locked_until, refuse_locked
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.repo.retention import Decision, RetentionPolicy, apply_policy
@@ -62,6 +70,8 @@ def forget_points(repo: Repository, refs: Iterable[str], dry_run: bool = False) 
     """Delete the named restore points (all resolved before any is deleted)."""
     with repo.lock(exclusive=not dry_run, operation="forget"):
         found = find_points(repo, refs)
+        if repo.immutable:
+            refuse_locked(repo, [(p.id, p.manifest.name if p.manifest else "?") for p in found])
         if not dry_run:
             _check_lock(repo)
             for point in found:
@@ -80,12 +90,24 @@ def forget_by_policy(
     with repo.lock(exclusive=not dry_run, operation="forget"):
         points = [p for p in repo.points() if names is None or p.name in names]
         decisions = apply_policy(points, policy)
+        if repo.immutable:
+            decisions = [_unless_locked(repo, d) for d in decisions]
         if not dry_run:
             _check_lock(repo)
             for decision in decisions:
                 if not decision.keep:
                     repo.forget(decision.point.id)
         return decisions
+
+
+def _unless_locked(repo: Repository, decision: Decision) -> Decision:
+    """A point the policy drops but that is still locked is kept, saying until when."""
+    if decision.keep:
+        return decision
+    until = locked_until(repo, decision.point.id)
+    if until is None or until <= datetime.now(UTC):
+        return decision
+    return Decision(decision.point, True, (f"locked until {until.isoformat(timespec='seconds')}",))
 
 
 def _check_lock(repo: Repository) -> None:

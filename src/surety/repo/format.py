@@ -14,6 +14,7 @@ __all__ = [
     "CODEC_ZSTD",
     "CONFIG_MAGIC",
     "FORMAT_VERSION",
+    "FORMAT_VERSION_IMMUTABLE",
     "ID_LEN",
     "IMAGE_MAGIC",
     "INDEX_MAGIC",
@@ -30,7 +31,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 2  # what a new repository's config says (docs/format.md "Versions")
-READABLE_FORMATS = (1, 2)  # every repository format this release reads and writes
+FORMAT_VERSION_IMMUTABLE = 3  # an immutable repository's config (``immutable_days``)
+READABLE_FORMATS = (1, 2, 3)  # every repository format this release reads and writes
 MANIFEST_FORMAT = 1  # a restore point's manifest
 MANIFEST_FORMAT_SALVAGED = 2  # a salvaged point (source["salvaged"]): older readers refuse it
 MANIFEST_FORMATS = (MANIFEST_FORMAT, MANIFEST_FORMAT_SALVAGED)

@@ -23,6 +23,12 @@ when it has proved that no committed restore point needs a chunk in it.**
    packs no longer indexed, unused image indexes, and temporary files older
    than the lock staleness age (younger ones may be a live writer's).
 
+On an immutable repository (format 3) nothing is repacked (the old packs
+stay locked anyway), and step 5 deletes only what has expired: an object
+whose retention is still ahead is kept and counted (``kept_locked``), and so
+is every pack that a kept (still locked) old index object names, so no index
+ever names a deleted pack.
+
 Each step is durable before the next: a crash after 4 leaves duplicate
 index entries (both copies valid); after the index deletes, unindexed packs
 that the next prune proves unused and deletes.
@@ -32,11 +38,12 @@ from __future__ import annotations
 
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from surety.core.errors import IntegrityError, ObjectNotFound, StorageError
 from surety.core.progress import Progress
 from surety.repo.damage import encode_damage
-from surety.repo.index import ChunkIndex, Location, encode_index
+from surety.repo.index import ChunkIndex, Location, decode_index, encode_index
 from surety.repo.lock import STALE_AFTER
 from surety.repo.pack import PackBuilder, PackEntry, chunk_kind, read_pack_header
 from surety.repo.repository import Repository
@@ -58,6 +65,7 @@ class PruneReport:
     deleted_images: int = 0
     deleted_summaries: int = 0  # verification summaries of forgotten points (format 3)
     kept_unused_bytes: int = 0
+    kept_locked: int = 0  # immutable: unused objects whose retention is still ahead
     notes: list[str] = field(default_factory=list)
 
 
@@ -108,8 +116,9 @@ def _prune(
     protected = _prove_unindexed(
         repo, index=index, stored=stored, used=used, packs=packs, report=report, progress=progress
     )
+    threshold = float("inf") if repo.immutable else repack_threshold
     keep, repack = _plan(
-        index, packs=packs, used=used, stored=stored, threshold=repack_threshold, report=report
+        index, packs=packs, used=used, stored=stored, threshold=threshold, report=report
     )
     kept_names = {f"data/{p}" for p, _ in keep} | protected
     doomed = [name for name in stored if name not in kept_names]
@@ -129,7 +138,9 @@ def _prune(
     report.freed_bytes = sum(stored[n] for n in doomed) - sum(
         repo.storage.size(f"data/{p}") for p, _ in written
     )
-    _commit_and_delete(repo, index, keep, [*doomed, *unused_images, *unused_summaries], progress)
+    _commit_and_delete(
+        repo, index, keep, [*doomed, *unused_images, *unused_summaries], progress, report=report
+    )
     return report
 
 
@@ -195,7 +206,8 @@ def _plan(
         damaged = any(index.is_damaged(c, pack_id) for c, _ in live)
         wasteful = dead_bytes and dead_bytes >= threshold * stored[f"data/{pack_id}"]
         # a pack whose damaged copy was stored afresh elsewhere is rewritten without it
-        if not damaged and (wasteful or pack_id in with_damage):
+        rewrite = wasteful or (pack_id in with_damage and threshold != float("inf"))
+        if not damaged and rewrite:
             repack.append((pack_id, live))
             continue
         report.kept_unused_bytes += dead_bytes
@@ -258,6 +270,8 @@ def _commit_and_delete(
     keep: list[tuple[str, list[PackEntry]]],
     doomed: list[str],
     progress: Progress,
+    *,
+    report: PruneReport,
 ) -> None:
     progress.phase("write index")
     new_index = f"index/{repo.put_object('index', encode_index(keep))}"
@@ -265,6 +279,8 @@ def _commit_and_delete(
     new_damage = _still_damaged(repo, index, keep)
     # content-addressed: the new index may be byte-identical to an old one
     obsolete = sorted(index.index_names - {new_index}) + sorted(set(old_damage) - new_damage)
+    if repo.immutable:
+        obsolete, doomed = _expired_only(repo, obsolete, doomed, report)
     if repo.held is not None:
         repo.held.check()  # still ours: nobody judged it stale and went on meanwhile
     progress.phase("delete", len(obsolete) + len(doomed))
@@ -276,6 +292,36 @@ def _commit_and_delete(
     if clean is not None:
         clean(older_than=STALE_AFTER)
     repo.forget_index()
+
+
+def _expired_only(
+    repo: Repository, obsolete: list[str], doomed: list[str], report: PruneReport
+) -> tuple[list[str], list[str]]:
+    """Immutable: only what expired is deleted; a locked old index keeps its packs."""
+    lock = repo.object_lock
+    assert lock is not None
+    now, earliest = datetime.now(UTC), None
+    locked: list[str] = []
+    for name in [*obsolete, *doomed]:
+        until = lock.retained_until(name)
+        if until is not None and until > now:
+            locked.append(name)
+            earliest = until if earliest is None else min(earliest, until)
+    named = set()
+    for name in locked:
+        if name.startswith("index/"):
+            entries = decode_index(repo.get_object("index", name[6:]), name)
+            named |= {f"data/{pack_id}" for pack_id, _ in entries}
+    kept = set(locked) | named
+    deleted_packs = [n for n in doomed if n not in kept and n.startswith("data/")]
+    report.kept_locked = len(kept & {*obsolete, *doomed})
+    report.deleted_packs = len(deleted_packs)
+    if earliest is not None:
+        report.notes.append(
+            f"{report.kept_locked} unused object(s) are still locked (the earliest until "
+            f"{earliest.isoformat(timespec='seconds')}): kept; a later prune deletes them"
+        )
+    return [n for n in obsolete if n not in kept], [n for n in doomed if n not in kept]
 
 
 def _still_damaged(

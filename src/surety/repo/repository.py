@@ -11,6 +11,12 @@ Object names in storage::
     damaged/<id>     sealed damage records (format 2; ``repo.damage``)
     locks/<id>       JSON locks (``repo.lock``)
 
+An immutable repository (format 3, ``immutable_days``; ``repo.immutable``)
+writes every object but ``locks/`` with an S3 Object Lock retention; its
+manifest is written with the point's locked-until date, after every object
+the point needs was locked at least that long. A read whose stored bytes are
+not the locked ones (deleted or replaced) reads the locked version and says so.
+
 Commit order of a backup: packs -> index -> image indexes -> manifest, each
 durable before the next starts; the manifest is the commit. Readers trust only
 what a manifest reaches, so a crash before it leaves garbage, never a
@@ -29,10 +35,11 @@ from __future__ import annotations
 import json
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from surety.core.errors import (
     AmbiguousRestorePoint,
@@ -43,6 +50,7 @@ from surety.core.errors import (
     RepositoryLocked,
     RepositoryNotFound,
     RestorePointNotFound,
+    StorageError,
     StorageFull,
     StorageReadOnly,
     UsageError,
@@ -56,10 +64,19 @@ from surety.repo.format import (
     CHUNK_SIZE_MIN,
     CONFIG_MAGIC,
     FORMAT_VERSION,
+    FORMAT_VERSION_IMMUTABLE,
     PACK_SIZE_TARGET,
     READABLE_FORMATS,
 )
 from surety.repo.image import ImageIndex
+from surety.repo.immutable import (
+    ObjectLock,
+    check_clock,
+    lock_period,
+    lock_step,
+    object_lock_of,
+    secure_point,
+)
 from surety.repo.index import ChunkIndex, Location, decode_index, encode_index
 from surety.repo.keyring import open_keys
 from surety.repo.lock import HeldLock, hold_lock
@@ -69,6 +86,8 @@ from surety.repo.storage.base import Storage
 
 __all__ = ["RepoConfig", "Repository"]
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class RepoConfig:
@@ -77,6 +96,7 @@ class RepoConfig:
     pack_size: int = PACK_SIZE_TARGET
     compression_level: int = 1
     created: str = ""
+    immutable_days: int = 0  # format 3: restore points locked this many days (0: not immutable)
 
 
 class Repository:
@@ -91,6 +111,24 @@ class Repository:
         self.damaged_indexes: dict[str, str] = {}  # index object name -> why
         self._index: ChunkIndex | None = None
         self._recorded: set[tuple[bytes, str]] = set()
+        self.object_lock: ObjectLock | None = object_lock_of(storage)
+        self.lock_extensions = 0  # PutObjectRetention calls made by commits (immutable)
+        if self.object_lock is not None:
+            if config.immutable_days:
+                period = lock_period(config.immutable_days)
+                self.object_lock.enable_object_lock(period + lock_step(period))
+            else:
+                self.object_lock.disable_object_lock()
+
+    @property
+    def immutable(self) -> bool:
+        """Whether restore points are locked (format 3 with ``immutable_days``)."""
+        return self.config.immutable_days > 0 and self.object_lock is not None
+
+    def collect_warnings(self) -> None:
+        """Move the storage's warnings (a locked version read instead) into ``notes``."""
+        if self.object_lock is not None:
+            self.notes.extend(f"warning: {w}" for w in self.object_lock.drain_warnings())
 
     # -- creation and opening -------------------------------------------------
     @classmethod
@@ -100,7 +138,9 @@ class Repository:
         passphrase: str,
         chunk_size: int = CHUNK_SIZE_DEFAULT,
         kdf: KdfParams | None = None,
+        immutable_days: int = 0,
     ) -> Repository:
+        lock = _prepare_immutable(storage, immutable_days)
         if storage.exists("config"):
             raise RepositoryExists(f"{storage.describe()}: already a surety repository")
         if any(True for _ in storage.list("")):
@@ -110,12 +150,19 @@ class Repository:
             raise UsageError("an empty passphrase is not allowed")
         keys = MasterKeys.generate()
         config = RepoConfig(
-            secrets.token_hex(16), chunk_size, created=datetime.now(UTC).isoformat()
+            secrets.token_hex(16),
+            chunk_size,
+            created=datetime.now(UTC).isoformat(),
+            immutable_days=immutable_days,
         )
         extra = {"host": socket.gethostname(), "created": config.created}
         key_name = f"keys/{secrets.token_hex(16)}"
         storage.put(key_name, wrap_master(keys, passphrase, kdf or KdfParams(), extra))
-        body = json.dumps({"format": FORMAT_VERSION, **config.__dict__}).encode()
+        fields = dict(config.__dict__)
+        if not immutable_days:  # formats 1-2 have no such field
+            fields.pop("immutable_days")
+        version = FORMAT_VERSION_IMMUTABLE if immutable_days else FORMAT_VERSION
+        body = json.dumps({"format": version, **fields}).encode()
         try:  # the commit of an init: of two at once, exactly one creates the config
             storage.create("config", CONFIG_MAGIC + keys.seal(b"config", body))
         except ObjectExists:
@@ -123,6 +170,8 @@ class Repository:
             raise RepositoryExists(
                 f"{storage.describe()}: another `surety init` created a repository here first"
             ) from None
+        if lock is not None:
+            _check_kept(storage, lock, "config", immutable_days)
         repo = cls(storage, keys, config)
         repo.key_name = key_name
         return repo
@@ -152,6 +201,7 @@ class Repository:
             raise IntegrityError("config: repository format version not supported")
         repo = cls(storage, keys, RepoConfig(**doc))
         repo.key_name = opened.name
+        repo.collect_warnings()
         return repo
 
     @contextmanager
@@ -186,18 +236,53 @@ class Repository:
     def put_object(self, kind: str, plaintext: bytes) -> str:
         """Compress, seal and store a small object under ``<kind>/<keyed hash>``."""
         object_id = self.keys.object_id(plaintext)
-        payload = codec.encode(plaintext, 3)
-        sealed = self.keys.seal(kind.encode(), len(plaintext).to_bytes(8, "little") + payload)
-        self.storage.put(f"{kind}/{object_id}", sealed)
+        self.storage.put(f"{kind}/{object_id}", self._seal_object(kind, plaintext))
         return object_id
 
+    def _seal_object(self, kind: str, plaintext: bytes) -> bytes:
+        payload = codec.encode(plaintext, 3)
+        return self.keys.seal(kind.encode(), len(plaintext).to_bytes(8, "little") + payload)
+
     def get_object(self, kind: str, object_id: str) -> bytes:
+        name = f"{kind}/{object_id}"
+        try:
+            return self._open_object(kind, object_id, self.storage.get(name))
+        except IntegrityError:
+            if not self.immutable:
+                raise
+            return self._from_locked_version(
+                name, lambda: self._open_object(kind, object_id, self.storage.get(name))
+            )
+        finally:
+            self.collect_warnings()
+
+    def _open_object(self, kind: str, object_id: str, sealed: bytes) -> bytes:
         what = f"{kind}/{object_id[:12]}"
-        body = self.keys.unseal(kind.encode(), self.storage.get(f"{kind}/{object_id}"), what)
+        body = self.keys.unseal(kind.encode(), sealed, what)
         plaintext = codec.decode(body[8:], int.from_bytes(body[:8], "little"), what)
         if self.keys.object_id(plaintext) != object_id:
             raise IntegrityError(f"{what}: content does not match its name")
         return plaintext
+
+    def _from_locked_version(self, name: str, read: Callable[[], T]) -> T:
+        """``read`` again from each other locked version of ``name`` until one verifies.
+
+        The current version failed its hash/tag: on an immutable repository it may be
+        a locked overwrite; the original (the oldest locked version) is the one to trust.
+        Re-raises the first failure when no version verifies.
+        """
+        lock = self.object_lock
+        assert lock is not None
+        first = lock.pinned_version(name)
+        for version in lock.locked_versions(name):
+            if version == first:
+                continue
+            lock.pin_version(name, version, "its current version does not match its hash")
+            try:
+                return read()
+            except IntegrityError:
+                continue
+        raise IntegrityError(f"{name}: no stored version matches its hash")
 
     # -- chunk index --------------------------------------------------------------
     def index(self) -> ChunkIndex:
@@ -283,8 +368,25 @@ class Repository:
             self.record_damage(chunk_id, loc.pack, "pack missing")
             raise IntegrityError(f"{what}: pack {loc.pack[:12]} is missing") from None
         except IntegrityError as exc:
+            if self.immutable:
+                return self._chunk_from_locked_version(chunk_id, loc, what, exc)
             self.record_damage(chunk_id, loc.pack, str(exc))
             raise
+        finally:
+            self.collect_warnings()
+
+    def _chunk_from_locked_version(
+        self, chunk_id: bytes, loc: Location, what: str, failure: IntegrityError
+    ) -> bytes:
+        def read() -> bytes:
+            sealed = self.storage.get(f"data/{loc.pack}", loc.offset, loc.length)
+            return self.open_chunk(chunk_id, sealed, loc.raw_length, what)
+
+        try:
+            return self._from_locked_version(f"data/{loc.pack}", read)
+        except IntegrityError:
+            self.record_damage(chunk_id, loc.pack, str(failure))
+            raise failure from None
 
     def _index_hint(self) -> str:
         if not self.damaged_indexes:
@@ -292,6 +394,7 @@ class Repository:
         return f" ({len(self.damaged_indexes)} damaged index object(s): run `surety repair index`)"
 
     def open_chunk(self, chunk_id: bytes, sealed: bytes, raw_length: int, what: str) -> bytes:
+        self.collect_warnings()
         data = codec.decode(self.keys.unseal(chunk_kind(chunk_id), sealed, what), raw_length, what)
         if self.keys.chunk_id(data) != chunk_id:
             raise IntegrityError(f"{what}: content does not match its hash")
@@ -308,7 +411,27 @@ class Repository:
         """Write the manifest: the atomic commit of a restore point (if our lock still holds)."""
         if self.held is not None:
             self.held.check()
-        return self.put_object("points", manifest.encode())
+        if not self.immutable:
+            return self.put_object("points", manifest.encode())
+        assert self.object_lock is not None
+        plaintext = manifest.encode()
+        point_id = self.keys.object_id(plaintext)
+        until = secure_point(
+            self, self.object_lock, replace(manifest, id=point_id), self.config.immutable_days
+        )
+        if self.held is not None:
+            self.held.check()
+        self.object_lock.put_locked(
+            f"points/{point_id}", self._seal_object("points", plaintext), until
+        )
+        return point_id
+
+    def prepare_locked_writes(self) -> None:
+        """Before a backup writes to an immutable repository: the clock must agree with
+        the server's (lock dates are this host's)."""
+        if self.immutable:
+            assert self.object_lock is not None
+            check_clock(self.object_lock)
 
     def points_get(self, point_id: str) -> Manifest:
         return Manifest.decode(self.get_object("points", point_id), point_id)
@@ -353,6 +476,39 @@ class Repository:
 
     def forget(self, point_id: str) -> None:
         self.storage.delete(f"points/{point_id}")
+
+
+def _prepare_immutable(storage: Storage, days: int) -> ObjectLock | None:
+    """For ``init --immutable-days``: the bucket has Object Lock, the clocks agree;
+    every write from here on is locked."""
+    if days < 0:
+        raise UsageError("--immutable-days must be at least 1")
+    if not days:
+        return None
+    lock = object_lock_of(storage)
+    if lock is None:
+        raise UsageError(
+            f"{storage.describe()}: immutable restore points need an S3 bucket with Object "
+            "Lock; a local repository cannot be immutable"
+        )
+    lock.check_object_lock()
+    check_clock(lock)
+    period = lock_period(days)
+    lock.enable_object_lock(period + lock_step(period))
+    return lock
+
+
+def _check_kept(storage: Storage, lock: ObjectLock, name: str, days: int) -> None:
+    """The server kept ``name`` locked at least as long as asked (or it is an error)."""
+    asked = lock.written.get(name)
+    kept = lock.retained_until(name)
+    if asked is not None and (kept is None or kept < asked - timedelta(seconds=1)):
+        raise StorageError(
+            f"{storage.describe()}: {name}: the server kept its retention only until "
+            f"{kept.isoformat(timespec='seconds') if kept else 'never'}, shorter than asked "
+            f"({asked.isoformat(timespec='seconds')}, {days} day(s)): the bucket does not "
+            "honour Object Lock as surety needs"
+        )
 
 
 def _opens(keys: MasterKeys, sealed_config: bytes) -> bool:

@@ -5,6 +5,9 @@
 a single background thread with at most ``MAX_PACKS_IN_FLIGHT`` waiting, so
 memory stays bounded. ``finish`` waits for every pack to be durable and only
 then writes the index object: a chunk is never indexed before its pack exists.
+On an immutable repository the writer first checks this host's clock against
+the server's (``Repository.prepare_locked_writes``): every pack is locked from
+the host's clock.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def prepare_chunk(
 
 class ChunkWriter:
     def __init__(self, repo: Repository) -> None:
+        repo.prepare_locked_writes()
         self.repo = repo
         self._index = repo.index()
         self._pending: set[bytes] = set()
