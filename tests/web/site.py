@@ -68,6 +68,7 @@ repository = "local"
 vms = ["test"]
 schedule = "daily"
 rpo = "1d"
+retries = {{ attempts = 1, backoff = "1s" }}
 
 [policy.nightly.verify]
 schedule = "weekly"

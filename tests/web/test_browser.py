@@ -1,0 +1,231 @@
+"""The web console in a real browser: Debian's chromium, headless, driven by Playwright,
+against ``surety web`` started as a real process on 127.0.0.1, beside ``surety service``
+on libvirt's test driver (``test:///default``, VM "test"), over a catalog and repository
+made by real runs. Each page is saved as a screenshot (see conftest)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration import fskit
+from tests.prerequisites import require, require_import
+from tests.web.conftest import screenshot_folder
+from tests.web.site import PASSWORD, Site, make_site
+
+require_import("libvirt", "python3-libvirt (libvirt's test:///default driver)")
+sync_api = require_import("playwright.sync_api", "playwright (pip install -e '.[dev]')")
+CHROMIUM = Path("/usr/bin/chromium")
+require(CHROMIUM.exists(), "Debian's chromium at /usr/bin/chromium (scripts/bootstrap)")
+_missing = fskit.missing_requirements()
+require(_missing is None, str(_missing))
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--metrics-recording-only",
+    "--disable-default-apps",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"surety web exited {proc.returncode}: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback test server
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"surety web did not answer at {url}: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str]]:
+    tmp = tmp_path_factory.mktemp("browser")
+    site = make_site(tmp, ext4=True)
+    env = {k: v for k, v in site.cli.env.items() if k not in ("SURETY_REPOSITORY",)}
+    port = _free_port()
+    procs = []
+    logs = []
+    for name, argv in (
+        (
+            "web",
+            [
+                "web",
+                "--config",
+                str(site.config),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--idle-mounts",
+                "5",
+            ],
+        ),
+        ("service", ["service", "--config", str(site.config), "--tick", "0.3"]),
+    ):
+        log = tmp / f"{name}.log"
+        logs.append(log)
+        with open(log, "w") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "surety", *argv], env=env, stdout=out, stderr=out
+                )
+            )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/login", procs[0], logs[0])
+        yield site, f"http://127.0.0.1:{port}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert "Traceback" not in logs[0].read_text(), logs[0].read_text()
+
+
+@pytest.fixture(scope="module")
+def browser(served: tuple[Site, str]) -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        # launch() gives chromium a fresh --user-data-dir of its own (and refuses one given)
+        opened = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield opened
+        opened.close()
+
+
+def _login(browser: Any, base: str, user: str) -> Any:
+    context = browser.new_context(
+        base_url=base, accept_downloads=True, viewport={"width": 1400, "height": 900}
+    )
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto("/")
+    assert "/login" in page.url  # nothing without a session
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/$"))
+    return page
+
+
+def _shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(screenshot_folder() / f"{name}.png"), full_page=True)
+
+
+def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
+    served: tuple[Site, str], browser: Any
+) -> None:
+    site, base = served
+    page = _login(browser, base, "otto")
+    assert page.inner_text("#protected") == "test"
+    _shot(page, "01-overview")
+    page.goto("/vms")
+    assert "nightly" in page.inner_text("#vms")
+    assert "23 s boot to ready" in page.inner_text(
+        "#vms"
+    )  # measured recovery time of the proven point
+    _shot(page, "02-vms")
+    page.goto("/vms/test")
+    _shot(page, "03-points")
+    page.click("#backup-now")
+    page.wait_for_url(re.compile(r".*/requests/\d+$"))
+    page.wait_for_function(
+        "document.getElementById('request-state').textContent === 'done'", timeout=60_000
+    )
+    runs = page.inner_text("#request-runs")
+    assert "failed" in runs  # the test driver's VM has no guest agent: the run ends, failed
+    assert "guest agent" in runs
+    _shot(page, "04-request-done")
+    page.click("#request-runs a")
+    page.wait_for_url(re.compile(r".*/runs/\d+$"))
+    assert "guest agent" in page.inner_text("main")
+    _shot(page, "05-run-log")
+    page.goto("/jobs")
+    assert "nightly:backup" in page.inner_text("#jobs")
+    _shot(page, "06-jobs")
+    page.goto(f"/points/{site.point}/proof")
+    assert "tcp:5432" in page.inner_text("main")
+    assert "row 'before-snapshot' found" in page.inner_text("main")
+    _shot(page, "07-proof")
+    page.goto("/repository")
+    assert page.locator("svg.chart").count() == 1
+    _shot(page, "08-repository")
+    page.goto(f"/files/{site.point}?path=/")
+    assert "hello.txt" in page.inner_text("#entries")
+    _shot(page, "09-files")
+    with page.expect_download() as download:
+        page.click("#entries tr:has-text('hello.txt') a.download")
+    saved = site.tmp / "hello.txt"
+    download.value.save_as(saved)
+    assert site.tree is not None
+    assert saved.read_bytes() == (site.tree / "hello.txt").read_bytes()
+    page.click("#entries a:text('etc/')")
+    page.wait_for_url(re.compile(r".*path=(%2F|/)etc$"))
+    with page.expect_download() as download:
+        page.click("#entries tr:has-text('app.conf') a.download")
+    download.value.save_as(site.tmp / "app.conf")
+    assert (site.tmp / "app.conf").read_bytes() == (site.tree / "etc" / "app.conf").read_bytes()
+    _shot(page, "10-files-etc")
+    refused = page.request.post(f"{base}/api/v1/jobs/nightly/backup/run?vm=test")
+    assert refused.status == 403  # a POST without the CSRF token
+    assert "CSRF" in refused.json()["error"]
+    page.context.close()
+
+
+def test_viewer_is_refused_the_action_and_admin_reads_the_audit(
+    served: tuple[Site, str], browser: Any
+) -> None:
+    _, base = served
+    page = _login(browser, base, "vera")
+    page.goto("/vms/test")
+    assert page.locator("#backup-now").count() == 0
+    csrf = page.get_attribute("meta[name=csrf]", "content")
+    refused = page.request.post(
+        f"{base}/actions/run", form={"policy": "nightly", "vm": "test", "csrf": csrf or ""}
+    )
+    assert refused.status == 403
+    assert "operator" in refused.text()
+    page.goto("/runs/999999")
+    assert "no run 999999" in page.inner_text("main")
+    _shot(page, "11-not-found")
+    page.context.close()
+    page = _login(browser, base, "ann")
+    page.goto("/audit")
+    audit = page.inner_text("#audit")
+    assert "vera" in audit
+    assert "refused" in audit
+    assert "download" in audit
+    _shot(page, "12-audit")
+    page.goto("/users")
+    _shot(page, "13-users")
+    page.context.close()
+    login = browser.new_page(base_url=base)
+    login.goto("/login")
+    _shot(login, "00-login")
+    login.close()
+    assert os.listdir(screenshot_folder())
