@@ -56,7 +56,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         if proc.poll() is not None:
             raise AssertionError(f"surety web exited {proc.returncode}: {log.read_text()}")
         try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback test server
+            with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
             time.sleep(0.2)
