@@ -27,7 +27,12 @@ from surety.config.model import Config, RepositoryConfig
 from surety.core.errors import UsageError
 from surety.repo.repository import Repository
 
-__all__ = ["aws_environment", "open_configured_repository", "repository_passphrase"]
+__all__ = [
+    "aws_environment",
+    "environment_changes",
+    "open_configured_repository",
+    "repository_passphrase",
+]
 
 _VARIABLES = {
     "endpoint": "AWS_ENDPOINT_URL",

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from surety.app.configured import aws_environment, environment_changes
 from surety.app.repository import open_repository
 from surety.catalog import Catalog, Heartbeat, Run, Verification
 from surety.config.model import Config, RepositoryConfig
@@ -111,7 +112,8 @@ def _read_repositories(
     notes: list[str] = []
     for name, repository in sorted(repositories.items()):
         try:
-            repo = open_repository(repository.location, _passphrase(repository))
+            with aws_environment(environment_changes(repository)):  # its own S3 settings
+                repo = open_repository(repository.location, _passphrase(repository))
             points[name] = repo.list_points()
         except SuretyError as exc:
             errors[name] = str(exc)

@@ -1,4 +1,5 @@
-"""``surety copy``: copy restore points into another repository (``surety.repo.copy``)."""
+"""``surety copy``: copy restore points into another repository (``surety.repo.copy``);
+``--policy NAME`` takes both repositories from the configuration (``jobs.copy``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from typing import Any
 import click
 
 from surety.app.catalog import open_catalog
+from surety.app.configured import open_configured_repository, repository_passphrase
 from surety.app.repository import storage_for
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import catalog_option, json_option
+from surety.cli.options import catalog_option, config_option, json_option
 from surety.cli.render import emit_json, out_console, progress_for
+from surety.config import load_config
+from surety.config.model import Config, Policy
 from surety.core.errors import UsageError
 from surety.core.units import format_size, parse_size
+from surety.jobs.copy import apply_target_retention, policy_points
 from surety.repo.copy import CopyReport, copy_points
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
@@ -28,9 +33,14 @@ __all__ = ["COMMANDS"]
 @click.command()
 @click.argument("refs", metavar="POINT...", nargs=-1)
 @click.option("--all", "all_points", is_flag=True, help="Every restore point of the source.")
+@click.option("--to", "to", metavar="LOCATION", help="The target repository (path or s3://).")
 @click.option(
-    "--to", "to", required=True, metavar="LOCATION", help="The target repository (path or s3://)."
+    "--policy",
+    "policy_name",
+    metavar="NAME",
+    help="Copy the policy's points from its repository to its copy_to (both from --config).",
 )
+@config_option
 @click.option(
     "--to-passphrase-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -57,7 +67,9 @@ def copy(
     ctx: click.Context,
     refs: tuple[str, ...],
     all_points: bool,
-    to: str,
+    to: str | None,
+    policy_name: str | None,
+    config: Path,
     to_passphrase_file: Path | None,
     verified_only: bool,
     dry_run: bool,
@@ -70,18 +82,36 @@ def copy(
     at --to. Only chunks the target lacks are uploaded; every chunk is hash-checked on
     read and sealed under the target's keys; a rerun after an interruption copies only
     what is missing, and points already there are skipped. The target keeps its own
-    retention: copy never forgets anything."""
-    if bool(refs) == all_points:
+    retention: copy never forgets anything, except that with --policy the retention
+    configured for the copy_to repository is applied to the copied VMs' points there.
+
+    --policy NAME takes the source, the target and their passphrases and S3 settings
+    from the configuration (--config); without POINT... it copies the points of the
+    VMs the policy names."""
+    if refs and all_points:
         raise UsageError("name restore points to copy, or use --all (not both)")
     rate = parse_rate(limit_upload) if limit_upload else None
     checkpoint = parse_size(checkpoint_every)
-    source = open_repo(ctx)
-    target_storage: Storage = storage_for(to)
-    if rate is not None:
-        target_storage = RateLimitedStorage(target_storage, rate)
-    target = Repository.open(target_storage, _target_passphrase(to_passphrase_file))
+    if policy_name is not None:
+        settings = _policy_settings(policy_name, to, config)
+        source, target, policy = _open_by_policy(settings, policy_name, rate)
+        if settings.service.catalog is not None and _default(ctx, "catalog"):
+            catalog = settings.service.catalog
+    else:
+        if not refs and not all_points:
+            raise UsageError("name restore points to copy, or use --all (or --policy NAME)")
+        if to is None:
+            raise UsageError("give the target with --to LOCATION (or use --policy NAME)")
+        source, policy = open_repo(ctx), None
+        target = Repository.open(
+            _limited(storage_for(to), rate), _target_passphrase(to_passphrase_file)
+        )
     with source.lock(exclusive=False, operation="copy (source)", read_only=True):
-        points = source.points() if all_points else [source.resolve(ref) for ref in refs]
+        if refs or all_points:
+            points = source.points() if all_points else [source.resolve(ref) for ref in refs]
+        else:
+            assert policy is not None
+            points = policy_points(policy, source.points())
         refused = _unverified(catalog, source, points) if verified_only else {}
         with progress_for(json_output) as progress:
             report = copy_points(
@@ -93,9 +123,68 @@ def copy(
                 refused=refused,
                 checkpoint_bytes=checkpoint,
             )
+    forgotten: list[str] = []
+    if policy is not None and not dry_run:
+        forgotten = _target_retention(policy, settings, target, points, json_output)
     show_notes(source)
     show_notes(target)
-    _render(report, json_output, dry_run)
+    _render(report, json_output, dry_run, forgotten)
+
+
+def _default(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) in (
+        click.core.ParameterSource.DEFAULT,
+        click.core.ParameterSource.DEFAULT_MAP,
+    )
+
+
+def _policy_settings(name: str, to: str | None, path: Path) -> Config:
+    """The configuration, with a policy ``name`` that has a copy_to (the source is its
+    repository, whatever --repo/SURETY_REPOSITORY say)."""
+    if to is not None:
+        raise UsageError("--policy takes the target from the policy's copy_to: leave out --to")
+    settings = load_config(path)
+    policy = settings.policies.get(name)
+    if policy is None:
+        known = ", ".join(sorted(settings.policies)) or "none"
+        raise UsageError(f"no policy {name!r} in {path} (policies: {known})")
+    if policy.copy_to is None:
+        raise UsageError(f"policy {name} has no copy_to: name the target repository there")
+    return settings
+
+
+def _open_by_policy(
+    settings: Config, name: str, rate: float | None
+) -> tuple[Repository, Repository, Policy]:
+    policy = settings.policies[name]
+    assert policy.copy_to is not None
+    source = open_configured_repository(settings, policy.repository)
+    target = open_configured_repository(settings, policy.copy_to)
+    if rate is not None:
+        target = Repository.open(
+            _limited(target.storage, rate), repository_passphrase(settings, policy.copy_to)
+        )
+    return source, target, policy
+
+
+def _limited(storage: Storage, rate: float | None) -> Storage:
+    return storage if rate is None else RateLimitedStorage(storage, rate)
+
+
+def _target_retention(
+    policy: Policy,
+    settings: Config,
+    target: Repository,
+    points: list[Manifest],
+    json_output: bool,
+) -> list[str]:
+    """The copy_to repository's own retention, for the VMs whose points were copied."""
+    assert policy.copy_to is not None
+    target_config = settings.repositories[policy.copy_to]
+    if target_config.retention is None:
+        return []
+    with progress_for(json_output) as progress:
+        return apply_target_retention(target_config, {p.name for p in points}, target, progress)
 
 
 def _target_passphrase(path: Path | None) -> str:
@@ -130,7 +219,7 @@ def _unverified(catalog: Path, source: Repository, points: list[Manifest]) -> di
     return refused
 
 
-def _render(report: CopyReport, json_output: bool, dry_run: bool) -> None:
+def _render(report: CopyReport, json_output: bool, dry_run: bool, forgotten: list[str]) -> None:
     if json_output:
         document: dict[str, Any] = {
             "source": report.source,
@@ -142,6 +231,7 @@ def _render(report: CopyReport, json_output: bool, dry_run: bool) -> None:
             "would_copy": report.count("would copy"),
             "chunks_transferred": report.chunks,
             "bytes_transferred": report.bytes,
+            "target_forgotten": forgotten,
             "points": [
                 {
                     "point": o.point,
@@ -162,6 +252,8 @@ def _render(report: CopyReport, json_output: bool, dry_run: bool) -> None:
         why = f" ({o.reason})" if o.reason else ""
         sent = f", {o.chunks} chunks, {format_size(o.bytes)}" if o.status == "copied" else ""
         out_console.print(f"{o.status}: {o.name} {o.point[:12]}{where}{sent}{why}", highlight=False)
+    for point_id in forgotten:
+        out_console.print(f"forgotten in the target (its retention): {point_id[:12]}")
     summary = (
         f"{report.count('would copy')} would be copied"
         if dry_run

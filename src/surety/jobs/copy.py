@@ -29,7 +29,7 @@ from surety.repo.manifest import Manifest
 from surety.repo.prune import prune_repository
 from surety.repo.repository import Repository
 
-__all__ = ["policy_points", "run_copy"]
+__all__ = ["apply_target_retention", "policy_points", "run_copy"]
 
 
 def policy_points(
@@ -69,6 +69,21 @@ def run_copy(
     return result
 
 
+def apply_target_retention(
+    target_config: RepositoryConfig, names: set[str], target: Repository, progress: Progress
+) -> list[str]:
+    """Forget (and prune, if set) by the copy target's own retention, for VMs ``names``;
+    the ids forgotten."""
+    assert target_config.retention is not None
+    decisions = forget_by_policy(target, retention_policy(target_config.retention), names=names)
+    forgotten = [d.point.id for d in decisions if not d.keep]
+    for point_id in forgotten:
+        progress.note(f"{target_config.name} retention: forgot restore point {point_id[:12]}")
+    if target_config.prune and forgotten:
+        prune_repository(target, progress)
+    return forgotten
+
+
 def _result(report: CopyReport, target: str) -> RunResult:
     copied = [o for o in report.outcomes if o.status == "copied"]
     last = report.outcomes[-1] if report.outcomes else None
@@ -97,15 +112,10 @@ def _target_retention(
     progress: Progress,
     result: RunResult,
 ) -> None:
-    assert target_config.retention is not None
     try:
-        decisions = forget_by_policy(target, retention_policy(target_config.retention), names=names)
-        forgotten = [d.point.id for d in decisions if not d.keep]
-        result.details["target_forgotten"] = forgotten
-        for point_id in forgotten:
-            progress.note(f"{target_config.name} retention: forgot restore point {point_id[:12]}")
-        if target_config.prune and forgotten:
-            prune_repository(target, progress)
+        result.details["target_forgotten"] = apply_target_retention(
+            target_config, names, target, progress
+        )
     except SuretyError as exc:
         result.status = "warning"
         result.warnings.append(f"the target's retention/prune did not run: {exc}")
