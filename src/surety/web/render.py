@@ -52,6 +52,6 @@ def render(
 ) -> HTMLResponse:
     identity = getattr(request.state, "identity", None)
     page = _ENV.get_template(template).render(
-        {"request": request, "me": identity, "path": request.url.path, **context}
+        {"request": request, "me": identity, "page_path": request.url.path, **context}
     )
     return HTMLResponse(page, status_code=status)
