@@ -8,19 +8,18 @@ dicts and the API returns them, so the two never disagree.
 from __future__ import annotations
 
 import json
-import os
 from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from surety.app.configured import open_configured_repository
 from surety.app.hypervisor import connect_host
-from surety.app.repository import open_repository
 from surety.app.status import gather_jobs, gather_status
 from surety.catalog import Catalog, Run
 from surety.catalog.db import iso
-from surety.config.model import Config, RepositoryConfig
+from surety.config.model import Config
 from surety.core.errors import SuretyError, UsageError
 from surety.repo.immutable import locked_until
 from surety.repo.manifest import Manifest
@@ -174,10 +173,9 @@ def _summary_json(summary: VerificationSummary | None) -> dict[str, Any] | None:
 
 
 def open_named_repository(config: Config, name: str) -> Repository:
-    repository = config.repositories.get(name)
-    if repository is None:
+    if name not in config.repositories:
         raise NotFound(f"no repository {name!r} in the configuration")
-    return open_repository(repository.location, _passphrase(repository))
+    return open_configured_repository(config, name)  # its passphrase and S3 settings
 
 
 def points_of_vm(config: Config, catalog: Catalog, vm: str) -> list[dict[str, Any]]:
@@ -310,19 +308,3 @@ def _age(at: str | None) -> float | None:
     if not at:
         return None
     return round((now() - datetime.fromisoformat(at)).total_seconds())
-
-
-def _passphrase(repository: RepositoryConfig) -> str:
-    """As ``app.status`` reads it: the repository's passphrase file, else SURETY_PASSPHRASE."""
-    if repository.passphrase_file is not None:
-        try:
-            text = repository.passphrase_file.read_text().rstrip("\n")
-        except OSError as exc:
-            raise UsageError(f"cannot read {repository.passphrase_file}: {exc.strerror}") from exc
-        if text:
-            return text
-        raise UsageError(f"{repository.passphrase_file} is empty")
-    from_env = os.environ.get("SURETY_PASSPHRASE")
-    if from_env:
-        return from_env
-    raise UsageError("no passphrase_file in its configuration (and SURETY_PASSPHRASE unset)")
