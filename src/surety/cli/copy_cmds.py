@@ -26,6 +26,7 @@ from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.repo.storage.base import Storage
 from surety.repo.storage.ratelimit import RateLimitedStorage, parse_rate
+from surety.repo.verified import latest_summaries
 
 __all__ = ["COMMANDS"]
 
@@ -209,13 +210,18 @@ def _target_passphrase(path: Path | None) -> str:
 def _unverified(catalog: Path, source: Repository, points: list[Manifest]) -> dict[str, str]:
     """Point id -> why it is not copied, for points whose latest verification did not pass."""
     latest = open_catalog(catalog).latest_verifications(source.config.id, [p.id for p in points])
+    summaries = latest_summaries(source)  # the repository's own record (docs/dr.md)
     refused = {}
     for point in points:
         found = latest.get(point.id)
-        if found is None:
+        summary = summaries.get(point.id)
+        if found is not None:
+            if found.status != "verified":
+                refused[point.id] = f"latest verification: {found.status} ({found.at[:16]})"
+        elif summary is None:
             refused[point.id] = "never verified"
-        elif found.status != "verified":
-            refused[point.id] = f"latest verification: {found.status} ({found.at[:16]})"
+        elif summary.verdict != "passed":
+            refused[point.id] = f"latest verification: failed ({summary.verified[:16]})"
     return refused
 
 
