@@ -4,7 +4,9 @@
 lab (a private network namespace, VMs on throwaway overlays over the
 repository); ``verify.addressing`` gives clones their addresses back through
 the guest agent; ``verify.probes`` are the checks; ``verify.application_group`` reads
-application groups; ``verify.proof`` writes the reports; ``verify.truncation``
+application groups; ``verify.proof`` writes the reports (and ``verify.summary``
+a sealed summary of each verdict into the repository, for recovery without the
+catalog: docs/dr.md); ``verify.truncation``
 lets writers truncate logs a passed point covers (``after-verify``);
 ``verify.items`` and ``verify.dumptools`` extract tables with the app's own
 tools from a point booted in the lab.
