@@ -33,6 +33,7 @@ class Site:
     point: str  # id of the verified point (the image backup)
     repo_id: str
     tree: Path | None  # the files in the image, when it is ext4
+    run_root: Path | None = None  # the file browser's private run directories, when set
 
 
 def make_site(tmp: Path, *, ext4: bool = False) -> Site:

@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -68,6 +69,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str
     tmp = tmp_path_factory.mktemp("browser")
     site = make_site(tmp, ext4=True)
     env = {k: v for k, v in site.cli.env.items() if k not in ("SURETY_REPOSITORY",)}
+    Path("/run/surety").mkdir(mode=0o700, exist_ok=True)  # short: unix socket paths are limited
+    site.run_root = Path(tempfile.mkdtemp(prefix="web-", dir="/run/surety"))
+    env["SURETY_RUNTIME_DIR"] = str(site.run_root)
     port = _free_port()
     procs = []
     logs = []
@@ -107,6 +111,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str
                 proc.kill()
                 proc.wait()
     assert "Traceback" not in logs[0].read_text(), logs[0].read_text()
+    assert fskit.leftovers(site.run_root) == []  # the web closed its mounts when it stopped
+    site.run_root.rmdir()
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +197,12 @@ def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
     download.value.save_as(site.tmp / "app.conf")
     assert (site.tmp / "app.conf").read_bytes() == (site.tree / "etc" / "app.conf").read_bytes()
     _shot(page, "10-files-etc")
+    assert site.run_root is not None
+    assert fskit.leftovers(site.run_root)  # mounted while in use ...
+    deadline = time.monotonic() + 30
+    while fskit.leftovers(site.run_root) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert fskit.leftovers(site.run_root) == []  # ... and closed after 5 s idle
     refused = page.request.post(f"{base}/api/v1/jobs/nightly/backup/run?vm=test")
     assert refused.status == 403  # a POST without the CSRF token
     assert "CSRF" in refused.json()["error"]

@@ -13,6 +13,7 @@ from surety.cli.options import config_option, json_option
 from surety.cli.render import emit_json, out_console
 from surety.config import load_config
 from surety.core.errors import UsageError
+from surety.restore.files import RUN_ROOT
 from surety.web import WebSettings
 from surety.web.auth import ROLES, add_api_token, add_user
 
@@ -38,6 +39,16 @@ def _listen(value: str) -> tuple[str, int]:
     show_default=True,
     help="Seconds after which an unused file-browser mount is closed.",
 )
+@click.option(
+    "--runtime-dir",
+    "run_root",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="SURETY_RUNTIME_DIR",
+    default=str(RUN_ROOT),
+    show_default=True,
+    hidden=True,
+    help="Where the file browser's private run directories (mounts, sockets) live.",
+)
 @click.pass_context
 def web_group(
     ctx: click.Context,
@@ -46,6 +57,7 @@ def web_group(
     tls_cert: Path | None,
     tls_key: Path | None,
     idle_mounts: float,
+    run_root: Path,
 ) -> None:
     """Serve the web console and REST API (127.0.0.1:8470 by default; TLS with a certificate)."""
     ctx.meta["surety.web.config"] = config  # for the user and token commands
@@ -60,7 +72,10 @@ def web_group(
     from surety.web import create_app  # noqa: PLC0415
 
     settings = WebSettings(
-        config, secure_cookies=tls_cert is not None, idle_mount_seconds=idle_mounts
+        config,
+        secure_cookies=tls_cert is not None,
+        idle_mount_seconds=idle_mounts,
+        run_root=run_root,
     )
     app = create_app(settings)
     scheme = "https" if tls_cert else "http"
