@@ -4,6 +4,7 @@ CSRF, throttling, 404/409, --json parity with the CLI on the same catalog, audit
 from __future__ import annotations
 
 import json
+import sqlite3
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ with warnings.catch_warnings():  # starlette asks for httpx2; the httpx it has w
 
 from surety.catalog import RunResult
 from surety.web import WebSettings, create_app
+from surety.web import files as files_module
 from surety.web.auth import add_api_token
 from tests.prerequisites import require_import
 from tests.web.site import PASSWORD, Site, make_site
@@ -205,3 +207,27 @@ def test_unreachable_catalog_says_so(site: Site, tmp_path: Path) -> None:
         page = client.post("/login", data={"user": "ann", "password": PASSWORD})
         assert page.status_code == 503
         assert "cannot open the catalog" in page.text
+
+
+def test_an_expired_session_is_asked_to_log_in_again(app: TestClient, site: Site) -> None:
+    login(app, "vera")
+    assert app.get("/api/v1/whoami").status_code == 200
+    with sqlite3.connect(site.catalog.path) as conn:
+        conn.execute("UPDATE sessions SET expires = '2000-01-01T00:00:00+00:00'")
+    assert app.get("/api/v1/whoami").status_code == 401
+    page = app.get("/vms", follow_redirects=False)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/login?next=/vms"
+
+
+def test_without_root_the_file_browser_says_so(
+    app: TestClient, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login(app, "vera")
+    monkeypatch.setattr(files_module.os, "geteuid", lambda: 1000)
+    page = app.get(f"/files/{site.point}?path=/")
+    assert page.status_code == 503
+    assert "runs without root" in page.text
+    assert "surety files ls|get" in page.text
+    points = app.get("/vms/test").text
+    assert "runs without root" in points
