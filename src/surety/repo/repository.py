@@ -178,6 +178,9 @@ class Repository:
 
     @classmethod
     def open(cls, storage: Storage, passphrase: str) -> Repository:
+        lock = object_lock_of(storage)
+        if lock is not None:  # an Object Lock bucket: deleted or replaced objects read locked
+            lock.detect_object_lock()
         try:
             raw_config = storage.get("config")
         except ObjectNotFound:

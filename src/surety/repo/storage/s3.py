@@ -775,9 +775,15 @@ class S3Storage:
     # -- object lock (immutable repositories) ---------------------------------
     def _retained(self, name: str) -> bool:
         """Whether ``name`` lives under the bucket's object lock rules (reads, deletes)."""
-        if name.startswith(MUTABLE_PREFIXES) or self.expect_locks is False:
+        if name.startswith(MUTABLE_PREFIXES):
             return False
-        return self.lock_period is not None or self.object_lock_enabled()
+        return self.lock_period is not None or self.expect_locks is True
+
+    def detect_object_lock(self) -> None:
+        """Before a repository is opened: expect locked versions if the bucket has Object Lock
+        (one request; until then, and for a bare ``S3Storage``, reads take current versions)."""
+        if self.expect_locks is None:
+            self.expect_locks = self.object_lock_enabled()
 
     def object_lock_enabled(self) -> bool:
         """Whether the bucket was created with Object Lock (asked once)."""
