@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,143 +17,52 @@ import pytest
 
 from tests.integration import fskit
 from tests.prerequisites import require, require_import
+from tests.web.browser import CHROMIUM, chromium, login, shot, web_and_service
 from tests.web.conftest import screenshot_folder
-from tests.web.site import PASSWORD, Site, make_site
+from tests.web.site import Site, make_site
 
 require_import("libvirt", "python3-libvirt (libvirt's test:///default driver)")
 sync_api = require_import("playwright.sync_api", "playwright (pip install -e '.[dev]')")
-CHROMIUM = Path("/usr/bin/chromium")
 require(CHROMIUM.exists(), "Debian's chromium at /usr/bin/chromium (scripts/bootstrap)")
 _missing = fskit.missing_requirements()
 require(_missing is None, str(_missing))
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--metrics-recording-only",
-    "--disable-default-apps",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"surety web exited {proc.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"surety web did not answer at {url}: {log.read_text()}")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str]]:
     tmp = tmp_path_factory.mktemp("browser")
     site = make_site(tmp, ext4=True)
-    env = {k: v for k, v in site.cli.env.items() if k not in ("SURETY_REPOSITORY",)}
+    env = {k: v for k, v in site.cli.env.items() if k != "SURETY_REPOSITORY"}
     Path("/run/surety").mkdir(mode=0o700, exist_ok=True)  # short: unix socket paths are limited
     site.run_root = Path(tempfile.mkdtemp(prefix="web-", dir="/run/surety"))
     env["SURETY_RUNTIME_DIR"] = str(site.run_root)
-    port = _free_port()
-    procs = []
-    logs = []
-    for name, argv in (
-        (
-            "web",
-            [
-                "web",
-                "--config",
-                str(site.config),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--idle-mounts",
-                "5",
-            ],
-        ),
-        ("service", ["service", "--config", str(site.config), "--tick", "0.3"]),
-    ):
-        log = tmp / f"{name}.log"
-        logs.append(log)
-        with open(log, "w") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "surety", *argv], env=env, stdout=out, stderr=out
-                )
-            )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/login", procs[0], logs[0])
-        yield site, f"http://127.0.0.1:{port}"
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    assert "Traceback" not in logs[0].read_text(), logs[0].read_text()
+    with web_and_service(site.config, env, tmp) as base:
+        yield site, base
     assert fskit.leftovers(site.run_root) == []  # the web closed its mounts when it stopped
     site.run_root.rmdir()
 
 
 @pytest.fixture(scope="module")
 def browser(served: tuple[Site, str]) -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        # launch() gives chromium a fresh --user-data-dir of its own (and refuses one given)
-        opened = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium(sync_api) as opened:
         yield opened
-        opened.close()
-
-
-def _login(browser: Any, base: str, user: str) -> Any:
-    context = browser.new_context(
-        base_url=base, accept_downloads=True, viewport={"width": 1400, "height": 900}
-    )
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto("/")
-    assert "/login" in page.url  # nothing without a session
-    page.fill("input[name=user]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/$"))
-    return page
-
-
-def _shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(screenshot_folder() / f"{name}.png"), full_page=True)
 
 
 def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
     served: tuple[Site, str], browser: Any
 ) -> None:
     site, base = served
-    page = _login(browser, base, "otto")
+    page = login(browser, base, "otto")
     assert page.inner_text("#protected") == "test"
-    _shot(page, "01-overview")
+    shot(page, "01-overview")
     page.goto("/vms")
     assert "nightly" in page.inner_text("#vms")
     assert "23 s boot to ready" in page.inner_text(
         "#vms"
     )  # measured recovery time of the proven point
-    _shot(page, "02-vms")
+    shot(page, "02-vms")
     page.goto("/vms/test")
-    _shot(page, "03-points")
+    shot(page, "03-points")
     page.click("#backup-now")
     page.wait_for_url(re.compile(r".*/requests/\d+$"))
     page.wait_for_function(
@@ -166,24 +71,24 @@ def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
     runs = page.inner_text("#request-runs")
     assert "failed" in runs  # the test driver's VM has no guest agent: the run ends, failed
     assert "guest agent" in runs
-    _shot(page, "04-request-done")
+    shot(page, "04-request-done")
     page.click("#request-runs a")
     page.wait_for_url(re.compile(r".*/runs/\d+$"))
     assert "guest agent" in page.inner_text("main")
-    _shot(page, "05-run-log")
+    shot(page, "05-run-log")
     page.goto("/jobs")
     assert "nightly:backup" in page.inner_text("#jobs")
-    _shot(page, "06-jobs")
+    shot(page, "06-jobs")
     page.goto(f"/points/{site.point}/proof")
     assert "tcp:5432" in page.inner_text("main")
     assert "row 'before-snapshot' found" in page.inner_text("main")
-    _shot(page, "07-proof")
+    shot(page, "07-proof")
     page.goto("/repository")
     assert page.locator("svg.chart").count() == 1
-    _shot(page, "08-repository")
+    shot(page, "08-repository")
     page.goto(f"/files/{site.point}?path=/")
     assert "hello.txt" in page.inner_text("#entries")
-    _shot(page, "09-files")
+    shot(page, "09-files")
     with page.expect_download() as download:
         page.click("#entries tr:has-text('hello.txt') a.download")
     saved = site.tmp / "hello.txt"
@@ -196,7 +101,7 @@ def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
         page.click("#entries tr:has-text('app.conf') a.download")
     download.value.save_as(site.tmp / "app.conf")
     assert (site.tmp / "app.conf").read_bytes() == (site.tree / "etc" / "app.conf").read_bytes()
-    _shot(page, "10-files-etc")
+    shot(page, "10-files-etc")
     assert site.run_root is not None
     assert fskit.leftovers(site.run_root)  # mounted while in use ...
     deadline = time.monotonic() + 30
@@ -213,7 +118,7 @@ def test_viewer_is_refused_the_action_and_admin_reads_the_audit(
     served: tuple[Site, str], browser: Any
 ) -> None:
     _, base = served
-    page = _login(browser, base, "vera")
+    page = login(browser, base, "vera")
     page.goto("/vms/test")
     assert page.locator("#backup-now").count() == 0
     csrf = page.get_attribute("meta[name=csrf]", "content")
@@ -224,20 +129,20 @@ def test_viewer_is_refused_the_action_and_admin_reads_the_audit(
     assert "operator" in refused.text()
     page.goto("/runs/999999")
     assert "no run 999999" in page.inner_text("main")
-    _shot(page, "11-not-found")
+    shot(page, "11-not-found")
     page.context.close()
-    page = _login(browser, base, "ann")
+    page = login(browser, base, "ann")
     page.goto("/audit")
     audit = page.inner_text("#audit")
     assert "vera" in audit
     assert "refused" in audit
     assert "download" in audit
-    _shot(page, "12-audit")
+    shot(page, "12-audit")
     page.goto("/users")
-    _shot(page, "13-users")
+    shot(page, "13-users")
     page.context.close()
-    login = browser.new_page(base_url=base)
-    login.goto("/login")
-    _shot(login, "00-login")
-    login.close()
+    first = browser.new_page(base_url=base)
+    first.goto("/login")
+    shot(first, "00-login")
+    first.close()
     assert os.listdir(screenshot_folder())
