@@ -70,4 +70,5 @@ def request_state(catalog: Catalog, request_id: int) -> dict[str, Any]:
         run = catalog.run(run_id)
         runs.append({**run_json(run), "progress": catalog.progress(run_id)})
     done = bool(runs) and all(r["state"] not in ("queued", "running") for r in runs)
-    return {**found, "runs": runs, "done": done}
+    beat = live_heartbeat(catalog.heartbeats(), this_host(), datetime.now(UTC))
+    return {**found, "runs": runs, "done": done, "service_running": beat is not None}

@@ -79,6 +79,7 @@ def vms(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
                 "recovery_seconds": check["boot_seconds"] if check else None,
                 "proven_at": check["at"] if check else None,
                 "repository": policy.repository if policy else None,
+                "verify_job": bool(policy and policy.verify),
             }
         )
     return rows
