@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +27,7 @@ from surety.web import WebSettings, create_app
 from surety.web import files as files_module
 from surety.web.auth import add_api_token
 from tests.prerequisites import require_import
+from tests.web.browser import free_port
 from tests.web.site import PASSWORD, Site, make_site
 
 require_import("libvirt", "python3-libvirt (libvirt's test:///default driver)")
@@ -231,3 +239,98 @@ def test_without_root_the_file_browser_says_so(
     assert "surety files ls|get" in page.text
     points = app.get("/vms/test").text
     assert "runs without root" in points
+
+
+def test_logout_closes_the_session_and_admins_add_users(app: TestClient) -> None:
+    csrf = login(app, "ann")
+    form = {"name": "olga", "role": "operator", "password": "long-enough-1", "csrf": csrf}
+    assert app.post("/users", data=form, follow_redirects=False).status_code == 303
+    assert {"name": "olga", "role": "operator"}.items() <= next(
+        u for u in app.get("/api/v1/users").json() if u["name"] == "olga"
+    ).items()
+    short = app.post("/users", data={**form, "password": "short"})
+    assert short.status_code == 400
+    assert "too short" in short.text
+    assert app.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    assert app.get("/api/v1/whoami").status_code == 401
+    app.cookies.clear()
+    login(app, "olga", "long-enough-1")
+
+
+def test_tls_serves_https_with_secure_cookies(site: Site, tmp_path: Path) -> None:
+    cert, key = tmp_path / "web.crt", tmp_path / "web.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    env = {k: v for k, v in site.cli.env.items() if k != "SURETY_REPOSITORY"}
+    with open(tmp_path / "web.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "surety",
+                "web",
+                "--config",
+                str(site.config),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        tls = ssl.create_default_context(cafile=str(cert))
+        tls.check_hostname = False
+        body = urllib.parse.urlencode({"user": "vera", "password": PASSWORD}).encode()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                request = urllib.request.Request(f"https://127.0.0.1:{port}/login", data=body)
+                opener = urllib.request.build_opener(
+                    urllib.request.HTTPSHandler(context=tls), _NoRedirect()
+                )
+                response = opener.open(request, timeout=5)
+                break
+            except urllib.error.HTTPError as exc:
+                response = exc
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "web.log").read_text()
+                assert time.monotonic() < deadline, "surety web did not answer over TLS"
+                time.sleep(0.2)
+        response.close()
+        assert response.status == 303
+        cookie = response.headers["set-cookie"]
+        assert "Secure" in cookie
+        assert "HttpOnly" in cookie
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None

@@ -88,6 +88,7 @@ def web_group(
         ssl_keyfile=str(tls_key) if tls_key else None,
         log_level="warning",
         access_log=False,
+        timeout_graceful_shutdown=10,  # a stalled download does not hold a stop forever
     )
 
 
