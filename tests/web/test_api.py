@@ -25,7 +25,7 @@ with warnings.catch_warnings():  # starlette asks for httpx2; the httpx it has w
 from surety.catalog import RunResult
 from surety.web import WebSettings, create_app
 from surety.web import files as files_module
-from surety.web.auth import add_api_token
+from surety.web.auth import add_api_token, add_user
 from tests.prerequisites import require_import
 from tests.web.browser import free_port
 from tests.web.site import PASSWORD, Site, make_site
@@ -192,12 +192,13 @@ def test_api_token_needs_no_csrf_and_acts_as_its_user(app: TestClient, site: Sit
     assert app.get("/api/v1/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
-def test_failed_logins_are_throttled_per_user_and_address(app: TestClient) -> None:
+def test_failed_logins_are_throttled_per_user_and_address(app: TestClient, site: Site) -> None:
+    add_user(site.catalog, "tess", "viewer", PASSWORD)
     for _ in range(5):
-        bad = app.post("/login", data={"user": "ann", "password": "wrong-password"})
+        bad = app.post("/login", data={"user": "tess", "password": "wrong-password"})
         assert bad.status_code == 401
         assert "wrong user name or password" in bad.text
-    throttled = app.post("/login", data={"user": "ann", "password": PASSWORD})
+    throttled = app.post("/login", data={"user": "tess", "password": PASSWORD})
     assert throttled.status_code == 429
     assert "too many failed logins" in throttled.text
     other = app.post("/login", data={"user": "vera", "password": PASSWORD}, follow_redirects=False)

@@ -17,7 +17,7 @@ __all__ = ["request_job", "request_state"]
 
 
 def request_job(
-    config: Config, catalog: Catalog, policy_name: str, kind: str, vm: str | None, by: str
+    config: Config, catalog: Catalog, policy_name: str, kind: str, vm: str | None, *, by: str
 ) -> dict[str, Any]:
     """Ask the service to run ``policy_name:kind`` now (for ``vm`` only, if given).
 

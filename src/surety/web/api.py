@@ -114,7 +114,7 @@ def run_job(
     vm: str | None = None,
 ) -> dict[str, Any]:
     """Run POLICY:KIND now (for one VM with ``?vm=``): a request the service executes."""
-    return _act(request, me, policy, kind, vm)
+    return act(request, me, policy, kind, vm)
 
 
 @router.post("/vms/{vm}/verify", status_code=202)
@@ -129,15 +129,16 @@ def verify_vm(
     )
     if policy is None:
         raise facts.NotFound(f"no VM {vm!r} protected by a policy on this host")
-    return _act(request, me, policy, "verify", vm)
+    return act(request, me, policy, "verify", vm)
 
 
-def _act(request: Request, me: Identity, policy: str, kind: str, vm: str | None) -> dict[str, Any]:
+def act(request: Request, me: Identity, policy: str, kind: str, vm: str | None) -> dict[str, Any]:
+    """A run request for ``policy:kind`` (``vm``), audited whether made or refused."""
     state = web(request)
     target = f"{policy}:{kind}" + (f" {vm}" if vm else "")
     try:
         done = actions.request_job(
-            state.config, state.catalog, policy, kind, vm, f"web ({me.user})"
+            state.config, state.catalog, policy, kind, vm, by=f"web ({me.user})"
         )
     except Exception as exc:
         audit(request, me.user, "run", target, f"refused: {exc}")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from surety.web import actions, facts, files
+from surety.web.api import act
 from surety.web.auth import (
     ROLES,
     SESSION_COOKIE,
@@ -151,22 +152,8 @@ def run_action(
     kind: Annotated[str, Form()] = "backup",
     vm: Annotated[str, Form()] = "",
 ) -> Response:
-    done = _act(request, me, policy, kind, vm or None)
+    done = act(request, me, policy, kind, vm or None)
     return RedirectResponse(f"/requests/{done['request']}", status_code=303)
-
-
-def _act(request: Request, me: Identity, policy: str, kind: str, vm: str | None) -> dict[str, Any]:
-    state = web(request)
-    target = f"{policy}:{kind}" + (f" {vm}" if vm else "")
-    try:
-        done = actions.request_job(
-            state.config, state.catalog, policy, kind, vm, f"web ({me.user})"
-        )
-    except Exception as exc:
-        audit(request, me.user, "run", target, f"refused: {exc}")
-        raise
-    audit(request, me.user, "run", target, f"ok: request {done['request']}")
-    return done
 
 
 @router.get("/files/{point}")
