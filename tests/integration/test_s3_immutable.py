@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 from tests.cli import PASSPHRASE, Cli
 from tests.s3.fixtures import S3Bucket
 
-LOCK_SECONDS = "30"  # one "day" = 30 s; objects stay locked 30 s + a step of 7.5 s
+LOCK_SECONDS = "40"  # one "day" = 40 s; objects stay locked 40 s + a step of 10 s
 PREFIX = "hosts/a"
 
 
@@ -92,6 +92,26 @@ def test_a_locked_point_survives_the_backup_identity(guarded: S3Bucket, tmp_path
     table = backup.run("points").stdout
     assert "locked until" in table
 
+    # the locked version: refused to the bucket's owner (maintenance) too
+    owner, name = guarded.client("maintenance"), guarded.name
+    pack = next(k for k in _keys(owner, name) if "/data/" in k)
+    original = _versions(owner, name, pack)[-1]
+    with pytest.raises(ClientError) as refused:
+        owner.delete_object(Bucket=name, Key=pack, VersionId=original["VersionId"])
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+    no_maint = _cli(guarded, tmp_path, maint=False).run("forget", points[0]["id"], check=False)
+    assert no_maint.returncode == 2
+    assert "maintenance identity" in no_maint.stderr
+
+    maint = _cli(guarded, tmp_path, "maintenance")
+    early = maint.run("forget", points[0]["id"], check=False)
+    assert early.returncode == 7, early.stderr
+    assert points[0]["id"][:12] in early.stderr
+    assert "locked until" in early.stderr
+    assert "Traceback" not in early.stderr
+    assert len(backup.json("points")) == 2  # nothing was forgotten
+
     attacker, name = guarded.client("backup"), guarded.name
     keys = [k for k in _keys(attacker, name) if "/locks/" not in k]
     assert any("/data/" in k for k in keys)
@@ -125,25 +145,9 @@ def test_a_locked_point_survives_the_backup_identity(guarded: S3Bucket, tmp_path
     out = backup.run("restore", "image", points[1]["id"], "--to", restored)
     assert filecmp.cmp(second, restored, shallow=False)
     assert "does not match its hash" in out.stderr
-
-    # the locked version: refused to the bucket's owner (maintenance) too
-    owner = guarded.client("maintenance")
-    original = _versions(owner, name, packs[0])[-1]
-    with pytest.raises(ClientError) as refused:
-        owner.delete_object(Bucket=name, Key=packs[0], VersionId=original["VersionId"])
-    assert refused.value.response["Error"]["Code"] == "AccessDenied"
-
-    no_maint = _cli(guarded, tmp_path, maint=False).run("forget", points[0]["id"], check=False)
-    assert no_maint.returncode == 2
-    assert "maintenance identity" in no_maint.stderr
-
-    maint = _cli(guarded, tmp_path, "maintenance")
-    early = maint.run("forget", points[0]["id"], check=False)
-    assert early.returncode == 7, early.stderr
-    assert points[0]["id"][:12] in early.stderr
-    assert "locked until" in early.stderr
-    assert "Traceback" not in early.stderr
-    assert len(backup.json("points")) == 2  # nothing was forgotten
+    check = backup.run("check", "--read-data", check=False)  # it lists: the first locked version
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "versions with different bytes" in check.stderr
 
     latest = max(datetime.fromisoformat(p["locked_until"]) for p in points)
     time.sleep(max(0.0, (latest - datetime.now(UTC)).total_seconds()) + 1)

@@ -693,29 +693,44 @@ class S3Storage:
             raise self._error("list", prefix or "/", exc) from exc
 
     def _list_versions(self, root: str, prefix: str) -> Iterator[tuple[str, int]]:
-        """Names with a stored version (also those a delete marker hides). The size is the
-        version's when it is the only one and current, else the one reads would use."""
-        versions: dict[str, list[int]] = {}
+        """Names with a stored version (also those a delete marker hides).
+
+        A name whose versions all hold the same bytes (one version, or the same
+        content-addressed object written again) is listed with its size as is.
+        Otherwise - a delete marker, or versions with different ETags (an
+        overwrite, locked or not) - the oldest locked version is pinned for reads
+        (the first write of a name is the repository's), and its size listed.
+        """
+        versions: dict[str, list[dict[str, Any]]] = {}
         hidden: set[str] = set()
         pages = self.client.get_paginator("list_object_versions")
         try:
             for page in pages.paginate(Bucket=self.bucket, Prefix=root + prefix):
                 for item in page.get("Versions", []):
-                    versions.setdefault(item["Key"], []).append(int(item["Size"]))
+                    versions.setdefault(item["Key"], []).append(item)
                 for item in page.get("DeleteMarkers", []):
-                    hidden.add(item["Key"])
-            for key, sizes in versions.items():
+                    if item.get("IsLatest"):
+                        hidden.add(item["Key"])
+            for key, found in versions.items():
                 name = key[len(root) :]
                 try:
                     validate_name(name)
                 except UsageError:
                     continue
-                plain = len(sizes) == 1 and key not in hidden
-                yield name, sizes[0] if plain else self._head_size(name, key)
+                yield name, self._listed_size(name, key, found, key in hidden)
         except SuretyError:
             raise
         except Exception as exc:
             raise self._error("list", prefix, exc) from exc
+
+    def _listed_size(
+        self, name: str, key: str, found: builtins.list[dict[str, Any]], hidden: bool
+    ) -> int:
+        if len({v.get("ETag") for v in found}) == 1 and not hidden:
+            return int(found[0]["Size"])
+        if not hidden and key not in self._pinned:
+            self._pin_locked(name, key, f"it has {len(found)} versions with different bytes")
+        return self._head_size(name, key)
 
     def size(self, name: str) -> int:
         key = self._key(name)
