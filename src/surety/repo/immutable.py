@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from surety.core.errors import RepositoryLocked, StorageError, UsageError
+from surety.core.errors import IntegrityError, RepositoryLocked, StorageError, UsageError
 from surety.repo.format import ZERO_ID
 
 if TYPE_CHECKING:
@@ -158,8 +158,8 @@ def _parent_cover(
         if until is None or until < needed:
             return set(), None
         return point_objects(repo, repo.points_get(parent)), until
-    except StorageError:
-        return set(), None  # the parent is gone or unreadable: extend everything
+    except (StorageError, IntegrityError):
+        return set(), None  # the parent is gone, unreadable or damaged: extend everything
 
 
 def locked_until(repo: Repository, point_id: str) -> datetime | None:
