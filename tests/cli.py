@@ -52,7 +52,13 @@ class Cli:
 
 
 def cli_for(repo: Path, environ: dict[str, str]) -> Cli:
-    """A ``Cli`` for ``repo`` with the test passphrase and no stray SURETY_* settings."""
+    """A ``Cli`` for ``repo`` with the test passphrase and no stray SURETY_* settings.
+
+    Its catalog is ``environ``'s ``SURETY_CATALOG`` when given, else one beside
+    the repository: never the host's ``/var/lib/surety/catalog.sqlite``, which
+    tests running at once (and other checkouts) would share.
+    """
     env = {k: v for k, v in environ.items() if not k.startswith("SURETY_")}
-    env.update(SURETY_REPOSITORY=str(repo), SURETY_PASSPHRASE=PASSPHRASE)
+    catalog = environ.get("SURETY_CATALOG") or str(repo.parent / "catalog.sqlite")
+    env.update(SURETY_REPOSITORY=str(repo), SURETY_PASSPHRASE=PASSPHRASE, SURETY_CATALOG=catalog)
     return Cli(repo, env)

@@ -1,5 +1,10 @@
 """Fixtures every test directory may use: the real S3 server (``tests/s3/fixtures.py``).
 
+Every test process gets its own catalog (``SURETY_CATALOG`` in a temporary
+directory unless the caller set one): no test writes the host's
+``/var/lib/surety/catalog.sqlite``, which parallel workers and other
+checkouts of different versions would share.
+
 Under CI a failure is printed the moment it happens, not only in the summary
 at the end, and SIGTERM (a CI stage's time budget running out) stops the run
 as Ctrl-C does: fixtures tear their guests down and pytest prints its summary.
@@ -33,6 +38,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 _config: pytest.Config | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_catalog(tmp_path_factory: pytest.TempPathFactory) -> None:
+    if not os.environ.get("SURETY_CATALOG"):
+        catalog = tmp_path_factory.mktemp("catalog") / "catalog.sqlite"
+        os.environ["SURETY_CATALOG"] = str(catalog)
 
 
 def pytest_configure(config: pytest.Config) -> None:
