@@ -82,9 +82,7 @@ def test_back_up_a_real_guest_from_the_page_and_download_a_file(
     page.goto(f"/vms/{guest.name}")
     page.click("#backup-now")
     page.wait_for_url(re.compile(r".*/requests/\d+$"))
-    page.wait_for_function(
-        "document.getElementById('request-state').textContent === 'done'", timeout=600_000
-    )
+    sync_api.expect(page.locator("#request-state")).to_have_text("done", timeout=600_000)
     assert "succeeded" in page.inner_text("#request-runs"), page.inner_text("#request-runs")
     shot(page, "vm-02-request-done")
     page.goto(f"/vms/{guest.name}")

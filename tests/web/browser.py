@@ -19,6 +19,8 @@ from tests.web.conftest import screenshot_folder
 from tests.web.site import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
+CONSOLE_ERRORS: list[str] = []
+"""Errors the pages logged in the browser's console (a script failing, a CSP refusal)."""
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -115,6 +117,8 @@ def login(browser: Any, base: str, user: str) -> Any:
     )
     page = context.new_page()
     page.set_default_timeout(30_000)
+    page.on("console", lambda m: CONSOLE_ERRORS.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: CONSOLE_ERRORS.append(str(e)))
     page.goto("/")
     assert "/login" in page.url  # nothing without a session
     page.fill("input[name=user]", user)

@@ -335,3 +335,16 @@ def test_tls_serves_https_with_secure_cookies(site: Site, tmp_path: Path) -> Non
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+def test_no_open_redirect_and_security_headers(app: TestClient) -> None:
+    for target in ("//evil.example/x", "/\\evil.example", "https://evil.example/"):
+        response = app.post(
+            "/login",
+            data={"user": "vera", "password": PASSWORD, "next": target},
+            follow_redirects=False,
+        )
+        assert response.headers["location"] == "/", target
+    page = app.get("/login")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"

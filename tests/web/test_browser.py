@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration import fskit
 from tests.prerequisites import require, require_import
-from tests.web.browser import CHROMIUM, chromium, login, shot, web_and_service
+from tests.web.browser import CHROMIUM, CONSOLE_ERRORS, chromium, login, shot, web_and_service
 from tests.web.conftest import screenshot_folder
 from tests.web.site import Site, make_site
 
@@ -36,6 +36,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, str
     Path("/run/surety").mkdir(mode=0o700, exist_ok=True)  # short: unix socket paths are limited
     site.run_root = Path(tempfile.mkdtemp(prefix="web-", dir="/run/surety"))
     env["SURETY_RUNTIME_DIR"] = str(site.run_root)
+    env["SURETY_WORKER_TEST_DELAY"] = "3"  # the run is still running when its page opens
     with web_and_service(site.config, env, tmp) as base:
         yield site, base
     assert fskit.leftovers(site.run_root) == []  # the web closed its mounts when it stopped
@@ -65,9 +66,9 @@ def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
     shot(page, "03-points")
     page.click("#backup-now")
     page.wait_for_url(re.compile(r".*/requests/\d+$"))
-    page.wait_for_function(
-        "document.getElementById('request-state').textContent === 'done'", timeout=60_000
-    )
+    assert page.inner_text("#request-state") == "in progress"
+    sync_api.expect(page.locator("#request-runs .badge")).to_have_text("running")  # polled
+    sync_api.expect(page.locator("#request-state")).to_have_text("done", timeout=60_000)
     runs = page.inner_text("#request-runs")
     assert "failed" in runs  # the test driver's VM has no guest agent: the run ends, failed
     assert "guest agent" in runs
@@ -146,3 +147,5 @@ def test_viewer_is_refused_the_action_and_admin_reads_the_audit(
     shot(first, "00-login")
     first.close()
     assert os.listdir(screenshot_folder())
+    # 4xx answers the tests provoked are logged as "Failed to load resource"; nothing else
+    assert [e for e in CONSOLE_ERRORS if "Failed to load resource" not in e] == []

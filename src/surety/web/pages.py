@@ -239,4 +239,5 @@ def users_add(
 
 def _local(target: str) -> str:
     """Only a path of this site after login (no open redirect)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    local = target.startswith("/") and not target.startswith(("//", "/\\"))
+    return target if local and "\n" not in target and "\r" not in target else "/"
