@@ -4,6 +4,7 @@ Package map (dependency direction, top to bottom; held by import-linter, see
 ``[tool.importlinter]`` in pyproject.toml):
 
     cli                      adapters: parse -> call -> render; no business logic
+    web                      the web console and REST API (started by ``surety web``)
     service                  the long-running process that runs due jobs on a host
     app                      the one place that wires concrete adapters from options
     jobs                     one run of a policy's job (backup, verify, check); status
