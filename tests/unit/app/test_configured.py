@@ -36,11 +36,18 @@ def test_a_profile_sets_the_static_keys_aside_and_everything_is_restored(
     assert os.environ["AWS_ACCESS_KEY_ID"] == "process"
     assert os.environ["AWS_ENDPOINT_URL"] == "http://process:7480"
     assert "AWS_PROFILE" not in os.environ
-    with aws_environment(environment_changes(repository), keep=True):
+    changes = environment_changes(repository)
+    before = {name: os.environ.get(name) for name in changes}
+    with aws_environment(changes, keep=True):
         pass
     assert os.environ["AWS_PROFILE"] == "surety"
-    monkeypatch.delenv("AWS_PROFILE")  # monkeypatch restores what it set, not this
-    monkeypatch.delenv("AWS_SHARED_CREDENTIALS_FILE", raising=False)
+    # put back by hand: monkeypatch.delenv would record "surety" and restore it at teardown,
+    # and a later S3 test in this process would look for that profile
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def test_settings_not_given_and_local_repositories_change_nothing() -> None:
