@@ -14,7 +14,6 @@ from surety.cli.render import emit_json, out_console
 from surety.config import load_config
 from surety.core.errors import UsageError
 from surety.restore.files import RUN_ROOT
-from surety.web import WebSettings
 from surety.web.auth import ROLES, add_api_token, add_user
 
 __all__ = ["COMMANDS"]
@@ -69,7 +68,7 @@ def web_group(
     # uvicorn and the app are imported only to serve, not for `surety web user ...`
     import uvicorn  # noqa: PLC0415
 
-    from surety.web import create_app  # noqa: PLC0415
+    from surety.web import WebSettings, create_app  # noqa: PLC0415
 
     settings = WebSettings(
         config,

@@ -14,6 +14,19 @@ catalog that the service executes (the file browser mounts only when run as root
 Must not know: the CLI (it starts the web, never the reverse), job execution.
 """
 
-from surety.web.app import WebSettings, create_app
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from surety.web.app import WebSettings, create_app
 
 __all__ = ["WebSettings", "create_app"]
+
+
+def __getattr__(name: str) -> object:
+    # FastAPI is imported when the app is asked for, not by every ``surety`` command
+    # that imports ``surety.web.auth`` (``surety web user add``) or the CLI module
+    if name in ("WebSettings", "create_app"):
+        from surety.web import app  # noqa: PLC0415
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
