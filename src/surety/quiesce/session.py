@@ -72,7 +72,12 @@ class GuestSession:
                     self.writer, f"the guest side ended unexpectedly: {self.exit_text}"
                 )
             if time.monotonic() >= deadline:
-                raise WriterFailed(self.writer, f"the guest side did not reach {event!r} in time")
+                last = f"{self.events[-1][0]} {self.events[-1][1]}".strip() if self.events else ""
+                raise WriterFailed(
+                    self.writer,
+                    f"the guest side did not reach {event!r} in time"
+                    f" (its last event: {last or 'none'})",
+                )
             time.sleep(POLL)
 
     def value(self, event: str) -> str | None:

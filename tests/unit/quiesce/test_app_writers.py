@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from surety.core.errors import UsageError
-from surety.quiesce.session import guest_script
+from surety.quiesce.session import GuestSession, guest_script
 from surety.quiesce.writer import QuiesceJob, WriterFailed, load_writers
 from surety.quiesce.writers.mariadb import MariadbWriter
 from surety.quiesce.writers.postgresql import (
@@ -128,3 +128,14 @@ def test_deferred_truncation_works_from_the_recorded_metadata_only() -> None:
         )
     purged = MariadbWriter.truncate_recorded(guest, {"binlog_file": "mariadb-bin.000002"})
     assert purged["kept_from"] == "mariadb-bin.000002"
+
+
+def test_a_wait_that_times_out_names_the_guest_sides_last_event() -> None:
+    guest = FakeGuest(handlers={"*": lambda _argv: GuestResult(0)})
+    session = GuestSession(guest, "postgresql", "t0k3n")
+    session.start(b"#!/bin/sh\n", 10, [])
+    guest.files[f"{session.dir}/events"] = b"started\t1\nconnected\tpid 42\n"
+    with pytest.raises(
+        WriterFailed, match=r"'prepared' in time \(its last event: connected pid 42\)"
+    ):
+        session.wait("prepared", deadline=0)
