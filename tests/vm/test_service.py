@@ -132,7 +132,7 @@ start_window = "10m"
 consistency = "application"
 truncate_logs = "after-commit"
 pre_freeze = "if [ -e {FAIL_ONCE} ]; then rm -f {FAIL_ONCE}; echo made to fail >&2; exit 3; fi"
-retries = {{ attempts = 2, backoff = "10s" }}
+retries = {{ attempts = 3, backoff = "10s" }}
 timeout = "20m"
 notify = ["mail", "hook"]
 
@@ -326,11 +326,22 @@ def test_a_failing_writer_is_retried_and_its_failure_mailed(host: Host) -> None:
     before = len(host.runs("db:backup"))
     host.pg.sh(f"touch {FAIL_ONCE}")
     host.surety("jobs", "run", "db:backup", "--config", host.config)
-    runs = host.wait_runs("db:backup", lambda r: len(_finished(r)) >= before + 2)
-    failed, retried = runs[before], runs[before + 1]
-    assert (failed["state"], failed["attempt"]) == ("failed", 1), failed
-    assert "pre-freeze" in failed["result"]["error"] or "exit 3" in failed["result"]["error"]
-    assert (retried["state"], retried["attempt"]) == ("succeeded", 2), retried
+    # three attempts: on a loaded TCG host an attempt may also fail on its own (a writer's
+    # prepare timed out once in CI); the made-to-fail one must still be retried to success
+    runs = host.wait_runs(
+        "db:backup",
+        lambda r: (
+            any(x["state"] == "succeeded" for x in r[before:]) or len(_finished(r)) >= before + 3
+        ),
+    )
+    *failures, retried = runs[before:]
+    assert failures, runs[before:]
+    assert [(f["state"], f["attempt"]) for f in failures] == [
+        ("failed", n) for n in range(1, len(failures) + 1)
+    ], failures
+    errors = [f["result"]["error"] for f in failures]
+    assert any("pre-freeze" in e or "exit 3" in e for e in errors), errors
+    assert (retried["state"], retried["attempt"]) == ("succeeded", len(failures) + 1), retried
     deadline = time.monotonic() + 30
     while not host.mailbox.messages:
         assert time.monotonic() < deadline, "no mail reached the SMTP server"
@@ -343,7 +354,8 @@ def test_a_failing_writer_is_retried_and_its_failure_mailed(host: Host) -> None:
     assert host.pg.name in body, body
     events = [(h["vm"], h["event"], h.get("run_id")) for h in host.webhook.received]
     # the webhook keeps the default only_last_retry: a failure that a retry made good is no news
-    assert (host.pg.name, "failure", failed["id"]) not in events, events
+    for failed in failures:
+        assert (host.pg.name, "failure", failed["id"]) not in events, events
     assert (host.pg.name, "success", retried["id"]) in events, events
 
 
