@@ -17,6 +17,7 @@ import click
 from rich.table import Table
 
 from surety.app.catalog import open_catalog
+from surety.app.facts import point_json
 from surety.catalog import Verification, default_catalog_path
 from surety.cli.context import open_repo, show_notes
 from surety.cli.render import emit_json, out_console
@@ -50,29 +51,12 @@ def points(ctx: click.Context, name: str | None, catalog: Path, json_output: boo
     if json_output:
         emit_json(
             [
-                {
-                    "id": p.id,
-                    "name": p.name,
-                    "kind": p.kind,
-                    "host": p.host,
-                    "started": p.started.isoformat(),
-                    "finished": p.finished.isoformat(),
-                    "consistency": p.consistency,
-                    "consistency_reason": p.consistency_reason,
-                    "salvaged": p.salvaged or None,
-                    "parent": p.parent,
-                    "disks": [
-                        {"name": d.name, "size": d.size, "image": d.image, "source": d.source}
-                        for d in p.disks
-                    ],
-                    "stats": p.stats,
-                    "source": p.source,
-                    "config": sorted(p.config),
-                    "applications": p.applications,
-                    "verification": asdict(checked[p.id]) if p.id in checked else None,
-                    "verified": _verified_json(summaries.get(p.id)),
-                    "locked_until": _iso(locks.get(p.id)),
-                }
+                point_json(
+                    p,
+                    asdict(checked[p.id]) if p.id in checked else None,
+                    summaries.get(p.id),
+                    locks.get(p.id),
+                )
                 for p in found
             ]
         )
@@ -130,20 +114,6 @@ def _verified(verification: Verification | None, summary: VerificationSummary | 
         return "-"
     style = "green" if status == "verified" else "red"
     return f"[{style}]{status}[/] {at[:16].replace('T', ' ')}"
-
-
-def _verified_json(summary: VerificationSummary | None) -> dict[str, object] | None:
-    """The latest verification summary stored in the repository (format 3), or None."""
-    if summary is None:
-        return None
-    return {
-        "verdict": summary.verdict,
-        "when": summary.verified,
-        "host": summary.host,
-        "boot_seconds": summary.boot_seconds,
-        "reason": summary.reason,
-        "probes": [{"probe": p.probe, "ok": p.ok, "evidence": p.evidence} for p in summary.probes],
-    }
 
 
 COMMANDS = [points]

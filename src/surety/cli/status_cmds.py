@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from surety.app.catalog import open_catalog
+from surety.app.facts import run_json
 from surety.app.hypervisor import connect_host
 from surety.app.status import StatusReport, gather_jobs, gather_status, read_domains, this_host
 from surety.catalog import Catalog, Run
@@ -175,7 +176,7 @@ def jobs_history(
     job, policy = (name, None) if name and ":" in name else (None, name)
     runs = catalog.runs(job=job, policy=policy, vm=vm, limit=limit)
     if json_output:
-        emit_json([_run_json(run) for run in runs])
+        emit_json([run_json(run) for run in runs])
         return
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "JOB", "VM", "TRY", "STATE", "STARTED", "ENDED", "POINT", "ERROR"):
@@ -212,7 +213,7 @@ def jobs_log(run_id: int, config: Path, json_output: bool) -> None:
     run = catalog.run(run_id)
     lines, progress = catalog.run_log(run_id), catalog.progress(run_id)
     if json_output:
-        emit_json({**_run_json(run), "log": lines, "progress": progress})
+        emit_json({**run_json(run), "log": lines, "progress": progress})
         return
     out_console.print(
         f"run {run.id}: {run.job} {run.vm or ''} attempt {run.attempt} on {run.host}: "
@@ -266,7 +267,7 @@ def jobs_run(
         return
     runs = _run_here(settings, JobSpec.for_job(job, vm), catalog)
     if json_output:
-        emit_json([_run_json(run) for run in runs])
+        emit_json([run_json(run) for run in runs])
     else:
         for run in runs:
             result = run.result
@@ -321,25 +322,6 @@ def _job_name(config: Config, name: str) -> str:
     ):
         raise UsageError(f"policy {policy_name} has no {kind} job (`surety jobs list`)")
     return f"{policy_name}:{kind}"
-
-
-def _run_json(run: Run) -> dict[str, Any]:
-    result = run.result
-    return {
-        "id": run.id,
-        "job": run.job,
-        "kind": run.kind,
-        "policy": run.policy,
-        "vm": run.vm,
-        "host": run.host,
-        "attempt": run.attempt,
-        "scheduled_for": run.scheduled_for,
-        "state": run.state,
-        "started": run.started,
-        "ended": run.ended,
-        "pid": run.pid,
-        "result": None if result is None else asdict(result),
-    }
 
 
 COMMANDS = [status_cmd, jobs_group]

@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from surety.app.configured import open_configured_repository
+from surety.app.facts import point_json, run_json
 from surety.app.hypervisor import connect_host
 from surety.app.status import gather_jobs, gather_status
-from surety.catalog import Catalog, Run
+from surety.catalog import Catalog
 from surety.catalog.db import iso
 from surety.config.model import Config
 from surety.core.errors import SuretyError, UsageError
 from surety.repo.immutable import locked_until
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
-from surety.repo.verified import VerificationSummary, latest_summaries
+from surety.repo.verified import latest_summaries
 
 __all__ = [
     "NotFound",
@@ -91,25 +92,6 @@ def jobs(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
         return [row.to_json() for row in gather_jobs(config, host=host, catalog=catalog, now=now())]
 
 
-def run_json(run: Run) -> dict[str, Any]:
-    """One run as ``surety jobs history --json`` prints it."""
-    return {
-        "id": run.id,
-        "job": run.job,
-        "kind": run.kind,
-        "policy": run.policy,
-        "vm": run.vm,
-        "host": run.host,
-        "attempt": run.attempt,
-        "scheduled_for": run.scheduled_for,
-        "state": run.state,
-        "started": run.started,
-        "ended": run.ended,
-        "pid": run.pid,
-        "result": None if run.result is None else asdict(run.result),
-    }
-
-
 def runs(
     catalog: Catalog, name: str | None = None, vm: str | None = None, limit: int = 20
 ) -> list[dict[str, Any]]:
@@ -125,52 +107,6 @@ def run_log(catalog: Catalog, run_id: int) -> dict[str, Any]:
     except UsageError as exc:
         raise NotFound(str(exc)) from exc
     return {**run_json(run), "log": catalog.run_log(run_id), "progress": catalog.progress(run_id)}
-
-
-def point_json(
-    point: Manifest,
-    verification: dict[str, Any] | None,
-    summary: VerificationSummary | None = None,
-    locked: datetime | None = None,
-) -> dict[str, Any]:
-    """One restore point as ``surety points --json`` prints it."""
-    return {
-        "id": point.id,
-        "name": point.name,
-        "kind": point.kind,
-        "host": point.host,
-        "started": point.started.isoformat(),
-        "finished": point.finished.isoformat(),
-        "consistency": point.consistency,
-        "consistency_reason": point.consistency_reason,
-        "salvaged": point.salvaged or None,
-        "parent": point.parent,
-        "disks": [
-            {"name": d.name, "size": d.size, "image": d.image, "source": d.source}
-            for d in point.disks
-        ],
-        "stats": point.stats,
-        "source": point.source,
-        "config": sorted(point.config),
-        "applications": point.applications,
-        "verification": verification,
-        "verified": _summary_json(summary),
-        "locked_until": locked.isoformat() if locked is not None else None,
-    }
-
-
-def _summary_json(summary: VerificationSummary | None) -> dict[str, Any] | None:
-    """The latest verification summary stored in the repository, or None."""
-    if summary is None:
-        return None
-    return {
-        "verdict": summary.verdict,
-        "when": summary.verified,
-        "host": summary.host,
-        "boot_seconds": summary.boot_seconds,
-        "reason": summary.reason,
-        "probes": [{"probe": p.probe, "ok": p.ok, "evidence": p.evidence} for p in summary.probes],
-    }
 
 
 def open_named_repository(config: Config, name: str) -> Repository:
