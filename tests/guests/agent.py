@@ -34,7 +34,7 @@ import libvirt_qemu
 DEFAULT_URI = "qemu:///system"
 """The libvirt connection test guests live on."""
 
-COMMAND_TIMEOUT = 10
+COMMAND_TIMEOUT = 30
 """Seconds libvirt waits for one agent reply (guest-sync plus the command)."""
 
 
@@ -102,15 +102,25 @@ def agent_command(
     if arguments:
         request["arguments"] = dict(arguments)
     for attempt in range(1, UNSYNCED_ATTEMPTS + 1):
+        started = time.monotonic()
         try:
             reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps(request), timeout, 0)
             break
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_TIMEOUT:
                 raise AgentTimeoutError(f"{command}: {exc}") from exc
-            # libvirt's guest-sync before the command timed out (a busy TCG guest): the
-            # command was never sent, so asking again is safe
-            if "not available for now" not in str(exc) or attempt == UNSYNCED_ATTEMPTS:
+            if "not available for now" not in str(exc):
+                raise AgentError(f"{command}: {exc}") from exc
+            # libvirt waits at most 5 s for its guest-sync, then `timeout` for the
+            # command, and says "not available for now" for both. Failing sooner than
+            # `timeout` means the command was never sent: asking again is safe. A
+            # command sent but unanswered is not repeated (a second guest-exec would
+            # run twice; a second guest-exec-status finds its process reaped).
+            if time.monotonic() - started >= timeout - 0.5:
+                raise AgentTimeoutError(
+                    f"{command}: sent, but the guest agent did not answer within {timeout}s"
+                ) from exc
+            if attempt == UNSYNCED_ATTEMPTS:
                 raise AgentError(f"{command}: {exc}") from exc
             time.sleep(1)
     if reply is None:

@@ -51,6 +51,29 @@ def _call(what: str, fn: Callable[[], T], error: type[SuretyError] = SourceError
         raise error(f"{what}: {exc.get_error_message()}") from exc
 
 
+AGENT_ATTEMPTS = 3
+"""Sends of one agent command whose guest-sync timed out (a busy guest)."""
+
+
+def never_sent(exc: Any, elapsed: float, timeout: float) -> bool:
+    """Did libvirt give up on its guest-sync, before the command was sent?
+
+    libvirt sends ``guest-sync`` before every agent command and waits at most
+    5 s (less when the command's timeout is shorter) for it; a command sent
+    and not answered waits the command's full ``timeout``. Both report "Guest
+    agent not available for now". Failing in less than ``timeout`` therefore
+    means the command never reached the guest, and asking again is safe; a
+    command that was sent is not repeated (``guest-exec`` would run twice,
+    ``guest-exec-status`` would find its process already reaped).
+    """
+    libvirt = _libvirt()
+    return (
+        exc.get_error_code() == libvirt.VIR_ERR_AGENT_UNRESPONSIVE
+        and "not available for now" in (exc.get_error_message() or "")
+        and elapsed < timeout - 0.5
+    )
+
+
 def connect(uri: str) -> LibvirtHost:
     """Open libvirt at ``uri``; ``SourceError`` when it cannot be reached."""
     libvirt = _libvirt()
@@ -279,14 +302,20 @@ class LibvirtDomain:
         """One guest-agent command; ``GuestAgentError`` if it does not answer in time."""
         import libvirt_qemu  # noqa: PLC0415 - part of the libvirt bindings
 
+        libvirt = _libvirt()
         request = json.dumps(
             {"execute": command, **({"arguments": arguments} if arguments else {})}
         )
-        reply = _call(
-            f"{self.name}: guest agent {command}",
-            lambda: libvirt_qemu.qemuAgentCommand(self.dom, request, timeout, 0),
-            GuestAgentError,
-        )
+        for attempt in range(1, AGENT_ATTEMPTS + 1):
+            started = time.monotonic()
+            try:
+                reply = libvirt_qemu.qemuAgentCommand(self.dom, request, timeout, 0)
+                break
+            except libvirt.libvirtError as exc:
+                elapsed = time.monotonic() - started
+                if attempt == AGENT_ATTEMPTS or not never_sent(exc, elapsed, timeout):
+                    message = exc.get_error_message()
+                    raise GuestAgentError(f"{self.name}: guest agent {command}: {message}") from exc
         return json.loads(reply).get("return")
 
     def fs_freeze(self, timeout: int) -> int:
@@ -294,18 +323,17 @@ class LibvirtDomain:
         libvirt = _libvirt()
         deadline = time.monotonic() + timeout
         while True:
-            self._agent_timeout(max(1, int(deadline - time.monotonic())))
+            seconds = max(1, int(deadline - time.monotonic()))
+            self._agent_timeout(seconds)
+            started = time.monotonic()
             try:
                 return int(self.dom.fsFreeze(None, 0))
             except libvirt.libvirtError as exc:
-                # libvirt syncs with the agent before each command; a sync that times
-                # out ("not available for now") means the freeze was never sent, so
-                # asking again is safe while the window leaves time (a slow guest)
-                message = exc.get_error_message() or ""
-                unsynced = exc.get_error_code() == libvirt.VIR_ERR_AGENT_UNRESPONSIVE
-                if not (unsynced and "not available for now" in message) or (
-                    deadline - time.monotonic() < 1
-                ):
+                # a freeze that never reached the guest (its guest-sync timed out on a
+                # slow guest) is asked again while the window leaves time
+                unsent = never_sent(exc, time.monotonic() - started, seconds)
+                if not unsent or deadline - time.monotonic() < 1:
+                    message = exc.get_error_message()
                     raise GuestAgentError(f"{self.name}: fs-freeze: {message}") from exc
 
     def _agent_timeout(self, seconds: int) -> None:

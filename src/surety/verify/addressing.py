@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from surety.core.errors import SuretyError
 from surety.hypervisor.guest_agent import parse_interfaces
 from surety.quiesce.channel import GuestChannel
 
@@ -66,13 +67,16 @@ def readdress(
     agent: Any,
     mac: str,
     wanted: Sequence[LabAddress],
-    timeout: float = 20.0,
+    timeout: float = 90.0,
 ) -> str:
     """Make the guest NIC with ``mac`` carry ``wanted``; returns how it went (evidence).
 
     ``agent`` is a callable ``(command) -> reply`` for guest-network-get-interfaces.
+    A guest that is still booting may not answer every agent call in time: the
+    waits ask again until ``timeout`` (from the call) is spent.
     """
-    nic = _wait_for_nic(agent, mac, timeout)
+    deadline = time.monotonic() + timeout
+    nic = _wait_for_nic(agent, mac, deadline)
     if all(str(w) in nic["ipv4"] for w in wanted):
         return f"{nic['name']} already has {', '.join(map(str, wanted))}"
     name = nic["name"]
@@ -92,19 +96,25 @@ def readdress(
             channel.run(["ip", "addr", "replace", str(address), "dev", name])
         channel.run(["ip", "link", "set", name, "up"])
         how = "ip addr"
-    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        nic = guest_interface(agent("guest-network-get-interfaces"), mac) or nic
+        nic = _interface(agent, mac) or nic
         if all(str(w) in nic["ipv4"] for w in wanted):
             return f"{name} re-addressed to {', '.join(map(str, wanted))} with {how}"
         time.sleep(1)
     raise TimeoutError(f"{name} did not take {', '.join(map(str, wanted))} (has {nic['ipv4']})")
 
 
-def _wait_for_nic(agent: Any, mac: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+def _interface(agent: Any, mac: str) -> dict[str, Any] | None:
+    """The guest's NIC with ``mac``; None while the agent does not answer in time."""
+    try:
+        return guest_interface(agent("guest-network-get-interfaces"), mac)
+    except SuretyError:
+        return None
+
+
+def _wait_for_nic(agent: Any, mac: str, deadline: float) -> dict[str, Any]:
     while True:
-        nic = guest_interface(agent("guest-network-get-interfaces"), mac)
+        nic = _interface(agent, mac)
         if nic is not None or time.monotonic() > deadline:
             break
         time.sleep(1)

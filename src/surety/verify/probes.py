@@ -121,6 +121,8 @@ def ping(ctx: ProbeContext, options: dict[str, Any]) -> str:
 
 def tcp(ctx: ProbeContext, options: dict[str, Any]) -> str:
     address, port = options.get("address") or ctx.address, int(options["port"])
+    if not address:
+        raise ProbeFailed("the VM has no address in the lab")
     code = (
         "import socket,sys\n"
         f"s=socket.create_connection(({str(address)!r},{port}),timeout=3)\n"

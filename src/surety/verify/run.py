@@ -35,6 +35,9 @@ from surety.verify.truncation import truncate_after_verify
 
 __all__ = ["VerifyOptions", "VerifyResult", "verify"]
 
+ADDRESS_SECONDS = 120.0
+"""How long one lab NIC may take to carry its addresses (a guest still booting)."""
+
 
 @dataclass(frozen=True)
 class VerifyOptions:
@@ -159,7 +162,7 @@ def _verify_member(  # noqa: PLR0917 - one step of _run_group, all of it needed
         return
     vm_proof.boot_seconds = round(time.monotonic() - vm.started, 1)
     vm.event(f"guest agent answered ({vm_proof.boot_seconds} s after start)")
-    address = _address(lab, vm, vm_proof, taken)
+    address = _address(lab, vm, vm_proof, taken, deadline)
     probes = member.probes or default_probes(vm.point.applications, bool(vm.macs))
     ctx = ProbeContext(vm.channel, lab.netns, address, vm.point.applications, vm.point.source)
     for wanted in probes:
@@ -188,7 +191,7 @@ def _wait_for_agent(vm: LabVm, deadline: float) -> bool:
 
 
 def _address(
-    lab: Lab, vm: LabVm, vm_proof: VmProof, taken: list[ipaddress.IPv4Address]
+    lab: Lab, vm: LabVm, vm_proof: VmProof, taken: list[ipaddress.IPv4Address], deadline: float
 ) -> str | None:
     """Give every lab NIC its addresses and the prober one in each subnet; the VM's first."""
     recorded = vm.point.source.get("guest_network") or []
@@ -196,7 +199,8 @@ def _address(
     for number, (mac, production) in enumerate(zip(vm.macs, vm.production_macs, strict=True)):
         wanted = addressing.wanted_addresses(recorded, production, 10 + len(taken) + number)
         try:
-            how = addressing.readdress(vm.channel, vm.domain.agent, mac, wanted)
+            left = max(10.0, min(ADDRESS_SECONDS, deadline - time.monotonic()))
+            how = addressing.readdress(vm.channel, vm.domain.agent, mac, wanted, left)
         except (TimeoutError, GuestAgentError) as exc:
             vm_proof.network.append(f"NIC {mac}: {exc}")
             continue

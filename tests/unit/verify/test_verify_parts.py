@@ -14,10 +14,12 @@ from surety.catalog import Catalog, Verification
 from surety.core.errors import UsageError
 from surety.hypervisor import labnet
 from surety.hypervisor.guest_agent import parse_interfaces
+from surety.hypervisor.port import GuestAgentError
 from surety.hypervisor.restore_xml import DiskPlacement, DomainRewrite, onto_taps, rewrite_domain
-from surety.verify.addressing import LAB_SUBNET, prober_address, wanted_addresses
+from surety.testing.fake_guest import FakeGuest, GuestResult
+from surety.verify.addressing import LAB_SUBNET, prober_address, readdress, wanted_addresses
 from surety.verify.application_group import default_probes, parse_group
-from surety.verify.probes import ProbeResult
+from surety.verify.probes import ProbeContext, ProbeResult, ProbeSpec, run_probe
 from surety.verify.proof import Proof, VmProof, render_html, write_proof
 
 DOMAIN = """<domain type='kvm'>
@@ -207,3 +209,64 @@ def test_the_catalog_keeps_the_latest_verification_per_point(tmp_path: Path) -> 
     assert latest["p1"].status == "verified"
     assert latest["p1"].proof == "b"
     assert catalog.latest_verifications("repo1", ["p2"]) == {}
+
+
+# -- a guest still booting ------------------------------------------------------------------
+def test_readdress_waits_out_an_agent_that_does_not_answer_yet() -> None:
+    """A lab VM that answered its first ping may miss the next calls (CI: one missed
+    guest-network-get-interfaces left the primary without an address, ping and tcp failed)."""
+    mac = "52:54:00:aa:bb:01"
+    answers: list[object] = [
+        GuestAgentError("guest agent guest-network-get-interfaces: not available for now"),
+        [],  # the NIC is not up yet
+        [{"name": "eth0", "hardware-address": mac, "ip-addresses": []}],
+        GuestAgentError("guest agent guest-network-get-interfaces: not available for now"),
+        [
+            {
+                "name": "eth0",
+                "hardware-address": mac,
+                "ip-addresses": [
+                    {"ip-address-type": "ipv4", "ip-address": "10.0.2.15", "prefix": 24}
+                ],
+            }
+        ],
+    ]
+
+    def agent(command: str) -> object:
+        assert command == "guest-network-get-interfaces"
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    guest = FakeGuest(handlers={"*": lambda _argv: GuestResult(1)})
+    wanted = (ipaddress.IPv4Interface("10.0.2.15/24"),)
+    how = readdress(guest, agent, mac, wanted, timeout=30)
+    assert how == "eth0 re-addressed to 10.0.2.15/24 with ip addr"
+    assert ["ip", "addr", "replace", "10.0.2.15/24", "dev", "eth0"] in guest.commands
+    assert answers == []
+
+
+def test_readdress_gives_up_at_its_deadline_with_the_reason() -> None:
+    def agent(_command: str) -> object:
+        raise GuestAgentError("guest agent guest-network-get-interfaces: not available for now")
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="no NIC with the lab MAC 52:54:00:aa:bb:02"):
+        readdress(
+            FakeGuest(),
+            agent,
+            "52:54:00:aa:bb:02",
+            (ipaddress.IPv4Interface(f"{LAB_SUBNET[10]}/24"),),
+            timeout=2,
+        )
+    assert time.monotonic() - started < 10
+
+
+def test_a_tcp_probe_without_an_address_fails_at_once() -> None:
+    ctx = ProbeContext(FakeGuest(), "surety-lab-none", None, {}, {})
+    started = time.monotonic()
+    result = run_probe(ProbeSpec("tcp", {"port": 5432}, 60), ctx)
+    assert not result.ok
+    assert result.evidence == "the VM has no address in the lab"
+    assert time.monotonic() - started < 5
