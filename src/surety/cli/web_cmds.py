@@ -2,28 +2,47 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from surety.app.catalog import open_catalog
 from surety.catalog import Catalog
 from surety.cli.options import config_option, json_option
 from surety.cli.render import emit_json, out_console
 from surety.config import load_config
+from surety.config.web import parse_listen
 from surety.core.errors import UsageError
 from surety.restore.files import RUN_ROOT
+from surety.service.web_child import PARENT_ENV
 from surety.web.auth import ROLES, add_api_token, add_user
 
 __all__ = ["COMMANDS"]
 
 
 def _listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    parsed = parse_listen(value)
+    if parsed is None:
         raise UsageError(f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8470")
-    return host.strip("[]"), int(port)
+    return parsed
+
+
+def _exit_with_parent() -> None:
+    """Started by ``surety service`` (``[web]``): end when the service ends, even killed."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+    import ctypes  # noqa: PLC0415 - only for a console the service started
+    import signal  # noqa: PLC0415
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the service died before prctl took effect
+        raise SystemExit(0)
 
 
 @click.group("web", invoke_without_command=True)
@@ -60,11 +79,16 @@ def web_group(
 ) -> None:
     """Serve the web console and REST API (127.0.0.1:8470 by default; TLS with a certificate)."""
     ctx.meta["surety.web.config"] = config  # for the user and token commands
+    source = ctx.get_parameter_source("config")
+    ctx.meta["surety.web.config_given"] = source is ParameterSource.COMMANDLINE or bool(
+        os.environ.get("SURETY_CONFIG")
+    )
     if ctx.invoked_subcommand is not None:
         return
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("give both --tls-cert and --tls-key, or neither")
     host, port = _listen(listen)
+    _exit_with_parent()
     # uvicorn and the app are imported only to serve, not for `surety web user ...`
     import uvicorn  # noqa: PLC0415
 
@@ -92,7 +116,11 @@ def web_group(
 
 
 def _catalog_of(ctx: click.Context) -> Catalog:
+    """The configuration's catalog; without a configuration file (none given, the default
+    one absent) the catalog of ``SURETY_CATALOG``, else the system's."""
     config_path: Path = ctx.meta["surety.web.config"]
+    if not ctx.meta["surety.web.config_given"] and not config_path.exists():
+        return open_catalog(None)
     return open_catalog(load_config(config_path).service.catalog)
 
 

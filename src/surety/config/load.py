@@ -33,12 +33,13 @@ from surety.config.policy import read_policy
 from surety.config.reader import Reader, Table
 from surety.config.repository import read_repository
 from surety.config.targets import read_target
+from surety.config.web import read_web
 
 __all__ = ["DEFAULT_CONFIG", "check_config", "default_config_path", "host_timezone", "load_config"]
 
 DEFAULT_CONFIG = Path("/etc/surety/surety.toml")
 
-_TOP_KEYS = ("service", "repository", "policy", "notify")
+_TOP_KEYS = ("service", "repository", "policy", "notify", "web")
 _SERVICE_KEYS = ("libvirt_uri", "catalog", "max_jobs", "timezone", "tick")
 
 
@@ -113,7 +114,8 @@ def _config(r: Reader, path: Path, data: Table) -> Config:
         )
         if policy is not None:
             policies[name] = policy
-    return Config(path, service, repositories, policies, notifications)
+    web = read_web(r, r.table(data, (), "web"))
+    return Config(path, service, repositories, policies, notifications, web)
 
 
 def _named_tables(r: Reader, data: Table, kind: str) -> dict[str, Table]:

@@ -25,6 +25,7 @@ __all__ = [
     "Selection",
     "ServiceSettings",
     "VerifyRule",
+    "WebConsole",
 ]
 
 EVENTS = ("failure", "warning", "success", "rpo")
@@ -119,6 +120,7 @@ class Policy:
     retries: RetryRule = RetryRule()
     timeout: timedelta = timedelta(hours=6)  # one VM's job
     rpo: timedelta | None = None
+    rto: timedelta | None = None  # recovery time target: proven by the lab's boot-to-ready
     retention: Retention | None = None
     prune: bool = False  # prune after retention forgot points
     verify: VerifyRule | None = None
@@ -157,9 +159,22 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class WebConsole:
+    """``[web]``: the web console that ``surety service`` starts beside its loop."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8470
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    idle_mounts: float = 120.0  # seconds before an unused file-browser mount closes
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     service: ServiceSettings
     repositories: dict[str, RepositoryConfig]
     policies: dict[str, Policy]
     notifications: dict[str, NotificationTarget]
+    web: WebConsole = WebConsole()

@@ -5,6 +5,7 @@
     daemon    the loop: schedule, start, reap, retry, notify, heartbeat, signals
     runner    the ``JobRunner`` port; ``ProcessRunner`` runs each job in a worker process
     worker    ``python -m surety.service.worker``: one run, wired through ``surety.app``
+    web_child ``[web]``: ``surety web`` as a child process, restarted when it dies
     lock      one service per host (``flock`` beside the catalog)
     main      ``run_service``: wiring for ``surety service``
 

@@ -4,8 +4,9 @@ The order matters: the configuration is validated first (an invalid one starts
 nothing: ``ConfigError``, exit 2), then the host-wide lock is taken (a second
 service: ``ServiceRunning``, exit 7) before anything is written, then the
 catalog, the host (libvirt, connected at first use), the notifier and the
-process runner. Logging goes to stderr, one line per event with a timestamp
-(and to ``log_file`` too when given).
+process runner; then the web console when ``[web]`` asks for it (a child process,
+``web_child``; not with ``--once``), stopped after the loop. Logging goes to stderr,
+one line per event with a timestamp (and to ``log_file`` too when given).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from surety.notify import Notifier
 from surety.service.daemon import Service, ServiceNotifier, utc_now
 from surety.service.lock import ServiceLock, lock_path_for
 from surety.service.runner import ProcessRunner
+from surety.service.web_child import WebChild, web_command
 
 __all__ = ["run_service", "setup_logging"]
 
@@ -71,6 +73,9 @@ def run_service(
     lock = ServiceLock(lock_path_for(catalog.path))
     lock.acquire()
     host = connect_host(config.service.libvirt_uri)
+    console = (
+        WebChild(web_command(config.path, config.web)) if config.web.enabled and not once else None
+    )
 
     def statuses(current: Config) -> Sequence[Any]:
         """Every VM's status, for the RPO check (only when a target wants ``rpo``)."""
@@ -89,7 +94,11 @@ def run_service(
             statuses=statuses,
             once=once,
         )
+        if console is not None:
+            console.start()  # beside the loop; a crash of it never stops the scheduler
         return service.serve()
     finally:
+        if console is not None:
+            console.stop()
         host.close()
         lock.release()

@@ -64,26 +64,51 @@ def status(config: Config, catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def vms(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
-    """Each VM's status with its policy's targets and its proven recovery time."""
-    facts = status(config, catalog)
+def vms(
+    config: Config, catalog: Catalog, facts: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Each VM's status beside its policy's targets: the age of its last point and of its
+    last *proven* point against the RPO, its measured recovery time (the lab's boot to
+    application ready of the last passed verification) against the RTO; ``rpo_met`` and
+    ``rto_met`` are None without a target, ``misses`` names each target missed."""
+    facts = facts if facts is not None else status(config, catalog)
     proven = _proven(config, catalog)
     rows = []
     for vm in facts["vms"]:
         policy = config.policies.get(vm["policy"] or "")
         check = proven.get(vm["last_verified_point"] or "")
-        rows.append(
-            {
-                **vm,
-                "rpo_target_seconds": policy.rpo.total_seconds() if policy and policy.rpo else None,
-                "last_point_age_seconds": _age(vm["last_point_at"]),
-                "recovery_seconds": check["boot_seconds"] if check else None,
-                "proven_at": check["at"] if check else None,
-                "repository": policy.repository if policy else None,
-                "verify_job": bool(policy and policy.verify),
-            }
-        )
+        rpo = policy.rpo.total_seconds() if policy and policy.rpo else None
+        rto = policy.rto.total_seconds() if policy and policy.rto else None
+        recovery = check["boot_seconds"] if check else None
+        row = {
+            **vm,
+            "rpo_target_seconds": rpo,
+            "rto_target_seconds": rto,
+            "last_point_age_seconds": _age(vm["last_point_at"]),
+            "proven_point_age_seconds": _age(check["at"]) if check else None,
+            "recovery_seconds": recovery,
+            "rto_met": None if rto is None else recovery is not None and recovery <= rto,
+            "proven_at": check["at"] if check else None,
+            "repository": policy.repository if policy else None,
+            "verify_job": bool(policy and policy.verify),
+        }
+        row["misses"] = _misses(row)
+        rows.append(row)
     return rows
+
+
+def _misses(row: dict[str, Any]) -> list[str]:
+    """The targets a VM misses, each in words (empty: within every target it has)."""
+    misses = []
+    if row["rpo_met"] is False:
+        misses.append("RPO: the last point is older than the target")
+    if row["rto_met"] is False:
+        misses.append(
+            "RTO: no passed verification measured its recovery time"
+            if row["recovery_seconds"] is None
+            else "RTO: the measured recovery time is above the target"
+        )
+    return misses
 
 
 def jobs(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
@@ -198,6 +223,7 @@ def overview(config: Config, catalog: Catalog) -> dict[str, Any]:
     points not verified, storage used."""
     at = now()
     facts = status(config, catalog)
+    rows = vms(config, catalog, facts)
     running = [
         {**run_json(r), "progress": catalog.progress(r.id)}
         for r in catalog.runs(states=("queued", "running"), limit=50)
@@ -216,6 +242,8 @@ def overview(config: Config, catalog: Catalog) -> dict[str, Any]:
         "runs_30d": catalog.run_counts(iso(at - timedelta(days=30))),
         "running": running,
         "outside_rpo": [s["vm"] for s in statuses if s["rpo_met"] is False],
+        "outside_rto": [r["vm"] for r in rows if r["rto_met"] is False],
+        "outside_target": [r["vm"] for r in rows if r["misses"]],
         "unprotected": [s["vm"] for s in statuses if s["state"] == "unprotected"],
         "not_verified": [
             s["vm"]
