@@ -106,7 +106,11 @@ def _verified(tmp: Path, catalog: Catalog, repo_id: str, point: str) -> None:
             "marker", True, "row 'before-snapshot' found in public.markers", 0.4, started + 24
         ),
     ]
-    vm.console_tail = "Debian GNU/Linux 12 test ttyS0\n\ntest login:"
+    boot = [f"[{n:8.6f}] [\x1b[0;32m  OK  \x1b[0m] Reached unit {n}" for n in range(30)]
+    wide = "[   21.002] " + "a very long kernel line " * 12
+    vm.console_tail = "\r\n".join(
+        [*boot, wide, "Debian GNU/Linux 12 test ttyS0", "", "test login:"]
+    )
     proof = Proof("lab1", "test", started, [vm], notes=[], finished=started + 30)
     proof.event(started + 1, "test", "booted from the repository")
     proof.event(started + 23, "test", "guest agent answers")

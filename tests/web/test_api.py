@@ -118,6 +118,10 @@ def test_overview_vms_proof_and_repository_facts(app: TestClient, site: Site) ->
         "tcp:5432",
         "marker",
     ]
+    page = app.get(f"/points/{site.point}/proof").text
+    assert "\x1b" not in page  # the serial console's escape sequences are not shown
+    assert "[  OK  ] Reached unit 29" in page
+    assert "no screenshot" in page
     (repo,) = app.get("/api/v1/repositories").json()
     assert [u["logical"] for u in repo["usage"]] == [1 << 20, 2 << 20, 3 << 20]
     assert repo["checks"][0]["status"] == "ok"

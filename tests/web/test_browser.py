@@ -83,6 +83,16 @@ def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
     page.goto(f"/points/{site.point}/proof")
     assert "tcp:5432" in page.inner_text("main")
     assert "row 'before-snapshot' found" in page.inner_text("main")
+    console = page.locator("pre.console")
+    assert "\x1b" not in console.inner_text()
+    assert "[  OK  ] Reached unit 29" in console.inner_text()  # escapes gone, text kept
+    style = console.evaluate(
+        "e => [getComputedStyle(e).fontFamily, getComputedStyle(e).overflowX,"
+        " e.scrollWidth > e.clientWidth, e.scrollHeight > e.clientHeight]"
+    )
+    assert "mono" in style[0].lower(), style  # monospace ...
+    assert style[1] == "auto", style
+    assert style[2:] == [True, True], style  # ... and scrolls, never wraps or overflows the page
     shot(page, "07-proof")
     page.goto("/repository")
     assert page.locator("svg.chart").count() == 1

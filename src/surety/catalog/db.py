@@ -1,6 +1,6 @@
 """The catalog's SQLite file: connections, the versioned schema and its migrations.
 
-Schema version 3 (``PRAGMA user_version``)::
+Schema version 4 (``PRAGMA user_version``)::
 
     verifications(repository, point, status, at, proof, summary, boot_seconds,
                   PRIMARY KEY (repository, point, at))          -- version 1 + boot_seconds
@@ -10,7 +10,8 @@ Schema version 3 (``PRAGMA user_version``)::
     run_progress(run_id PRIMARY KEY, phase, done, total, at)
     jobs(job PRIMARY KEY, first_seen, last_slot, slot_outcome, slot_at)
     heartbeats(host PRIMARY KEY, pid, started, beat, config, version)
-    requests(id INTEGER PRIMARY KEY AUTOINCREMENT, job, vm, by, at, taken_by, taken_at)
+    requests(id INTEGER PRIMARY KEY AUTOINCREMENT, job, vm, by, at, taken_by, taken_at,
+             options)                                      -- version 4: options (JSON)
     usage(repository, at, logical, stored)
     checks(repository, at, status, summary, part, policy)
     notifications(target, key, at, PRIMARY KEY (target, key))
@@ -45,7 +46,7 @@ from surety.core.errors import TargetError
 
 __all__ = ["SCHEMA_VERSION", "Store", "iso", "parse_iso"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: the verifications of `surety verify`
@@ -125,6 +126,10 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_by_at ON audit (at);
     CREATE TABLE login_failures (user TEXT NOT NULL, address TEXT NOT NULL, at TEXT NOT NULL);
     CREATE INDEX login_failures_by_user ON login_failures (user, address, at);
+    """,
+    # 3 -> 4: a run request's options (restore, instant recovery: the point, the confirmations)
+    """
+    ALTER TABLE requests ADD COLUMN options TEXT;
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION

@@ -12,7 +12,9 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 from surety.catalog.db import Store, iso, parse_iso
 from surety.catalog.runs import Heartbeat
@@ -61,14 +63,29 @@ class ServiceStore(Store):
     def clear_heartbeat(self, host: str, pid: int) -> None:
         self.write("DELETE FROM heartbeats WHERE host = ? AND pid = ?", (host, pid))
 
-    def request_run(self, job: str, vm: str | None = None, by: str = "cli") -> int:
-        """Ask the running service to start ``job`` now (for ``vm`` only, if given)."""
+    def request_run(
+        self,
+        job: str,
+        vm: str | None = None,
+        by: str = "cli",
+        options: dict[str, Any] | None = None,
+    ) -> int:
+        """Ask the running service to start ``job`` now (for ``vm`` only, if given);
+        ``options``: what the run is asked to do beyond its job (a restore's point)."""
         request_id = self.write(
-            "INSERT INTO requests (job, vm, by, at) VALUES (?, ?, ?, ?)",
-            (job, vm, by, self.now()),
+            "INSERT INTO requests (job, vm, by, at, options) VALUES (?, ?, ?, ?, ?)",
+            (job, vm, by, self.now(), None if options is None else json.dumps(options)),
         )
         assert request_id is not None
         return request_id
+
+    def request_options(self, request_id: int) -> dict[str, Any] | None:
+        """The options a request was made with (None: none)."""
+        rows = self.query("SELECT options FROM requests WHERE id = ?", (request_id,))
+        if not rows or rows[0][0] is None:
+            return None
+        found: dict[str, Any] = json.loads(rows[0][0])
+        return found
 
     def take_requests(self, host: str) -> list[tuple[int, str, str | None]]:
         """The requests nobody took yet, oldest first, now marked taken by ``host``."""

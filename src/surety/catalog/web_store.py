@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,13 +154,15 @@ class WebStore(Store):
     def request(self, request_id: int) -> dict[str, Any] | None:
         """A run request: its job, VM, who asked, when, and who took it."""
         rows = self.query(
-            "SELECT id, job, vm, by, at, taken_by, taken_at FROM requests WHERE id = ?",
+            "SELECT id, job, vm, by, at, taken_by, taken_at, options FROM requests WHERE id = ?",
             (request_id,),
         )
         if not rows:
             return None
-        keys = ("id", "job", "vm", "by", "at", "taken_by", "taken_at")
-        return dict(zip(keys, rows[0], strict=True))
+        keys = ("id", "job", "vm", "by", "at", "taken_by", "taken_at", "options")
+        found = dict(zip(keys, rows[0], strict=True))
+        found["options"] = json.loads(found["options"]) if found["options"] else None
+        return found
 
     def pending_requests(self, job: str) -> list[int]:
         """Requests of ``job`` no service has taken yet."""

@@ -3,7 +3,8 @@
 The service's worker (and ``surety jobs run`` without a service) calls it with
 the wiring done (``surety.app``: the policy's repository opened, the hypervisor
 host, the catalog). It dispatches on ``spec.kind`` (``jobs.backup``,
-``jobs.verify``, ``jobs.check``, ``jobs.copy``) and turns what can go wrong into a result:
+``jobs.verify``, ``jobs.check``, ``jobs.copy``; ``jobs.restore`` for a restore or an
+instant recovery a person asked for) and turns what can go wrong into a result:
 
 * a ``SuretyError`` -> ``failed`` with its one-line message and a hint
   (``jobs.hints.hint_for``); ``Interrupted`` -> ``interrupted`` (nothing was
@@ -29,6 +30,7 @@ from surety.jobs.backup import run_backup
 from surety.jobs.check import run_check
 from surety.jobs.copy import run_copy
 from surety.jobs.hints import hint_for
+from surety.jobs.restore import run_instant, run_restore
 from surety.jobs.spec import JobSpec
 from surety.jobs.verify import run_verify
 from surety.repo.repository import Repository
@@ -81,6 +83,10 @@ def execute(  # noqa: PLR0911 - one return per kind of job
                 progress=progress,
                 open_repository=open_repository,
             )
+        if spec.kind == "restore":
+            return run_restore(spec, repo=repo, host=host, progress=progress)
+        if spec.kind == "instant":
+            return run_instant(spec, repo=repo, host=host, progress=progress)
         raise UsageError(f"job {spec.job}: unknown kind {spec.kind!r}")
     except SuretyError as exc:
         return failed(exc)

@@ -5,8 +5,11 @@ policy (``vm`` set), ``nightly:verify`` and ``nightly:check`` once per policy
 (``vm`` None, or one VM when a person asks for it); ``nightly:copy`` copies
 ``point`` (the restore point a backup run just committed; the service queues it
 after that backup) or, by hand, the policy's points of ``vm`` into the policy's
-``copy_to`` repository. The spec carries names only; the worker resolves them
-against the configuration it loaded.
+``copy_to`` repository. ``nightly:restore`` and ``nightly:instant`` restore ``vm`` (or
+start an instant recovery of it) from ``point`` of the policy's repository, as a person
+asked from the web console (``options``: a JSON object of that request's choices).
+The spec carries names only; the worker resolves them against the configuration it
+loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from surety.core.errors import UsageError
 
 __all__ = ["KINDS", "JobSpec", "job_name", "split_job_name"]
 
-KINDS = ("backup", "verify", "check", "copy")
+KINDS = ("backup", "verify", "check", "copy", "restore", "instant")
 
 
 def job_name(policy: str, kind: str) -> str:
@@ -45,6 +48,7 @@ class JobSpec:
     attempt: int = 1
     scheduled_for: str | None = None  # ISO UTC of the slot; None when started by hand
     point: str | None = None  # copy: the source restore point (None: the policy's points)
+    options: str | None = None  # restore, instant: the request's options (JSON object)
 
     @classmethod
     def for_job(cls, job: str, vm: str | None = None, **extra: object) -> JobSpec:
@@ -67,6 +71,7 @@ class JobSpec:
                 attempt=int(doc.get("attempt", 1)),
                 scheduled_for=doc.get("scheduled_for"),
                 point=None if doc.get("point") is None else str(doc["point"]),
+                options=None if doc.get("options") is None else str(doc["options"]),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise UsageError(f"not a job spec: {exc}") from None

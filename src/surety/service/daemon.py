@@ -8,7 +8,8 @@ of runs not started yet, the runs in flight) and does one step per call:
   dead workers) become ``interrupted`` (never succeeded; nothing was truncated for
   them: truncation only runs inside a successful job) and are logged;
 * ``tick()``    - a heartbeat; run requests (``surety jobs run`` through the
-  catalog) queued at once; for every job ``due_slot`` decides: a due slot queues a
+  catalog; a restore or instant recovery from the web console, with its point and
+  options, never retried) queued at once; for every job ``due_slot`` decides: a due slot queues a
   run per VM (``record_slot(..., "run")``), a slot outside its start window is
   recorded ``missed`` with a ``missed`` run per VM so history shows it; then the
   queued runs that the limits allow start (``plan.startable``); a VM gone from the
@@ -35,6 +36,7 @@ is injected (aware UTC datetimes): tests drive ``tick``/``reap`` by hand.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -70,6 +72,7 @@ __all__ = ["STOP_GRACE", "TIMEOUT_GRACE", "Service", "ServiceCatalog", "ServiceN
 STOP_GRACE = 60.0  # seconds a stopping service waits for its workers before SIGKILL
 TIMEOUT_GRACE = 60.0  # seconds between a timed-out run's SIGTERM and its SIGKILL
 PERIODIC = timedelta(minutes=1)  # RPO check and daily summary
+ON_REQUEST = ("restore", "instant")  # kinds only a request queues (never scheduled, no retry)
 
 log = logging.getLogger("surety.service")
 
@@ -107,6 +110,8 @@ class ServiceCatalog(Protocol):
     def clear_heartbeat(self, host: str, pid: int) -> None: ...
 
     def take_requests(self, host: str) -> list[tuple[int, str, str | None]]: ...
+
+    def request_options(self, request_id: int) -> dict[str, Any] | None: ...
 
 
 class ServiceNotifier(Protocol):
@@ -356,6 +361,9 @@ class Service:
     def _take_requests(self, now: datetime, jobs: Sequence[Job]) -> None:
         by_name = {job.name: job for job in jobs}
         for request_id, name, vm in self.catalog.take_requests(self.hostname):
+            if name.rpartition(":")[2] in ON_REQUEST:
+                self._take_restore(request_id, name, vm, now)
+                continue
             job = by_name.get(name)
             if job is None:
                 log.error("request %d: no job %r in the configuration (ignored)", request_id, name)
@@ -377,6 +385,29 @@ class Service:
                 )
             log.info("request %d: %s%s queued", request_id, name, _on(vm))
 
+    def _take_restore(self, request_id: int, name: str, vm: str | None, now: datetime) -> None:
+        """A restore or instant recovery a person asked for: one run for the VM, from the
+        request's point, with its options (the worker refuses what the CLI refuses)."""
+        policy_name, _, kind = name.rpartition(":")
+        policy = self.config.policies.get(policy_name)
+        options = self.catalog.request_options(request_id) or {}
+        if policy is None or vm is None or not options.get("point"):
+            log.error("request %d: %s needs a policy, a VM and a point (ignored)", request_id, name)
+            return
+        self._enqueue(
+            job=name,
+            kind=kind,
+            policy=policy_name,
+            repository=policy.repository,
+            vm=vm,
+            attempt=1,
+            not_before=now,
+            scheduled_for=None,
+            point=str(options["point"]),
+            options=json.dumps(options, sort_keys=True),
+        )
+        log.info("request %d: %s%s queued", request_id, name, _on(vm))
+
     def _enqueue(
         self,
         *,
@@ -389,6 +420,7 @@ class Service:
         not_before: datetime,
         scheduled_for: str | None,
         point: str | None = None,
+        options: str | None = None,
     ) -> Queued:
         run_id = self.catalog.create_run(
             job=job,
@@ -412,6 +444,7 @@ class Service:
             scheduled_for,
             self._seq,
             point,
+            options,
         )
         self.queue.append(item)
         return item
@@ -443,6 +476,7 @@ class Service:
                 item.attempt,
                 item.scheduled_for,
                 point=item.point,
+                options=item.options,
             )
             handle = self.runner.start(spec, item.run_id)
             self.inflight[item.run_id] = InFlight(item, handle, now)
@@ -525,7 +559,8 @@ class Service:
         )
         last_attempt = True
         policy = self.config.policies.get(item.policy)
-        if run.state == "failed" and policy is not None and not self.stopping and not self.once:
+        retried = item.kind not in ON_REQUEST and not self.stopping and not self.once
+        if run.state == "failed" and policy is not None and retried:
             delay = retry_delay(policy.retries, item.attempt)
             if delay is not None:
                 last_attempt = False

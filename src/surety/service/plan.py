@@ -33,7 +33,8 @@ from surety.schedule import Schedule
 
 __all__ = ["JOB_KINDS", "Job", "Queued", "expand_jobs", "retry_delay", "startable"]
 
-JOB_KINDS = ("backup", "verify", "check", "copy")  # copy: queued after a backup, never scheduled
+# copy: queued after a backup; restore, instant: queued by a request; never scheduled
+JOB_KINDS = ("backup", "verify", "check", "copy", "restore", "instant")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Queued:
     not_before: datetime
     scheduled_for: str | None  # ISO UTC of the slot; None when started by request
     seq: int = 0  # queue order among equal not_before
-    point: str | None = None  # copy: the restore point its backup committed
+    point: str | None = None  # copy: the restore point its backup committed; restore, instant
+    options: str | None = None  # restore, instant: the request's options (JSON object)
 
 
 def job_name(policy: str, kind: str) -> str:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from surety.web import actions, facts
 from surety.web.auth import Identity, add_user
@@ -130,6 +131,54 @@ def verify_vm(
     if policy is None:
         raise facts.NotFound(f"no VM {vm!r} protected by a policy on this host")
     return act(request, me, policy, "verify", vm)
+
+
+class RestoreBody(BaseModel):
+    """What to restore: ``point`` (id or unique prefix, of this VM); ``name``: as another
+    VM; ``start``: start it; ``replace``: confirm that a VM of that name is replaced."""
+
+    point: str
+    name: str | None = None
+    start: bool = False
+    replace: bool = False
+
+
+@router.post("/vms/{vm}/restore", status_code=202)
+def restore_vm(
+    request: Request,
+    vm: str,
+    body: RestoreBody,
+    me: Annotated[Identity, Depends(require("operator", change=True))],
+) -> dict[str, Any]:
+    """Restore VM from a point (``surety restore vm``): a request the service executes.
+    A VM of that name on the host is replaced only with ``replace: true``."""
+    ask = actions.RestoreAsk("restore", vm, body.point, body.name, body.start, body.replace)
+    return act_restore(request, me, ask)
+
+
+@router.post("/vms/{vm}/instant", status_code=202)
+def instant_vm(
+    request: Request,
+    vm: str,
+    body: RestoreBody,
+    me: Annotated[Identity, Depends(require("operator", change=True))],
+) -> dict[str, Any]:
+    """Start an instant recovery of VM from a point (``surety instant start``), as ``name``
+    when a VM of its own name is on the host: a request the service executes."""
+    return act_restore(request, me, actions.RestoreAsk("instant", vm, body.point, body.name))
+
+
+def act_restore(request: Request, me: Identity, ask: actions.RestoreAsk) -> dict[str, Any]:
+    """A restore or instant recovery request, audited whether made or refused."""
+    state = web(request)
+    target = f"{ask.vm} from {ask.point[:12]}" + (f" as {ask.name}" if ask.name else "")
+    try:
+        done = actions.request_restore(state.config, state.catalog, ask, by=f"web ({me.user})")
+    except Exception as exc:
+        audit(request, me.user, ask.kind, target, f"refused: {exc}")
+        raise
+    audit(request, me.user, ask.kind, target, f"ok: request {done['request']}")
+    return done
 
 
 def act(request: Request, me: Identity, policy: str, kind: str, vm: str | None) -> dict[str, Any]:

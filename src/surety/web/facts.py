@@ -85,8 +85,11 @@ def vms(
             "rpo_target_seconds": rpo,
             "rto_target_seconds": rto,
             "last_point_age_seconds": _age(vm["last_point_at"]),
-            "proven_point_age_seconds": _age(check["at"]) if check else None,
+            "proven_point_age_seconds": _age(check["point_at"]) if check else None,
             "recovery_seconds": recovery,
+            "proven_rpo_met": None
+            if rpo is None or check is None or check["point_at"] is None
+            else (_age(check["point_at"]) or 0) <= rpo,
             "rto_met": None if rto is None else recovery is not None and recovery <= rto,
             "proven_at": check["at"] if check else None,
             "repository": policy.repository if policy else None,
@@ -256,16 +259,24 @@ def overview(config: Config, catalog: Catalog) -> dict[str, Any]:
 
 
 def _proven(config: Config, catalog: Catalog) -> dict[str, dict[str, Any]]:
-    """Point id -> its latest passed verification, in every repository that opens."""
+    """Point id -> its latest passed verification (and ``point_at``, when the point
+    finished), in every repository that opens."""
     proven: dict[str, dict[str, Any]] = {}
     for name in sorted(config.repositories):
         try:
             repo = open_named_repository(config, name)
         except SuretyError:
             continue
-        for point, v in catalog.latest_verifications(repo.config.id).items():
-            if v.status == "verified":
-                proven[point] = asdict(v)
+        verified = {
+            point: v
+            for point, v in catalog.latest_verifications(repo.config.id).items()
+            if v.status == "verified"
+        }
+        if not verified:
+            continue
+        finished = {p.id: p.finished.isoformat() for p in repo.list_points() if p.id in verified}
+        for point, v in verified.items():
+            proven[point] = {**asdict(v), "point_at": finished.get(point)}
     return proven
 
 

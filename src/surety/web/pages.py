@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from surety.web import actions, facts, files
-from surety.web.api import act
+from surety.web.api import act, act_restore
 from surety.web.auth import (
     ROLES,
     SESSION_COOKIE,
@@ -153,6 +153,24 @@ def run_action(
     vm: Annotated[str, Form()] = "",
 ) -> Response:
     done = act(request, me, policy, kind, vm or None)
+    return RedirectResponse(f"/requests/{done['request']}", status_code=303)
+
+
+@router.post("/actions/restore")
+def restore_action(  # one form field a parameter, as FastAPI reads them
+    request: Request,
+    *,
+    me: Operator,
+    vm: Annotated[str, Form()],
+    point: Annotated[str, Form()],
+    kind: Annotated[str, Form()] = "restore",
+    name: Annotated[str, Form()] = "",
+    start: Annotated[str, Form()] = "",
+    replace: Annotated[str, Form()] = "",
+) -> Response:
+    """The restore form of a point: restore it, or start an instant recovery of it."""
+    ask = actions.RestoreAsk(kind, vm, point, name.strip() or None, bool(start), bool(replace))
+    done = act_restore(request, me, ask)
     return RedirectResponse(f"/requests/{done['request']}", status_code=303)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,20 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+# a serial console's escape sequences (colours, cursor moves, titles) and other control
+# characters: shown as they are, they make the tail unreadable
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]"
+)
+
+
+def _console(text: str | None) -> str:
+    """A console tail as plain text: escape sequences and control characters removed."""
+    return _CONTROL.sub("", (text or "").replace("\r\n", "\n"))
+
+
 _ENV.filters["when"] = _when
+_ENV.filters["console"] = _console
 _ENV.filters["size"] = lambda n: "-" if n is None else format_size(int(n))
 _ENV.filters["duration"] = _duration
 _ENV.filters["short"] = lambda s: (s or "-")[:12]

@@ -53,7 +53,7 @@ def test_a_version_1_catalog_migrates_in_place_and_keeps_its_verifications(
     catalog = Catalog(path)
     old = catalog.latest_verifications("repo1")["p1"]
     assert (old.status, old.proof, old.boot_seconds) == ("verified", "/proofs/1/proof.json", None)
-    assert _version(path) == SCHEMA_VERSION == 3
+    assert _version(path) == SCHEMA_VERSION == 4
     catalog.record_verification(
         "repo1", Verification("p2", "verified", "2026-11-02T10:00:00+00:00", "b", "", 41.5)
     )

@@ -32,7 +32,7 @@ def test_a_version_2_catalog_migrates_to_3_and_keeps_its_runs(tmp_path: Path) ->
     assert [r.vm for r in catalog.runs()] == ["web1"]
     catalog.put_user("ann", "admin", "$argon2id$x")
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
     assert catalog.user("ann") is not None
 
