@@ -93,6 +93,10 @@ def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
     assert "mono" in style[0].lower(), style  # monospace ...
     assert style[1] == "auto", style
     assert style[2:] == [True, True], style  # ... and scrolls, never wraps or overflows the page
+    assert "test login:" in page.evaluate(  # scrolled to its end: the last lines show
+        "() => { const e = document.querySelector('pre.console');"
+        " return e.scrollTop + e.clientHeight >= e.scrollHeight - 2 ? e.textContent : ''; }"
+    )
     shot(page, "07-proof")
     page.goto("/repository")
     assert page.locator("svg.chart").count() == 1
@@ -122,6 +126,37 @@ def test_operator_backs_up_from_the_page_and_reads_proof_and_files(
     refused = page.request.post(f"{base}/api/v1/jobs/nightly/backup/run?vm=test")
     assert refused.status == 403  # a POST without the CSRF token
     assert "CSRF" in refused.json()["error"]
+    page.context.close()
+
+
+def test_operator_starts_an_instant_recovery_and_follows_its_run(
+    served: tuple[Site, str], browser: Any
+) -> None:
+    _, base = served
+    page = login(browser, base, "otto")
+    page.goto("/vms/test")
+    page.select_option("#restore-form select[name=kind]", "instant")
+    page.fill("#restore-form input[name=name]", "test-ir")
+    shot(page, "03b-restore-form")
+    page.click("#restore-submit")
+    page.wait_for_url(re.compile(r".*/requests/\d+$"))
+    assert "test-ir" in page.inner_text("#request-options")
+    sync_api.expect(page.locator("#request-state")).to_have_text("done", timeout=60_000)
+    runs = page.inner_text("#request-runs")
+    # libvirt's test driver cannot serve the point's disks: the run ends, failed, saying why
+    assert "failed" in runs, runs
+    shot(page, "04b-instant-request")
+    page.click("#request-runs a")
+    page.wait_for_url(re.compile(r".*/runs/\d+$"))
+    assert "nightly:instant" in page.inner_text("main")
+    assert "worker pid" in page.inner_text("pre.log")  # the run's log
+    assert "instant recovery needs a VM" in page.inner_text("main")  # the CLI's refusal
+    assert "surety instant start" in page.inner_text("main")  # and what to do
+    shot(page, "05b-instant-run")
+    page.goto("/vms/test")
+    page.click("#restore-submit")  # restore over the VM on the host, not confirmed
+    assert "confirm with replace" in page.inner_text("main")
+    shot(page, "05c-restore-unconfirmed")
     page.context.close()
 
 

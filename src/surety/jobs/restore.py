@@ -29,6 +29,11 @@ from surety.restore.vm import VmRestoreOptions, restore_vm
 
 __all__ = ["run_instant", "run_restore", "spec_options"]
 
+HINT = (
+    "the same refusal as `surety {command}`: see the run's log; ask again from the VM's "
+    "page with another point, name or the replace confirmation"
+)
+
 
 def spec_options(spec: JobSpec) -> dict[str, Any]:
     """The request's options, with its point; ``UsageError`` without one."""
@@ -42,6 +47,25 @@ def run_restore(
     spec: JobSpec, *, repo: Repository, host: HypervisorHost, progress: Progress
 ) -> RunResult:
     """Restore the VM from ``spec.point`` (in place, or as ``name``)."""
+    try:
+        return _restore(spec, repo=repo, host=host, progress=progress)
+    except UsageError as exc:  # a refusal of the use case: say where to ask again
+        return RunResult("failed", error=str(exc), hint=HINT.format(command="restore vm"))
+
+
+def run_instant(
+    spec: JobSpec, *, repo: Repository, host: HypervisorHost, progress: Progress
+) -> RunResult:
+    """Start the VM from ``spec.point`` on overlays over the repository (instant recovery)."""
+    try:
+        return _instant(spec, repo=repo, host=host, progress=progress)
+    except UsageError as exc:
+        return RunResult("failed", error=str(exc), hint=HINT.format(command="instant start"))
+
+
+def _restore(
+    spec: JobSpec, *, repo: Repository, host: HypervisorHost, progress: Progress
+) -> RunResult:
     options = spec_options(spec)
     assert spec.point is not None
     name = options.get("name") or None
@@ -87,10 +111,9 @@ def run_restore(
     )
 
 
-def run_instant(
+def _instant(
     spec: JobSpec, *, repo: Repository, host: HypervisorHost, progress: Progress
 ) -> RunResult:
-    """Start the VM from ``spec.point`` on overlays over the repository (instant recovery)."""
     options = spec_options(spec)
     assert spec.point is not None
     name = options.get("name") or None

@@ -2,6 +2,8 @@
 "use strict";
 (function () {
   const busy = (s) => s === "queued" || s === "running";
+  // an ended run's bar: full when it did its work, empty when it failed or was stopped
+  const ended = (s) => (s === "succeeded" || s === "warning" ? 1 : 0);
   async function get(url) {
     const r = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
     if (!r.ok) throw new Error(url + ": " + r.status);
@@ -11,7 +13,7 @@
     document.querySelectorAll('[data-run="' + run.id + '"]').forEach((bar) => {
       const p = run.progress;
       if (p && p.total) { bar.max = p.total; bar.value = p.done; }
-      else if (!busy(run.state)) { bar.max = 1; bar.value = 1; }
+      else if (!busy(run.state)) { bar.max = 1; bar.value = ended(run.state); }
     });
     document.querySelectorAll('[data-run-phase="' + run.id + '"]').forEach((el) => {
       el.textContent = (run.progress ? run.progress.phase + " " : "") + (busy(run.state) ? "" : "(" + run.state + ")");
@@ -40,7 +42,7 @@
         const s = document.createElement("span"); s.className = "badge " + r.state; s.textContent = r.state;
         const bar = document.createElement("progress");
         if (r.progress && r.progress.total) { bar.max = r.progress.total; bar.value = r.progress.done; }
-        else if (!busy(r.state)) { bar.max = 1; bar.value = 1; }
+        else if (!busy(r.state)) { bar.max = 1; bar.value = ended(r.state); }
         const err = r.result && r.result.error ? " · " + r.result.error : "";
         p.append("run ", a, " " + (r.vm || "") + ": ", s, " ", bar, " " + (r.progress ? r.progress.phase : "") + err);
         return p;
@@ -51,6 +53,8 @@
     } catch (e) { setTimeout(() => pollRequest(box), 2000); }
   }
   document.addEventListener("DOMContentLoaded", () => {
+    // a console tail is read from its end (the login prompt, the last error)
+    document.querySelectorAll("pre.console").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
     if (document.querySelector("[data-run]")) pollRuns();
     const box = document.getElementById("request-runs");
     if (box && box.dataset.done !== "yes") pollRequest(box);
