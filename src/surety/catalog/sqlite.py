@@ -1,6 +1,6 @@
 """The SQLite catalog: one ``Catalog`` object over the parts that share its file.
 
-    db             connections, schema version 3 and its migrations (``user_version``)
+    db             connections, schema version 4 and its migrations (``user_version``)
     run_store      runs: create, running, finish, interrupt; logs; live progress
     service_store  the service's slots, first-seen times, heartbeats, run requests
     records        verifications, checks, repository usage, notifications sent
