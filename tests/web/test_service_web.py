@@ -164,3 +164,27 @@ def test_web_user_add_needs_only_surety_catalog(tmp_path: Path) -> None:
     assert refused.returncode == 2, refused.stderr
     assert "no such configuration file" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_surety_web_alone_takes_its_address_from_the_web_table(site: Site, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "surety.toml"
+    text = f'\n[web]\nenabled = false\nlisten = "127.0.0.1:{port}"\n'
+    config.write_text(site.config.read_text() + text)
+    env = {k: v for k, v in site.cli.env.items() if k != "SURETY_REPOSITORY"}
+    log = tmp_path / "web.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "surety", "web", "--config", str(config)],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    url = f"http://127.0.0.1:{port}/login"
+    try:
+        wait_for(lambda: answers(url) or proc.poll() is not None, f"the console at {url}")
+        assert answers(url), log.read_text()
+        assert f"serving on http://127.0.0.1:{port}" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

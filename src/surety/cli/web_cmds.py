@@ -77,7 +77,9 @@ def web_group(
     idle_mounts: float,
     run_root: Path,
 ) -> None:
-    """Serve the web console and REST API (127.0.0.1:8470 by default; TLS with a certificate)."""
+    """Serve the web console and REST API (127.0.0.1:8470 by default; TLS with a certificate).
+
+    Options not given are taken from the configuration's ``[web]`` table, when written."""
     ctx.meta["surety.web.config"] = config  # for the user and token commands
     source = ctx.get_parameter_source("config")
     ctx.meta["surety.web.config_given"] = source is ParameterSource.COMMANDLINE or bool(
@@ -87,6 +89,13 @@ def web_group(
         return
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("give both --tls-cert and --tls-key, or neither")
+    web = load_config(config).web  # [web]: what an option not given defaults to
+    if ctx.get_parameter_source("listen") is ParameterSource.DEFAULT:
+        listen = f"[{web.host}]:{web.port}" if ":" in web.host else f"{web.host}:{web.port}"
+    if tls_cert is None:
+        tls_cert, tls_key = web.tls_cert, web.tls_key
+    if ctx.get_parameter_source("idle_mounts") is ParameterSource.DEFAULT:
+        idle_mounts = web.idle_mounts
     host, port = _listen(listen)
     _exit_with_parent()
     # uvicorn and the app are imported only to serve, not for `surety web user ...`
