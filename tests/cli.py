@@ -58,7 +58,11 @@ def cli_for(repo: Path, environ: dict[str, str]) -> Cli:
     the repository: never the host's ``/var/lib/surety/catalog.sqlite``, which
     tests running at once (and other checkouts) would share.
     """
-    env = {k: v for k, v in environ.items() if not k.startswith("SURETY_")}
+    env = {
+        k: v
+        for k, v in environ.items()
+        if not k.startswith("SURETY_") or k == "SURETY_CACHE_DIR"  # the tests' own cache
+    }
     catalog = environ.get("SURETY_CATALOG") or str(repo.parent / "catalog.sqlite")
     env.update(SURETY_REPOSITORY=str(repo), SURETY_PASSPHRASE=PASSPHRASE, SURETY_CATALOG=catalog)
     return Cli(repo, env)

@@ -45,6 +45,8 @@ def _own_catalog(tmp_path_factory: pytest.TempPathFactory) -> None:
     if not os.environ.get("SURETY_CATALOG"):
         catalog = tmp_path_factory.mktemp("catalog") / "catalog.sqlite"
         os.environ["SURETY_CATALOG"] = str(catalog)
+    if not os.environ.get("SURETY_CACHE_DIR"):  # the local index cache, likewise
+        os.environ["SURETY_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

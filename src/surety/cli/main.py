@@ -14,6 +14,7 @@ from rich.markup import escape
 from surety import __version__
 from surety.cli import (
     backup_cmds,
+    cache_cmds,
     config_cmds,
     copy_cmds,
     files_cmds,
@@ -78,6 +79,7 @@ def cli(ctx: click.Context, repo: str | None, passphrase_file: Path | None) -> N
 for module in (
     repo_cmds,
     repair_cmds,
+    cache_cmds,
     key_cmds,
     backup_cmds,
     restore_cmds,

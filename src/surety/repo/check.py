@@ -155,7 +155,7 @@ def _check(
     report = CheckReport()
     progress.phase("check structure")
     try:
-        index = repo.index()
+        index = repo.index(use_cache=False)  # check reads every index object itself
     except (IntegrityError, StorageError) as exc:
         report.errors.append(str(exc))
         return report

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from surety.core.errors import IntegrityError
+from surety.repo.cache import ChunkTable
 from surety.repo.format import INDEX_MAGIC, PACK_ENTRY
 from surety.repo.pack import PackEntry
 
@@ -83,23 +84,61 @@ class ChunkIndex:
     restore still tries a chunk whose damage record may have been wrong (and
     hash-checks it as always). Load damage records before index objects: a
     healthy duplicate listed after a damaged copy then wins.
+
+    Backed by a memory-mapped ``ChunkTable`` (``repo.cache``: every copy of
+    each chunk, in table order) when the repository has a local cache, plus
+    small dicts for what this process adds; without a table, by the dicts alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, table: ChunkTable | None = None) -> None:
+        self._table = table
         self._map: dict[bytes, Location] = {}
         self._damaged_only: dict[bytes, Location] = {}
         self._bad: set[tuple[bytes, str]] = set()
-        self.index_names: set[str] = set()
-        self.indexed_packs: set[str] = set()  # every pack some index names
+        self.index_names: set[str] = set(table.index_names) if table is not None else set()
+        self._added_packs: set[str] = set()
+        self._table_packs: frozenset[str] | None = None
+
+    @property
+    def table(self) -> ChunkTable | None:
+        return self._table
+
+    def replace_table(self, table: ChunkTable | None) -> None:
+        """Use ``table`` (rebuilt from storage) from now on; what this process added stays."""
+        self._table, self._table_packs = table, None
+        if table is not None:
+            self.index_names |= set(table.index_names)
+
+    @property
+    def indexed_packs(self) -> set[str]:
+        """Every pack some index names."""
+        if self._table is None:
+            return self._added_packs
+        if self._table_packs is None:
+            self._table_packs = frozenset(self._table.pack_ids())
+        return self._added_packs | self._table_packs
+
+    def _from_table(self, chunk_id: bytes) -> tuple[Location | None, Location | None]:
+        """(first healthy, first damaged) copy the table lists."""
+        if self._table is None:
+            return None, None
+        damaged = None
+        for pack, offset, length, raw in self._table.copies(chunk_id):
+            loc = Location(pack, offset, length, raw)
+            if (chunk_id, pack) not in self._bad:
+                return loc, None
+            damaged = damaged or loc
+        return None, damaged
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
-        self.indexed_packs.add(pack_id)
+        self._added_packs.add(pack_id)
         for e in entries:
             loc = Location(pack_id, e.offset, e.length, e.raw_length)
+            if e.chunk_id in self._map or self._from_table(e.chunk_id)[0] is not None:
+                continue
             if (e.chunk_id, pack_id) in self._bad:
-                if e.chunk_id not in self._map:
-                    self._damaged_only.setdefault(e.chunk_id, loc)
-            elif e.chunk_id not in self._map:
+                self._damaged_only.setdefault(e.chunk_id, loc)
+            else:
                 self._map[e.chunk_id] = loc
                 self._damaged_only.pop(e.chunk_id, None)
 
@@ -119,17 +158,47 @@ class ChunkIndex:
         return {pack for _, pack in self._bad}
 
     def __contains__(self, chunk_id: object) -> bool:
-        return chunk_id in self._map
+        if chunk_id in self._map:
+            return True
+        if not isinstance(chunk_id, bytes) or self._table is None:
+            return False
+        if not self._bad:  # no damage recorded: any copy is a healthy one
+            return chunk_id in self._table
+        return self._from_table(chunk_id)[0] is not None
 
     def get(self, chunk_id: bytes) -> Location | None:
-        return self._map.get(chunk_id) or self._damaged_only.get(chunk_id)
+        healthy, damaged = self._from_table(chunk_id)
+        return healthy or self._map.get(chunk_id) or damaged or self._damaged_only.get(chunk_id)
 
     def __len__(self) -> int:
-        return len(self._map) + len(self._damaged_only)
+        if self._table is None:
+            return len(self._map) + len(self._damaged_only)
+        table = self._table
+        extra = sum(1 for c in (*self._map, *self._damaged_only) if c not in table)
+        return table.chunks + extra
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
-        yield from self._map.items()
-        yield from self._damaged_only.items()
+        """Each chunk once, at the location ``get`` gives (streamed from the table)."""
+        if self._table is not None:
+            bad = self._bad
+            for chunk_id, copies in self._table.runs():
+                damaged = None
+                for pack, offset, length, raw in copies:
+                    if (chunk_id, pack) not in bad:
+                        yield chunk_id, Location(pack, offset, length, raw)
+                        break
+                    damaged = damaged or Location(pack, offset, length, raw)
+                else:
+                    loc = self._map.get(chunk_id) or damaged
+                    if loc is not None:
+                        yield chunk_id, loc
+        table = self._table
+        for chunk_id, loc in self._map.items():
+            if table is None or chunk_id not in table:
+                yield chunk_id, loc
+        for chunk_id, loc in self._damaged_only.items():
+            if table is None or chunk_id not in table:
+                yield chunk_id, loc
 
     def packs(self) -> dict[str, list[tuple[bytes, Location]]]:
         """Each chunk at the one location ``get`` gives, grouped by pack."""

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from surety.core.errors import (
@@ -56,6 +57,7 @@ from surety.core.errors import (
     UsageError,
 )
 from surety.repo import codec
+from surety.repo.cache import Loaded, cache_dir_for, cache_disabled, cache_key, load_table
 from surety.repo.crypto import KdfParams, MasterKeys, wrap_master
 from surety.repo.damage import Damage, decode_damage, encode_damage
 from surety.repo.format import (
@@ -83,6 +85,7 @@ from surety.repo.lock import HeldLock, hold_lock
 from surety.repo.manifest import Manifest
 from surety.repo.pack import PackEntry, chunk_kind
 from surety.repo.storage.base import Storage
+from surety.repo.storage.memory import MemoryStorage
 
 __all__ = ["RepoConfig", "Repository"]
 
@@ -111,6 +114,7 @@ class Repository:
         self.damaged_indexes: dict[str, str] = {}  # index object name -> why
         self._index: ChunkIndex | None = None
         self._recorded: set[tuple[bytes, str]] = set()
+        self._cache_rebuilt = False  # the local index cache was rebuilt after a wrong location
         self.object_lock: ObjectLock | None = object_lock_of(storage)
         self.lock_extensions = 0  # PutObjectRetention calls made by commits (immutable)
         if self.object_lock is not None:
@@ -288,23 +292,71 @@ class Repository:
         raise IntegrityError(f"{name}: no stored version matches its hash")
 
     # -- chunk index --------------------------------------------------------------
-    def index(self) -> ChunkIndex:
-        """The chunk index: damage records first, then every index object that opens."""
+    def index(self, use_cache: bool = True) -> ChunkIndex:
+        """The chunk index: damage records first, then every index object that opens.
+
+        With the local cache (``repo.cache``; not for a memory storage, nor with
+        ``SURETY_NO_CACHE=1``, nor ``use_cache=False``) only index objects not
+        merged before are read from storage.
+        """
         if self._index is None:
-            index = ChunkIndex()
-            for record in self.damage_records():
-                index.mark_damaged(record.chunk_id, record.pack)
-            for name, _size in self.storage.list("index/"):
-                index.index_names.add(name)
-                try:
-                    packs = decode_index(self.get_object("index", name[6:]), name)
-                except IntegrityError as exc:
-                    self._index_damaged(name, exc)
-                    continue
-                for pack_id, entries in packs:
-                    index.add_pack(pack_id, entries)
+            damage = self.damage_records()
+            if use_cache and self.cache_dir() is not None:
+                index = self._cached_index(damage)
+            else:
+                index = ChunkIndex()
+                for record in damage:
+                    index.mark_damaged(record.chunk_id, record.pack)
+                for name, _size in self.storage.list("index/"):
+                    index.index_names.add(name)
+                    packs = self._read_index(name)
+                    for pack_id, entries in packs or []:
+                        index.add_pack(pack_id, entries)
             self._index = index
         return self._index
+
+    def cache_dir(self) -> Path | None:
+        """This repository's local cache directory (None: no cache)."""
+        if cache_disabled() or isinstance(self.storage, MemoryStorage):
+            return None
+        return cache_dir_for(self.config.id)
+
+    def rebuild_cache(self) -> Loaded:
+        """Build the local index cache afresh from storage (``surety cache rebuild``)."""
+        self._index = None
+        return self._load_cache(rebuild=True)
+
+    def _load_cache(self, rebuild: bool = False) -> Loaded:
+        cache_dir = self.cache_dir()
+        assert cache_dir is not None
+        listing = dict(self.storage.list("index/"))
+        return load_table(
+            cache_dir,
+            cache_key(self.keys.object_id),
+            listing,
+            read=self._read_index,
+            notes=self.notes,
+            rebuild=rebuild,
+        )
+
+    def _cached_index(self, damage: list[Damage], rebuild: bool = False) -> ChunkIndex:
+        loaded = self._load_cache(rebuild)
+        index = ChunkIndex(loaded.table)
+        for record in damage:
+            index.mark_damaged(record.chunk_id, record.pack)
+        for name, packs in loaded.in_memory:
+            index.index_names.add(name)
+            for pack_id, entries in packs:
+                index.add_pack(pack_id, entries)
+        index.index_names.update(self.damaged_indexes)
+        return index
+
+    def _read_index(self, name: str) -> list[tuple[str, list[PackEntry]]] | None:
+        try:
+            return decode_index(self.get_object("index", name[6:]), name)
+        except IntegrityError as exc:
+            self._index_damaged(name, exc)
+            return None
 
     def _index_damaged(self, name: str, exc: IntegrityError) -> None:
         self.damaged_indexes[name] = str(exc)
@@ -368,15 +420,45 @@ class Repository:
                 chunk_id, sealed, loc.raw_length, f"{what} in pack {loc.pack[:12]}"
             )
         except ObjectNotFound:
+            moved = self._relocated(chunk_id, loc) if location is None else None
+            if moved is not None:  # the local cache was wrong: read where storage says
+                return self.read_chunk(chunk_id, moved)
             self.record_damage(chunk_id, loc.pack, "pack missing")
             raise IntegrityError(f"{what}: pack {loc.pack[:12]} is missing") from None
         except IntegrityError as exc:
             if self.immutable:
                 return self._chunk_from_locked_version(chunk_id, loc, what, exc)
+            moved = self._relocated(chunk_id, loc) if location is None else None
+            if moved is not None:
+                return self.read_chunk(chunk_id, moved)
             self.record_damage(chunk_id, loc.pack, str(exc))
             raise
         finally:
             self.collect_warnings()
+
+    def _relocated(self, chunk_id: bytes, loc: Location) -> Location | None:
+        """After a failed read at a location the local cache gave: bring the cache up to
+        date with storage (once per process; a table that authenticates can only be
+        stale, e.g. a prune repacked the chunk since) and give the chunk's location if
+        it differs. The cache alone never makes a chunk count as damaged."""
+        index = self._index
+        if index is None or index.table is None or self._cache_rebuilt:
+            return None
+        self._cache_rebuilt = True
+        loaded = self._load_cache()
+        index.replace_table(loaded.table)
+        for name, packs in loaded.in_memory:
+            for pack_id, entries in packs:
+                index.add_pack(pack_id, entries)
+            index.index_names.add(name)
+        moved = index.get(chunk_id)
+        if moved is None or moved == loc:
+            return None
+        self.notes.append(
+            f"the local index cache gave a wrong location for chunk {chunk_id.hex()[:12]}; "
+            "it was brought up to date from the repository"
+        )
+        return moved
 
     def _chunk_from_locked_version(
         self, chunk_id: bytes, loc: Location, what: str, failure: IntegrityError
