@@ -20,6 +20,7 @@ The prober in the lab's namespace then gets one free address in each subnet
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
 from collections.abc import Iterable, Sequence
@@ -62,6 +63,13 @@ def guest_interface(reply: Any, mac: str) -> dict[str, Any] | None:
     return next((n for n in parse_interfaces(reply) if n["mac"] == mac.lower()), None)
 
 
+APPLY_SECONDS = 20.0
+"""How long one application of the addresses may take before it is applied again."""
+
+BOOT_SECONDS = 90
+"""How long the addresses wait for the guest's boot to finish (systemd)."""
+
+
 def readdress(
     channel: GuestChannel,
     agent: Any,
@@ -72,14 +80,54 @@ def readdress(
     """Make the guest NIC with ``mac`` carry ``wanted``; returns how it went (evidence).
 
     ``agent`` is a callable ``(command) -> reply`` for guest-network-get-interfaces.
-    A guest that is still booting may not answer every agent call in time: the
-    waits ask again until ``timeout`` (from the call) is spent.
+    The guest's agent answers before its boot has finished: the addresses are set
+    once systemd says the boot is done (so systemd-networkd, if the guest runs it,
+    is up and does not drop an address set beside it), and set again when they
+    did not take within ``APPLY_SECONDS``, until ``timeout`` (from the call).
     """
     deadline = time.monotonic() + timeout
     nic = _wait_for_nic(agent, mac, deadline)
-    if all(str(w) in nic["ipv4"] for w in wanted):
+    if _has(nic, wanted):
         return f"{nic['name']} already has {', '.join(map(str, wanted))}"
     name = nic["name"]
+    _wait_for_boot(channel, deadline)
+    attempt = 0
+    while True:
+        attempt += 1
+        how = _apply(channel, name, mac, wanted)
+        settle = min(deadline, time.monotonic() + APPLY_SECONDS)
+        while True:
+            nic = _interface(agent, mac) or nic
+            if _has(nic, wanted):
+                again = f" (applied {attempt} times)" if attempt > 1 else ""
+                return f"{name} re-addressed to {', '.join(map(str, wanted))} with {how}{again}"
+            if time.monotonic() >= settle:
+                break
+            time.sleep(1)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"{name} did not take {', '.join(map(str, wanted))} with {how} "
+                f"(applied {attempt} times; has {nic['ipv4']})"
+            )
+
+
+def _has(nic: dict[str, Any], wanted: Sequence[LabAddress]) -> bool:
+    return all(str(w) in nic["ipv4"] for w in wanted)
+
+
+def _wait_for_boot(channel: GuestChannel, deadline: float) -> None:
+    """Until systemd's boot is done (running or degraded), at most until ``deadline``."""
+    left = min(BOOT_SECONDS, int(deadline - time.monotonic() - APPLY_SECONDS))
+    if left < 5:
+        return
+    wait = f"timeout {left} systemctl is-system-running --wait"
+    with contextlib.suppress(SuretyError):  # no systemd, or slow to answer: set them anyway
+        channel.run(
+            ["sh", "-c", f"command -v systemctl >/dev/null || exit 0; {wait}"], timeout=left + 10
+        )
+
+
+def _apply(channel: GuestChannel, name: str, mac: str, wanted: Sequence[LabAddress]) -> str:
     if channel.run(
         ["sh", "-c", "command -v networkctl && systemctl is-active -q systemd-networkd"]
     ).ok:
@@ -90,18 +138,11 @@ def readdress(
         channel.write_file("/run/systemd/network/05-surety-lab.network", unit.encode())
         channel.run(["networkctl", "reload"])
         channel.run(["networkctl", "reconfigure", name])
-        how = "a runtime systemd-networkd file"
-    else:
-        for address in wanted:
-            channel.run(["ip", "addr", "replace", str(address), "dev", name])
-        channel.run(["ip", "link", "set", name, "up"])
-        how = "ip addr"
-    while time.monotonic() < deadline:
-        nic = _interface(agent, mac) or nic
-        if all(str(w) in nic["ipv4"] for w in wanted):
-            return f"{name} re-addressed to {', '.join(map(str, wanted))} with {how}"
-        time.sleep(1)
-    raise TimeoutError(f"{name} did not take {', '.join(map(str, wanted))} (has {nic['ipv4']})")
+        return "a runtime systemd-networkd file"
+    for address in wanted:
+        channel.run(["ip", "addr", "replace", str(address), "dev", name])
+    channel.run(["ip", "link", "set", name, "up"])
+    return "ip addr"
 
 
 def _interface(agent: Any, mac: str) -> dict[str, Any] | None:

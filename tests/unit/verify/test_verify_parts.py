@@ -17,6 +17,7 @@ from surety.hypervisor.guest_agent import parse_interfaces
 from surety.hypervisor.port import GuestAgentError
 from surety.hypervisor.restore_xml import DiskPlacement, DomainRewrite, onto_taps, rewrite_domain
 from surety.testing.fake_guest import FakeGuest, GuestResult
+from surety.verify import addressing
 from surety.verify.addressing import LAB_SUBNET, prober_address, readdress, wanted_addresses
 from surety.verify.application_group import default_probes, parse_group
 from surety.verify.probes import ProbeContext, ProbeResult, ProbeSpec, run_probe
@@ -245,6 +246,25 @@ def test_readdress_waits_out_an_agent_that_does_not_answer_yet() -> None:
     assert how == "eth0 re-addressed to 10.0.2.15/24 with ip addr"
     assert ["ip", "addr", "replace", "10.0.2.15/24", "dev", "eth0"] in guest.commands
     assert answers == []
+
+
+def test_readdress_applies_again_what_the_guest_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI: a lab NIC stayed without its address for 120 s (set before systemd-networkd
+    came up and dropped it); the addresses are set again until they hold."""
+    monkeypatch.setattr(addressing, "APPLY_SECONDS", 1.0)
+    mac = "52:54:00:aa:bb:03"
+    guest = FakeGuest(handlers={"*": lambda _argv: GuestResult(1)})
+
+    def agent(_command: str) -> object:
+        applied = sum(c[:3] == ["ip", "addr", "replace"] for c in guest.commands)
+        ipv4 = [{"ip-address-type": "ipv4", "ip-address": "10.0.2.15", "prefix": 24}]
+        return [{"name": "eth0", "hardware-address": mac, "ip-addresses": ipv4 * (applied >= 2)}]
+
+    wanted = (ipaddress.IPv4Interface("10.0.2.15/24"),)
+    how = readdress(guest, agent, mac, wanted, timeout=30)
+    assert how == "eth0 re-addressed to 10.0.2.15/24 with ip addr (applied 2 times)"
+    waits = [c for c in guest.commands if "is-system-running --wait" in " ".join(c)]
+    assert len(waits) == 1, "the boot is waited for once, before the first application"
 
 
 def test_readdress_gives_up_at_its_deadline_with_the_reason() -> None:
