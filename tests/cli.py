@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,18 @@ class Cli:
         )
 
 
+KEPT = ("SURETY_CACHE_DIR",)
+"""SURETY_ variables a test's command keeps: the session's own index cache, so no test
+writes the host's /var/cache/surety."""
+
+
+def without_surety(
+    environ: Mapping[str, str], prefixes: tuple[str, ...] = ("SURETY_",)
+) -> dict[str, str]:
+    """``environ`` without surety's settings (and other ``prefixes``), keeping ``KEPT``."""
+    return {k: v for k, v in environ.items() if not k.startswith(prefixes) or k in KEPT}
+
+
 def cli_for(repo: Path, environ: dict[str, str]) -> Cli:
     """A ``Cli`` for ``repo`` with the test passphrase and no stray SURETY_* settings.
 
@@ -58,11 +71,7 @@ def cli_for(repo: Path, environ: dict[str, str]) -> Cli:
     the repository: never the host's ``/var/lib/surety/catalog.sqlite``, which
     tests running at once (and other checkouts) would share.
     """
-    env = {
-        k: v
-        for k, v in environ.items()
-        if not k.startswith("SURETY_") or k == "SURETY_CACHE_DIR"  # the tests' own cache
-    }
+    env = without_surety(environ)
     catalog = environ.get("SURETY_CATALOG") or str(repo.parent / "catalog.sqlite")
     env.update(SURETY_REPOSITORY=str(repo), SURETY_PASSPHRASE=PASSPHRASE, SURETY_CATALOG=catalog)
     return Cli(repo, env)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -49,9 +50,27 @@ def _own_catalog(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["SURETY_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
+HOST_STATE = (Path("/var/cache/surety"), Path("/var/lib/surety/catalog.sqlite"))
+"""What surety keeps on a host by default: tests use their own (SURETY_CACHE_DIR,
+SURETY_CATALOG) and must never create or change these."""
+
+
+def _host_state() -> dict[str, float]:
+    seen: dict[str, float] = {}
+    for path in HOST_STATE:
+        for item in [path, *(path.iterdir() if path.is_dir() else ())]:
+            if item.exists():
+                seen[str(item)] = item.stat().st_mtime
+    return seen
+
+
+_host_before: dict[str, float] = {}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _config  # noqa: PLW0603 -- this session's config, set once
     _config = config
+    _host_before.update(_host_state())
     if os.environ.get("CI"):
         signal.signal(signal.SIGTERM, _interrupt)
 
@@ -59,3 +78,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # make passes it on too: tear down once
     raise KeyboardInterrupt(f"stopped by signal {signum} (a CI stage ran out of time)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI, a run that wrote the host's own surety state fails (once, in the
+    controller: xdist workers have ``workerinput``)."""
+    if not os.environ.get("CI") or hasattr(session.config, "workerinput"):
+        return
+    changed = sorted(k for k, v in _host_state().items() if _host_before.get(k) != v)
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("!", "tests wrote the host's surety state: " + ", ".join(changed))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 
 from surety.repo.storage.s3 import make_s3_client
-from tests.cli import PASSPHRASE, Cli
+from tests.cli import PASSPHRASE, Cli, without_surety
 from tests.integration.faulty_proxy import FaultyProxy
 from tests.prerequisites import require
 
@@ -43,7 +43,7 @@ def bucket(s3_environ: dict[str, str]) -> Iterator[str]:
 
 
 def _cli(environ: dict[str, str], location: str, tmp_path: Path, **extra: str) -> Cli:
-    env = {k: v for k, v in environ.items() if not k.startswith("SURETY_")}
+    env = without_surety(environ)
     env.update(SURETY_REPOSITORY=location, SURETY_PASSPHRASE=PASSPHRASE, **extra)
     return Cli(tmp_path, env)
 

@@ -14,12 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cli import PASSPHRASE, Cli
+from tests.cli import PASSPHRASE, Cli, without_surety
 from tests.s3.fixtures import S3Bucket
 
 
 def _cli(bucket: S3Bucket, tmp_path: Path) -> Cli:
-    env = {k: v for k, v in bucket.environ().items() if not k.startswith("SURETY_")}
+    env = without_surety(bucket.environ())
     env.update(SURETY_REPOSITORY=f"s3://{bucket.name}/shared", SURETY_PASSPHRASE=PASSPHRASE)
     return Cli(tmp_path, env)
 

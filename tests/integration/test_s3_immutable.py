@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.cli import PASSPHRASE, Cli
+from tests.cli import PASSPHRASE, Cli, without_surety
 from tests.s3.fixtures import S3Bucket
 
 LOCK_SECONDS = "40"  # one "day" = 40 s; objects stay locked 40 s + a step of 10 s
@@ -35,7 +35,7 @@ PREFIX = "hosts/a"
 
 
 def _cli(bucket: S3Bucket, tmp_path: Path, identity: str = "backup", maint: bool = True) -> Cli:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURETY_")}
+    env = without_surety(os.environ)
     env.update(bucket.environ(identity))  # type: ignore[arg-type]
     if not maint:
         env.pop("SURETY_S3_MAINT_ACCESS_KEY_ID")

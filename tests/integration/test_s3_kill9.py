@@ -12,14 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from tests.cli import PASSPHRASE, Cli
+from tests.cli import PASSPHRASE, Cli, without_surety
 from tests.s3.fixtures import S3Bucket
 
 
 def test_kill_9_during_an_s3_backup_then_the_next_one_completes(
     s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in s3_bucket.environ().items() if not k.startswith("SURETY_")}
+    env = without_surety(s3_bucket.environ())
     env.update(SURETY_REPOSITORY=f"s3://{s3_bucket.name}/k9", SURETY_PASSPHRASE=PASSPHRASE)
     cli = Cli(tmp_path, env)
     cli.run("init", "--chunk-size", "64K")

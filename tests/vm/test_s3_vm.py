@@ -47,7 +47,7 @@ import libvirt
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.cli import PASSPHRASE, Cli, cli_for
+from tests.cli import PASSPHRASE, Cli, cli_for, without_surety
 from tests.guests import testvm
 from tests.s3.fixtures import remove_bucket
 from tests.s3.server import S3Server
@@ -83,7 +83,7 @@ class Flow:
 
 
 def _env(server: S3Server, bucket: str, work: Path, identity: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SURETY_", "AWS_"))}
+    env = without_surety(os.environ, ("SURETY_", "AWS_"))
     env.update(server.environ(identity))  # type: ignore[arg-type]
     if identity == "backup":  # a backup host never holds the maintenance keys
         env.pop("SURETY_S3_MAINT_ACCESS_KEY_ID")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from surety.catalog import Catalog
+from tests.cli import without_surety
 from tests.prerequisites import require, require_import
 from tests.web.browser import free_port
 from tests.web.site import Site, make_site
@@ -135,7 +136,7 @@ def test_web_user_add_needs_only_surety_catalog(tmp_path: Path) -> None:
     )
     (tmp_path / "pw").write_text("a-good-password-7\n")
     catalog = tmp_path / "catalog.sqlite"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SURETY_")}
+    env = without_surety(os.environ)
     env["SURETY_CATALOG"] = str(catalog)
     surety = [sys.executable, "-m", "surety", "web", "user"]
     done = subprocess.run(
