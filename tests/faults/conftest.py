@@ -231,6 +231,20 @@ def lock_document(
 
 
 @contextmanager
+def mounted_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (e.g. ``64k``) at ``where``: a disk that fills; always unmounted."""
+    require_root("mount", "umount")
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", where], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", where], check=False)
+        if os.path.ismount(where):
+            subprocess.run(["umount", "-l", where], check=False)
+
+
+@contextmanager
 def mounted_read_only(source: Path, where: Path) -> Iterator[Path]:
     """``source`` bind-mounted read-only at ``where``; always unmounted."""
     require_root("mount", "umount")

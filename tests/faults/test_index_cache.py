@@ -20,6 +20,7 @@ import pytest
 from tests.faults.conftest import (
     Cli,
     mounted_read_only,
+    mounted_tmpfs,
     random_image,
     require_root,
     same_bytes,
@@ -166,16 +167,8 @@ def test_a_read_only_cache_falls_back_to_memory_and_says_so_once(
 
 @pytest.fixture
 def full_cache(tmp_path: Path) -> Iterator[Path]:
-    require_root("mount", "umount")
-    where = tmp_path / "tiny"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", where], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "64k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", where], check=False)
-        if os.path.ismount(where):
-            subprocess.run(["umount", "-l", where], check=False)
 
 
 def test_a_full_cache_disk_falls_back_to_memory_and_says_so_once(

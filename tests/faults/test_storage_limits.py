@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -24,25 +23,17 @@ from tests.faults.conftest import (
     assert_failed_cleanly,
     assert_no_traceback,
     mounted_read_only,
+    mounted_tmpfs,
     random_image,
     repo_files,
-    require_root,
     same_bytes,
 )
 
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    require_root("mount", "umount")
-    where = tmp_path / "small"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", where], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small", "6m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", where], check=False)
-        if os.path.ismount(where):
-            subprocess.run(["umount", "-l", where], check=False)
 
 
 def _write_until_error(out: BinaryIO, block: int) -> int | None:
