@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ class Cli:
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "surety", *map(str, args)],
-            env=env or self.env,
+            env=_own_cache(env or self.env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -45,7 +46,7 @@ class Cli:
     def popen(self, *args: str | Path) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "surety", *map(str, args)],
-            env=self.env,
+            env=_own_cache(self.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -55,6 +56,13 @@ class Cli:
 KEPT = ("SURETY_CACHE_DIR",)
 """SURETY_ variables a test's command keeps: the session's own index cache, so no test
 writes the host's /var/cache/surety."""
+
+
+def _own_cache(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the session's index cache unless it names one (an environment
+    built from scratch, e.g. only a bucket's keys, would use the host's)."""
+    cache = os.environ.get("SURETY_CACHE_DIR")
+    return {"SURETY_CACHE_DIR": cache, **env} if cache else env
 
 
 def without_surety(

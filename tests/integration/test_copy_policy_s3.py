@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.cli import PASSPHRASE, Cli
+from tests.cli import PASSPHRASE, Cli, without_surety
 from tests.integration.conftest import write_image
 from tests.s3.fixtures import S3Bucket
 
@@ -35,7 +35,7 @@ copy_to = "offsite"
 
 def _no_aws(tmp_path: Path) -> dict[str, str]:
     """This host's environment without any S3 setting (and wrong keys, which must not win)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SURETY_"))}
+    env = without_surety(os.environ, ("AWS_", "SURETY_"))
     env.update(
         HOME=str(tmp_path / "home"),
         AWS_ACCESS_KEY_ID="not-these",

@@ -48,6 +48,7 @@ def _fresh_host_cli(bucket: S3Bucket, location: str, home: Path) -> Cli:
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_DATA_HOME=str(home / ".local/share"),
         SURETY_CATALOG=str(home / "catalog.sqlite"),
+        SURETY_CACHE_DIR=str(home / "cache"),  # a fresh host has no index cache either
         SURETY_REPOSITORY=location,
         SURETY_PASSPHRASE=PASSPHRASE,
     )
