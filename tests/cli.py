@@ -68,8 +68,10 @@ def _own_cache(env: dict[str, str]) -> dict[str, str]:
 def without_surety(
     environ: Mapping[str, str], prefixes: tuple[str, ...] = ("SURETY_",)
 ) -> dict[str, str]:
-    """``environ`` without surety's settings (and other ``prefixes``), keeping ``KEPT``."""
-    return {k: v for k, v in environ.items() if not k.startswith(prefixes) or k in KEPT}
+    """``environ`` without surety's settings (and other ``prefixes``), keeping ``KEPT``;
+    the session's index cache is added when ``environ`` does not name one."""
+    kept = {k: v for k, v in environ.items() if not k.startswith(prefixes) or k in KEPT}
+    return _own_cache(kept)
 
 
 def cli_for(repo: Path, environ: dict[str, str]) -> Cli:
