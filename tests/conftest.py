@@ -81,9 +81,9 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Under CI, say loudly when a run wrote the host's own surety state (once, in the
-    controller: xdist workers have ``workerinput``). It does not fail the run yet: the
-    index cache's default is new, and a test still writing it is a defect of the test."""
+    """Under CI, a run that wrote the host's own surety state fails, naming what it wrote
+    (once, in the controller: xdist workers have ``workerinput``): a test that writes it
+    would also read another run's cache or catalog."""
     if not os.environ.get("CI") or hasattr(session.config, "workerinput"):
         return
     changed = sorted(k for k, v in _host_state().items() if _host_before.get(k) != v)
@@ -91,3 +91,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_sep("!", "tests wrote the host's surety state: " + ", ".join(changed))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
