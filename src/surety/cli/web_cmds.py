@@ -79,7 +79,7 @@ def web_group(
 ) -> None:
     """Serve the web console and REST API (127.0.0.1:8470 by default; TLS with a certificate).
 
-    Options not given are taken from the configuration's ``[web]`` table, when written."""
+    Options not given are taken from the configuration's [web] table, when written."""
     ctx.meta["surety.web.config"] = config  # for the user and token commands
     source = ctx.get_parameter_source("config")
     ctx.meta["surety.web.config_given"] = source is ParameterSource.COMMANDLINE or bool(
@@ -177,7 +177,7 @@ def user_list(ctx: click.Context, json_output: bool) -> None:
 
 @web_group.group("token")
 def token_group() -> None:
-    """API tokens for scripts (``Authorization: Bearer TOKEN``)."""
+    """API tokens for scripts (sent as "Authorization: Bearer TOKEN")."""
 
 
 @token_group.command("add")
