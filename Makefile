@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup check test test-vm scenario-replication scenario-replication-full guest demo bench format
+.PHONY: setup check test test-vm scenario-replication scenario-replication-full guest guest-ad demo bench format
 
 setup:
 	@scripts/bootstrap
@@ -44,3 +44,7 @@ format: setup
 # Build (or reuse) the cached Debian test guest for integration tests (root).
 guest:
 	tests/guests/build.sh
+
+# Build (or reuse) the Samba AD DC guest, an overlay on the base guest (root).
+guest-ad:
+	tests/guests/build_ad.sh
