@@ -26,12 +26,13 @@ Must not know: VMs, the CLI, boto3 (the storage's methods are reached through
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from surety.core.errors import IntegrityError, RepositoryLocked, StorageError, UsageError
 from surety.repo.format import ZERO_ID
+from surety.repo.storage.retry import RetryingStorage
 
 if TYPE_CHECKING:
     from surety.repo.manifest import Manifest
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_CLOCK_SKEW",
     "ObjectLock",
+    "RetriedObjectLock",
     "check_clock",
     "lock_period",
     "lock_step",
@@ -51,6 +53,7 @@ __all__ = [
 ]
 
 MAX_CLOCK_SKEW = 300.0  # seconds: lock dates come from this host's clock
+T = TypeVar("T")
 TEST_SECONDS_ENV = "SURETY_TESTING_LOCK_SECONDS"  # tests only: a "day" of this many seconds
 
 
@@ -76,13 +79,68 @@ class ObjectLock(Protocol):
 
 
 def object_lock_of(storage: object) -> ObjectLock | None:
-    """The Object Lock backend under ``storage``'s wrappers, or None (local, memory)."""
+    """The Object Lock backend under ``storage``'s wrappers, or None (local, memory).
+
+    When a ``RetryingStorage`` wraps it, its calls to the server (listing versions,
+    reading and extending retention, locked writes) are retried like the storage's
+    own: a transient failure there is never taken for a missing lock or damage."""
     layer: object | None = storage
+    retrying: RetryingStorage | None = None
     while layer is not None:
         if isinstance(layer, ObjectLock):
-            return layer
+            return layer if retrying is None else RetriedObjectLock(layer, retrying)
+        if retrying is None and isinstance(layer, RetryingStorage):
+            retrying = layer
         layer = getattr(layer, "inner", None)
     return None
+
+
+class RetriedObjectLock:
+    """An ``ObjectLock`` whose server calls go through a ``RetryingStorage``'s retries."""
+
+    def __init__(self, lock: ObjectLock, retrying: RetryingStorage) -> None:
+        self.lock, self.retrying = lock, retrying
+        self.written: dict[str, datetime] = lock.written  # the same dict: shared state
+        self.maintenance: bool = lock.maintenance  # fixed when the storage was opened
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        return self.retrying.retry(what, call)
+
+    def check_object_lock(self) -> None:
+        self._retry("check Object Lock", self.lock.check_object_lock)
+
+    def detect_object_lock(self) -> None:
+        self._retry("detect Object Lock", self.lock.detect_object_lock)
+
+    def enable_object_lock(self, period: timedelta) -> None:
+        self._retry("enable Object Lock", lambda: self.lock.enable_object_lock(period))
+
+    def disable_object_lock(self) -> None:
+        self._retry("disable Object Lock", self.lock.disable_object_lock)
+
+    def clock_skew(self) -> float:
+        return self._retry("read the server's clock", self.lock.clock_skew)
+
+    def retained_until(self, name: str) -> datetime | None:
+        return self._retry(f"retention of {name}", lambda: self.lock.retained_until(name))
+
+    def extend_retention(self, name: str, until: datetime) -> None:
+        self._retry(f"extend {name}", lambda: self.lock.extend_retention(name, until))
+
+    def put_locked(self, name: str, data: bytes, until: datetime) -> None:
+        self._retry(f"put {name}", lambda: self.lock.put_locked(name, data, until))
+
+    def locked_versions(self, name: str) -> list[str]:
+        return self._retry(f"versions of {name}", lambda: self.lock.locked_versions(name))
+
+    def pin_version(self, name: str, version: str, why: str) -> None:
+        self.lock.pin_version(name, version, why)
+
+    def pinned_version(self, name: str) -> str | None:
+        return self.lock.pinned_version(name)
+
+    def drain_warnings(self) -> list[str]:
+        return self.lock.drain_warnings()
 
 
 def lock_period(days: int) -> timedelta:

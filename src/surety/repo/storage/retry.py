@@ -92,6 +92,10 @@ class RetryingStorage(StorageWrapper):
             f"{what}: transient failure persisted: {last} ({self.attempts} attempts)"
         ) from last
 
+    def retry(self, what: str, call: Callable[[], T]) -> T:
+        """``call`` (another request to the same server) with this storage's retries."""
+        return self._call(what, call)
+
     def describe(self) -> str:
         return self.inner.describe()
 
