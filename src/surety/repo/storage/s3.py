@@ -336,7 +336,7 @@ def bucket_policy(
             "Sid": "surety-backup-delete-short-lived",
             "Effect": "Allow",
             "Principal": who,
-            "Action": ["s3:DeleteObject"],
+            "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
             "Resource": mutable,
         },
         {
@@ -573,9 +573,23 @@ class S3Storage:
                 self._delete_versions(name, key)
                 return
             self.client.head_object(Bucket=self.bucket, Key=key)
+            if name.startswith(MUTABLE_PREFIXES) and self._is_versioned():
+                self._delete_short_lived(name, key)
+                return
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
             raise self._error("delete", name, exc) from exc
+
+    def _delete_short_lived(self, name: str, key: str) -> None:
+        """A lock in a versioned bucket: every version (each refresh wrote one), so they do not
+        pile up under delete markers. A bucket policy from before surety asked for
+        ``DeleteObjectVersion`` there refuses that: a delete marker then, as before."""
+        try:
+            self._delete_versions(name, key)
+        except ClientError as exc:
+            if _code(exc) != "AccessDenied":
+                raise
+            self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def _delete_versions(self, name: str, key: str) -> None:
         """Every version and delete marker of ``key``, newest first (a locked one: refused)."""
