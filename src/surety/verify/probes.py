@@ -13,6 +13,10 @@ postgresql    every cluster the writer held accepts a query; the writer's marker
               finds no corruption (primaries; a standby is read-only)
 mariadb       the server answers; the marker row is present (sources);
               ``mysqlcheck --all-databases`` finds no corrupt table
+ad            Samba AD DC: an LDAP bind works, DNS answers ``_ldap._tcp.<realm>``
+              SRV, ``samba-tool drs showrepl`` shows no failure (option
+              ``replication: false`` skips it in a one-DC lab), and the writer's
+              marker contact holds the point's token
 replication   PostgreSQL: a standby streams from its primary; MariaDB: a replica's
               IO and SQL threads run
 script        a user's command inside the guest exits 0
@@ -20,6 +24,7 @@ script        a user's command inside the guest exits 0
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
@@ -30,6 +35,8 @@ from typing import Any
 from surety.core.errors import SuretyError
 from surety.hypervisor.labnet import run_in_lab
 from surety.quiesce.channel import GuestChannel
+
+SMB_CONF = "/etc/samba/smb.conf"
 
 __all__ = ["PROBE_KINDS", "ProbeContext", "ProbeResult", "ProbeSpec", "run_probe"]
 
@@ -208,6 +215,88 @@ def mariadb(ctx: ProbeContext, _options: dict[str, Any]) -> str:
     return "; ".join(evidence)
 
 
+def _ad_credentials(options: dict[str, Any]) -> str:
+    """Credentials for samba tools: the options' user/password, else the DC's machine account."""
+    user = options.get("user")
+    if not user:
+        return "-P"
+    secret = f"{user}%{options.get('password', '')}"
+    return f"-U {shlex.quote(secret)}"
+
+
+def _ad_failures(text: str) -> list[str]:
+    """Links with failures in ``samba-tool drs showrepl --json`` output."""
+    try:
+        report = json.loads(text[text.find("{") :])
+    except ValueError as exc:
+        raise NotYet(f"drs showrepl gave no JSON: {text[-300:]}") from exc
+    bad = []
+    for side in ("repsFrom", "repsTo"):
+        for link in report.get(side) or []:
+            failures = int(link.get("consecutive failures") or 0)
+            if failures:
+                bad.append(
+                    f"{side} {link.get('DSA', '?')} {link.get('NC dn', '?')}: {failures} "
+                    f"failure(s), {link.get('last attempt message', '?')}"
+                )
+    return bad
+
+
+def ad(ctx: ProbeContext, options: dict[str, Any]) -> str:
+    meta = ctx.applications.get("samba-ad") or {}
+    realm = str(meta.get("realm") or options.get("realm") or "")
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", realm):
+        raise ProbeFailed(f"no usable realm recorded for samba-ad ({realm!r})")
+    address = str(options.get("address") or ctx.address or "127.0.0.1")
+    creds, conf = _ad_credentials(options), shlex.quote(str(meta.get("smb_conf") or SMB_CONF))
+    server = shlex.quote(address)
+    code, out = _sh(
+        ctx,
+        f"ldbsearch -H ldap://{server} {creds} --configfile={conf} -s base -b '' dnsHostName 2>&1",
+    )
+    if code != 0 or "dnsHostName:" not in out:
+        raise NotYet(f"LDAP bind to {address}: {out[-300:]}")
+    host = out.split("dnsHostName:", 1)[1].split()[0]
+    who = f"as {options['user']}" if options.get("user") else "machine account"
+    evidence = [f"LDAP bind to {address} ({who}): {host}"]
+    zone = realm.lower()
+    code, out = _sh(
+        ctx, f"samba-tool dns query {server} {zone} _ldap._tcp SRV {creds} -s {conf} 2>&1"
+    )
+    srv = [
+        line.split("SRV:", 1)[1].split("(")[0].strip()
+        for line in out.splitlines()
+        if "SRV:" in line
+    ]
+    if code != 0 or not srv:
+        raise NotYet(f"DNS _ldap._tcp.{zone} SRV: {out[-300:]}")
+    evidence.append(f"_ldap._tcp.{zone} SRV -> {', '.join(srv)}")
+    if options.get("replication", True) not in (False, "false", "no", 0):
+        code, out = _sh(ctx, f"samba-tool drs showrepl {server} --json {creds} -s {conf} 2>&1")
+        if code != 0:
+            raise NotYet(f"drs showrepl: {out[-300:]}")
+        bad = _ad_failures(out)
+        if bad:
+            raise NotYet("drs showrepl: " + "; ".join(bad)[:600])
+        evidence.append("drs showrepl: no failures")
+    else:
+        evidence.append("drs showrepl skipped (replication: false)")
+    marker = meta.get("marker")
+    if marker:
+        token, dn = _token(marker), shlex.quote(str(marker.get("dn", "")))
+        sam = shlex.quote(f"{meta.get('private_dir') or '/var/lib/samba/private'}/sam.ldb")
+        code, out = _sh(ctx, f"ldbsearch -H {sam} -s base -b {dn} info 2>&1")
+        if code != 0 and "No such" in out:
+            raise ProbeFailed(f"marker {marker.get('dn')} missing: {out[-300:]}")
+        if code != 0:
+            raise NotYet(f"marker: {out[-300:]}")
+        if f"info: {token}" not in out.splitlines():
+            found = [line for line in out.splitlines() if line.startswith("info:")]
+            raise ProbeFailed(f"marker {marker.get('dn')} holds {found or 'no info'}, not {token}")
+        evidence.append(f"marker {token} present ({marker.get('dn')})")
+    return "; ".join(evidence)
+
+
 def _token(marker: dict[str, Any]) -> str:
     """The job token of a marker row: checked, so it can stand in SQL text."""
     token = str(marker.get("token", ""))
@@ -249,5 +338,6 @@ PROBE_KINDS: dict[str, Callable[[ProbeContext, dict[str, Any]], str]] = {
     "postgresql": postgresql,
     "mariadb": mariadb,
     "replication": replication,
+    "ad": ad,
     "script": script,
 }
