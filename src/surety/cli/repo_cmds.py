@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import click
 from rich.markup import escape
@@ -12,10 +12,11 @@ from surety.cli.context import open_repo, show_notes
 from surety.cli.options import GlobalOptions, read_passphrase
 from surety.cli.render import emit_json, err_console, out_console, point_identity_json, progress_for
 from surety.core.errors import IntegrityError, UsageError
-from surety.core.units import format_size, parse_duration, parse_size
+from surety.core.units import format_duration, format_size, parse_duration, parse_size
+from surety.repo.candidates import check_grace
 from surety.repo.check import CheckReport, DataSubset, check_repository
 from surety.repo.forget import PointRef, forget_by_policy, forget_points
-from surety.repo.prune import prune_repository
+from surety.repo.prune import PruneReport, prune_repository
 from surety.repo.repository import Repository
 from surety.repo.retention import RetentionPolicy
 
@@ -84,6 +85,7 @@ def check(ctx: click.Context, read_data: bool, subset_text: str | None, json_out
                 "packs_read": report.packs_read,
                 "chunks_read": report.chunks_read,
                 "bytes_read": report.bytes_read,
+                "candidates": report.candidates,
             }
         )
     else:
@@ -230,29 +232,64 @@ def _forgotten_json(point: PointRef) -> dict[str, object]:
 
 @click.command()
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be deleted.")
+@click.option(
+    "--grace",
+    "grace_text",
+    metavar="DURATION",
+    help="Delete an unreferenced pack or image index only this long after a prune marked "
+    "it (two phases; default on S3: 60m; at least 30m, the stale-lock age). On a local "
+    "repository it asks for two phases (a directory several hosts share).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def prune(ctx: click.Context, dry_run: bool, json_output: bool) -> None:
+def prune(ctx: click.Context, dry_run: bool, grace_text: str | None, json_output: bool) -> None:
     """Delete data that no restore point references (takes the exclusive lock).
 
-    On an immutable repository: with the maintenance identity, and only what expired.
+    On S3 in two phases: what no point references is marked, and deleted by a later
+    prune at least the grace period later if still unreferenced. On an immutable
+    repository: with the maintenance identity, and only what expired.
     """
+    grace = check_grace(parse_duration(grace_text)) if grace_text is not None else None
     repo = _maintenance_repo(ctx, dry_run)
     with progress_for(json_output) as progress:
-        report = prune_repository(repo, progress, dry_run=dry_run)
+        report = prune_repository(repo, progress, dry_run=dry_run, grace=grace)
     show_notes(repo)
     if json_output:
         emit_json({"dry_run": dry_run, **report.__dict__})
         return
     for note in report.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    freed = report.freed_bytes
     out_console.print(
         f"{'would delete' if dry_run else 'deleted'} {report.deleted_packs} packs, "
         f"repacked {report.repacked_packs}, {report.deleted_images} image indexes"
         f"{f', kept {report.kept_locked} still locked' if report.kept_locked else ''}; "
-        f"{'would free' if dry_run else 'freed'} {format_size(report.freed_bytes)}",
+        + (
+            f"{'would free' if dry_run else 'freed'} {format_size(freed)}"
+            if freed >= 0
+            else f"{format_size(-freed)} more stored until the packs it replaced are deleted"
+        ),
         highlight=False,
     )
+    if report.two_phase:
+        out_console.print(_two_phase_line(report, dry_run), highlight=False)
+
+
+def _two_phase_line(report: PruneReport, dry_run: bool) -> str:
+    grace = format_duration(timedelta(seconds=report.grace_seconds or 0))
+    line = (
+        f"{'would mark' if dry_run else 'marked'} {report.marked} unreferenced object(s) "
+        f"({format_size(report.marked_bytes)}) for deletion"
+    )
+    if report.waiting and report.next_deletion is not None:
+        when = datetime.fromisoformat(report.next_deletion).astimezone()
+        line += (
+            f"; {report.waiting} candidate(s) ({format_size(report.waiting_bytes)}) wait: a "
+            f"prune from {when:%Y-%m-%d %H:%M:%S %Z} on deletes them (grace {grace})"
+        )
+    if report.referenced_again:
+        line += f"; {report.referenced_again} referenced again, kept"
+    return line
 
 
 COMMANDS = [init, check, forget, prune]

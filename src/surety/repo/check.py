@@ -37,6 +37,7 @@ import blake3
 from surety.core.errors import IntegrityError, ObjectNotFound, StorageError, UsageError
 from surety.core.progress import Progress
 from surety.core.units import format_size, parse_size
+from surety.repo.candidates import read_lists
 from surety.repo.format import ZERO_ID
 from surety.repo.index import ChunkIndex, Location
 from surety.repo.pack import parse_pack, read_pack_header
@@ -127,6 +128,7 @@ class CheckReport:
     chunks_read: int = 0
     bytes_read: int = 0
     summaries: int = 0  # verification summaries that open (format 3)
+    candidates: int = 0  # objects on the current deletion candidate list (format 4)
 
     @property
     def ok(self) -> bool:
@@ -164,6 +166,7 @@ def _check(
     )
     used = _check_points(repo, report)
     _check_summaries(repo, report)
+    _check_candidates(repo, report)
     by_pack = index.packs()
     stored = dict(repo.storage.list("data/"))
     report.packs, report.chunks = len(by_pack), len(index)
@@ -268,6 +271,19 @@ def _check_summaries(repo: Repository, report: CheckReport) -> None:
             f"{len(orphans)} verification summary(ies) of forgotten restore points "
             "(`surety prune` removes them)"
         )
+
+
+def _check_candidates(repo: Repository, report: CheckReport) -> None:
+    """Deletion candidate lists (``candidates/``, format 4): one that does not open is a
+    warning (prune then marks afresh: it never deletes because of it), never an error."""
+    try:
+        lists = read_lists(repo, every=True)
+    except StorageError as exc:
+        report.warnings.append(f"deletion candidate lists: {exc}")
+        return
+    report.warnings.extend(lists.problems)
+    if lists.current is not None:
+        report.candidates = len(lists.current.objects)
 
 
 def _check_points(repo: Repository, report: CheckReport) -> set[bytes]:

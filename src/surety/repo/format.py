@@ -15,6 +15,7 @@ __all__ = [
     "CONFIG_MAGIC",
     "FORMAT_VERSION",
     "FORMAT_VERSION_IMMUTABLE",
+    "FORMAT_VERSION_OBJECT_STORAGE",
     "ID_LEN",
     "IMAGE_MAGIC",
     "INDEX_MAGIC",
@@ -32,7 +33,8 @@ __all__ = [
 
 FORMAT_VERSION = 2  # what a new repository's config says (docs/format.md "Versions")
 FORMAT_VERSION_IMMUTABLE = 3  # an immutable repository's config (``immutable_days``)
-READABLE_FORMATS = (1, 2, 3)  # every repository format this release reads and writes
+FORMAT_VERSION_OBJECT_STORAGE = 4  # a new repository on object storage: prune in two phases
+READABLE_FORMATS = (1, 2, 3, 4)  # every repository format this release reads and writes
 MANIFEST_FORMAT = 1  # a restore point's manifest
 MANIFEST_FORMAT_SALVAGED = 2  # a salvaged point (source["salvaged"]): older readers refuse it
 MANIFEST_FORMATS = (MANIFEST_FORMAT, MANIFEST_FORMAT_SALVAGED)

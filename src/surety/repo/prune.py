@@ -23,6 +23,18 @@ when it has proved that no committed restore point needs a chunk in it.**
    packs no longer indexed, unused image indexes, and temporary files older
    than the lock staleness age (younger ones may be a live writer's).
 
+**Two phases** (format 4; ``repo.candidates``): on object storage, and on a
+local repository when asked (``grace``), step 5 deletes no pack and no image
+index at once. Everything no point references (unreferenced packs, packs
+replaced by repacking, unused image indexes) goes into a new *candidate
+list*; only candidates the current list marked at least ``grace`` ago, and
+still unreferenced now, are deleted. Waiting packs stay in the new index
+(their unused entries), so a backup that deduplicated against them before
+its lock was judged stale, and commits late, finds its chunks indexed; the
+next prune then sees them referenced and drops them from the list. Index
+objects, damage records and summaries are replaced or orphaned for good and
+go at once; temporary uploads go once older than the grace.
+
 On an immutable repository (format 3) nothing is repacked (the old packs
 stay locked anyway), and step 5 deletes only what has expired: an object
 whose retention is still ahead is kept and counted (``kept_locked``), and so
@@ -36,12 +48,23 @@ that the next prune proves unused and deletes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from surety.core.errors import IntegrityError, ObjectNotFound, StorageError
 from surety.core.progress import Progress
+from surety.repo.candidates import (
+    CandidateList,
+    Decision,
+    check_grace,
+    decide,
+    default_grace,
+    new_list,
+    read_lists,
+    write_list,
+)
 from surety.repo.damage import encode_damage
 from surety.repo.index import ChunkIndex, Location, decode_index, encode_index
 from surety.repo.lock import STALE_AFTER
@@ -66,7 +89,21 @@ class PruneReport:
     deleted_summaries: int = 0  # verification summaries of forgotten points (format 3)
     kept_unused_bytes: int = 0
     kept_locked: int = 0  # immutable: unused objects whose retention is still ahead
+    # two phases (format 4): what was marked, what waits and until when
+    two_phase: bool = False
+    grace_seconds: float | None = None
+    marked: int = 0  # objects this prune put on the candidate list
+    marked_bytes: int = 0
+    waiting: int = 0  # candidates (marked now or earlier) a later prune may delete
+    waiting_bytes: int = 0
+    next_deletion: str | None = None  # ISO 8601: when the earliest waiting one is due
+    referenced_again: int = 0  # former candidates a point uses again: kept
+    candidate_list: str | None = None  # the list this prune wrote
     notes: list[str] = field(default_factory=list)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def used_chunks(repo: Repository) -> tuple[set[str], set[bytes]]:
@@ -96,15 +133,33 @@ def used_chunks(repo: Repository) -> tuple[set[str], set[bytes]]:
 
 
 def prune_repository(
-    repo: Repository, progress: Progress, repack_threshold: float = 0.1, dry_run: bool = False
+    repo: Repository,
+    progress: Progress,
+    repack_threshold: float = 0.1,
+    dry_run: bool = False,
+    *,
+    grace: timedelta | None = None,
+    clock: Callable[[], datetime] = _utcnow,
 ) -> PruneReport:
-    """Prune under the exclusive lock (see the module docstring)."""
+    """Prune under the exclusive lock (see the module docstring).
+
+    ``grace``: delete a candidate only that long after it was marked (at least the
+    stale-lock age); None: the repository's default (``candidates.default_grace``:
+    two phases on object storage, one on a local disk). ``clock``: tests inject time.
+    """
+    chosen = check_grace(grace) if grace is not None else default_grace(repo)
     with repo.lock(exclusive=True, operation="prune"):
-        return _prune(repo, progress, repack_threshold, dry_run)
+        return _prune(repo, progress, repack_threshold, dry_run, _Phases(chosen, clock))
+
+
+@dataclass(frozen=True)
+class _Phases:
+    grace: timedelta | None  # None: one phase
+    clock: Callable[[], datetime]
 
 
 def _prune(
-    repo: Repository, progress: Progress, repack_threshold: float, dry_run: bool
+    repo: Repository, progress: Progress, repack_threshold: float, dry_run: bool, phases: _Phases
 ) -> PruneReport:
     report = PruneReport()
     progress.phase("mark")
@@ -125,23 +180,114 @@ def _prune(
     report.deleted_packs = len(doomed) - len(repack)
     report.repacked_packs = len(repack)
     report.freed_bytes = sum(stored[n] for n in doomed)
-    unused_images = [n for n, _ in repo.storage.list("images/") if n[7:] not in used_images]
+    images = dict(repo.storage.list("images/"))
+    unused_images = [n for n in images if n[7:] not in used_images]
     report.deleted_images = len(unused_images)
     unused_summaries = _forgotten_summaries(repo, report)
+    sizes = {**stored, **images}
     if dry_run:
+        if phases.grace is not None:
+            replaced = [f"data/{p}" for p, _ in repack]
+            _two_phases(
+                repo, [*doomed, *unused_images], replaced, sizes=sizes, phases=phases, report=report
+            )
         return report
     written, failed = _repack(repo, repack, progress, report)
     keep.extend(written + failed)
     if failed:
         kept_names |= {f"data/{p}" for p, _ in failed}
         doomed = [name for name in doomed if name not in kept_names]
-    report.freed_bytes = sum(stored[n] for n in doomed) - sum(
-        repo.storage.size(f"data/{p}") for p, _ in written
-    )
+    new_bytes = sum(repo.storage.size(f"data/{p}") for p, _ in written)
+    report.freed_bytes = sum(stored[n] for n in doomed) - new_bytes
+    candidates: CandidateList | None = None
+    lists: tuple[str, ...] = ()
+    if phases.grace is not None:
+        replaced = [f"data/{p}" for p, _ in repack if f"data/{p}" in doomed]
+        decision, candidates, lists = _two_phases(
+            repo, [*doomed, *unused_images], replaced, sizes=sizes, phases=phases, report=report
+        )
+        keep.extend(_waiting_entries(decision, packs, used))
+        due = set(decision.delete)
+        doomed = [n for n in doomed if n in due]
+        unused_images = [n for n in unused_images if n in due]
+        report.freed_bytes = sum(stored[n] for n in doomed) - new_bytes
     _commit_and_delete(
-        repo, index, keep, [*doomed, *unused_images, *unused_summaries], progress, report=report
+        repo,
+        index,
+        keep,
+        [*doomed, *unused_images, *unused_summaries],
+        progress,
+        report=report,
+        candidates=candidates,
+        old_lists=list(lists),
+        temporary_age=(phases.grace or timedelta(seconds=STALE_AFTER)).total_seconds(),
     )
     return report
+
+
+def _two_phases(
+    repo: Repository,
+    unreferenced: list[str],
+    replaced: list[str],
+    *,
+    sizes: dict[str, int],
+    phases: _Phases,
+    report: PruneReport,
+) -> tuple[Decision, CandidateList, tuple[str, ...]]:
+    """Decide which unreferenced objects go now and which wait (``candidates.decide``);
+    fills the report. Returns the decision, the new list, and every list seen."""
+    assert phases.grace is not None
+    grace, now = phases.grace, phases.clock()
+    lists = read_lists(repo)
+    report.notes.extend(lists.problems)
+    previous = lists.current.objects if lists.current is not None else {}
+    fresh = set(replaced)
+    decision = decide(
+        [n for n in unreferenced if n not in fresh],
+        previous,
+        now=now,
+        grace=grace,
+        stored=sizes,
+        replaced=replaced,
+    )
+    waiting = decision.waiting()
+    report.two_phase, report.grace_seconds = True, grace.total_seconds()
+    report.marked = len(decision.new)
+    report.marked_bytes = sum(sizes.get(n, 0) for n in decision.new)
+    report.waiting, report.waiting_bytes = len(waiting), sum(sizes.get(n, 0) for n in waiting)
+    due = decision.next_due(grace)
+    report.next_deletion = due.isoformat(timespec="seconds") if due is not None else None
+    report.deleted_packs = sum(n.startswith("data/") for n in decision.delete)
+    report.deleted_images = sum(n.startswith("images/") for n in decision.delete)
+    report.freed_bytes = sum(sizes.get(n, 0) for n in decision.delete if n.startswith("data/"))
+    report.referenced_again = len(decision.dropped)
+    if decision.dropped:
+        shown = ", ".join(_short(n) for n in decision.dropped[:5])
+        more = f" and {len(decision.dropped) - 5} more" if len(decision.dropped) > 5 else ""
+        report.notes.append(
+            f"{len(decision.dropped)} deletion candidate(s) are referenced again by a restore "
+            f"point ({shown}{more}): kept, dropped from the candidate list"
+        )
+    return decision, new_list(decision.objects, now, grace), lists.names
+
+
+def _short(name: str) -> str:
+    kind, _, ident = name.partition("/")
+    return f"{'pack' if kind == 'data' else 'image index'} {ident[:12]}"
+
+
+def _waiting_entries(
+    decision: Decision, packs: dict[str, Entries], used: set[bytes]
+) -> list[tuple[str, list[PackEntry]]]:
+    """Index entries of the packs that wait on the candidate list: their unused blobs (the
+    used ones of a repacked pack live in its new pack), so a late commit finds its chunks."""
+    entries = []
+    for name in decision.waiting():
+        if name.startswith("data/"):
+            unused = [(c, loc) for c, loc in packs.get(name[5:], []) if c not in used]
+            if unused:
+                entries.append((name[5:], _pack_entries(unused)))
+    return entries
 
 
 def _forgotten_summaries(repo: Repository, report: PruneReport) -> list[str]:
@@ -272,6 +418,9 @@ def _commit_and_delete(
     progress: Progress,
     *,
     report: PruneReport,
+    candidates: CandidateList | None = None,
+    old_lists: list[str] | None = None,
+    temporary_age: float = STALE_AFTER,
 ) -> None:
     progress.phase("write index")
     new_index = f"index/{repo.put_object('index', encode_index(keep))}"
@@ -279,19 +428,39 @@ def _commit_and_delete(
     new_damage = _still_damaged(repo, index, keep)
     # content-addressed: the new index may be byte-identical to an old one
     obsolete = sorted(index.index_names - {new_index}) + sorted(set(old_damage) - new_damage)
+    superseded = list(old_lists or [])
+    if candidates is not None:  # durable before anything is deleted
+        report.candidate_list = write_list(repo, candidates)
+        superseded = [n for n in superseded if n != report.candidate_list]
     if repo.immutable:
         obsolete, doomed = _expired_only(repo, obsolete, doomed, report)
+        superseded = _expired_lists(repo, superseded)
     if repo.held is not None:
         repo.held.check()  # still ours: nobody judged it stale and went on meanwhile
-    progress.phase("delete", len(obsolete) + len(doomed))
-    for name in [*obsolete, *doomed]:
+    progress.phase("delete", len(obsolete) + len(doomed) + len(superseded))
+    # old lists last: a crash before leaves the new list the newest, and it names every
+    # candidate not yet deleted with its first mark, so a rerun goes on
+    for name in [*obsolete, *doomed, *superseded]:
         with suppress(ObjectNotFound):
             repo.storage.delete(name)
         progress.advance(1)
     clean = getattr(repo.storage, "clean_temporary", None)
     if clean is not None:
-        clean(older_than=STALE_AFTER)
+        clean(older_than=temporary_age)
     repo.forget_index()
+
+
+def _expired_lists(repo: Repository, names: list[str]) -> list[str]:
+    """Immutable: superseded candidate lists whose retention passed (locked ones wait)."""
+    lock = repo.object_lock
+    assert lock is not None
+    now = datetime.now(UTC)
+    expired = []
+    for name in names:
+        until = lock.retained_until(name)
+        if until is None or until <= now:
+            expired.append(name)
+    return expired
 
 
 def _expired_only(

@@ -67,6 +67,7 @@ from surety.repo.format import (
     CONFIG_MAGIC,
     FORMAT_VERSION,
     FORMAT_VERSION_IMMUTABLE,
+    FORMAT_VERSION_OBJECT_STORAGE,
     PACK_SIZE_TARGET,
     READABLE_FORMATS,
 )
@@ -166,6 +167,8 @@ class Repository:
         if not immutable_days:  # formats 1-2 have no such field
             fields.pop("immutable_days")
         version = FORMAT_VERSION_IMMUTABLE if immutable_days else FORMAT_VERSION
+        if object_lock_of(storage) is not None:  # object storage: two-phase prune (format 4)
+            version = FORMAT_VERSION_OBJECT_STORAGE
         body = json.dumps({"format": version, **fields}).encode()
         try:  # the commit of an init: of two at once, exactly one creates the config
             storage.create("config", CONFIG_MAGIC + keys.seal(b"config", body))
