@@ -2,7 +2,7 @@
 
 Command line (through the ``scripts/testvm`` wrapper)::
 
-    scripts/testvm up NAME [--app postgresql|mariadb|none] [--memory MiB]
+    scripts/testvm up NAME [--app postgresql|mariadb|samba-ad|none] [--memory MiB]
                            [--vcpus N] [--disk-size 4G] [--net] [--timeout S]
     scripts/testvm exec NAME [--stdin FILE] [--timeout S] -- CMD...
     scripts/testvm down NAME
@@ -27,6 +27,10 @@ The databases are installed in the image but disabled. ``--app X`` adds
 ``systemd.wants=X.service`` to the kernel command line (X starts during boot),
 enables X in the guest through the agent (so it also starts in a restored copy
 of the disk) and waits until X accepts connections.
+
+``--app samba-ad`` boots the Samba AD DC image instead (``tests/guests/build_ad.sh``,
+an overlay on the base image; both are staged) and starts nothing: a DC must be
+provisioned or joined first (``tests/guests/ad.py``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from tests.guests import agent
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BUILD_SH = HERE / "build.sh"
+BUILD_AD_SH = HERE / "build_ad.sh"
 LIBVIRTD_UP = REPO / "scripts" / "libvirtd-up"
 VM_ROOT = Path(os.environ.get("SURETY_TESTVM_DIR", "/var/lib/surety/testvm"))
 URI = os.environ.get("SURETY_LIBVIRT_URI", agent.DEFAULT_URI)
@@ -70,15 +75,22 @@ AGENT_FAILURE_EXIT = 125
 
 @dataclass(frozen=True)
 class App:
-    """A database service in the guest and how to tell it accepts connections."""
+    """A database service in the guest and how to tell it accepts connections.
+
+    ``build`` makes the image the app runs on; ``start`` False: ``up`` only
+    boots that image (the service needs setting up first).
+    """
 
     service: str
     ready: tuple[str, ...]
+    build: Path = BUILD_SH
+    start: bool = True
 
 
 APPS = {
     "postgresql": App("postgresql.service", ("pg_isready", "-q")),
     "mariadb": App("mariadb.service", ("mariadb-admin", "--silent", "ping")),
+    "samba-ad": App("samba-ad-dc.service", (), build=BUILD_AD_SH, start=False),
 }
 
 
@@ -97,6 +109,8 @@ class GuestImage:
     dir: Path
     key: str
     cmdline: str
+    base_key: str = ""
+    """For a layered image (the AD guest): the key of the base image below it."""
 
     @property
     def root(self) -> Path:
@@ -144,12 +158,12 @@ def ensure_libvirtd() -> None:
     subprocess.run([str(LIBVIRTD_UP)], check=True)
 
 
-def build_guest() -> Path:
+def build_guest(script: Path = BUILD_SH) -> Path:
     """Build or reuse the cached guest; return its cache directory."""
-    proc = subprocess.run([str(BUILD_SH)], check=True, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run([str(script)], check=True, stdout=subprocess.PIPE, text=True)
     lines = proc.stdout.strip().splitlines()
     if not lines:
-        raise VmError("build.sh printed no guest directory")
+        raise VmError(f"{script.name} printed no guest directory")
     return Path(lines[-1])
 
 
@@ -196,8 +210,14 @@ def make_qemu_dir(path: Path) -> Path:
 
 
 def stage_image(cache_dir: Path) -> GuestImage:
-    """Hard-link (or copy) the cached guest to ``VM_ROOT/.images/<key>``."""
+    """Hard-link (or copy) the cached guest to ``VM_ROOT/.images/<key>``.
+
+    A layered image (``base_key`` in guest.json: its root.qcow2 is backed by
+    ``../<base_key>/root.qcow2``) stages its base beside it first.
+    """
     meta = json.loads((cache_dir / "guest.json").read_text())
+    if meta.get("base_key"):
+        stage_image(cache_dir.parent / meta["base_key"])
     images = VM_ROOT / ".images"
     dest = images / meta["key"]
     if not (dest / "guest.json").exists():
@@ -210,7 +230,9 @@ def stage_image(cache_dir: Path) -> GuestImage:
             tmp.rename(dest)
         except OSError:  # another `up` staged it first
             shutil.rmtree(tmp)
-    return GuestImage(dir=dest, key=meta["key"], cmdline=meta["cmdline"])
+    return GuestImage(
+        dir=dest, key=meta["key"], cmdline=meta["cmdline"], base_key=meta.get("base_key", "")
+    )
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -232,7 +254,8 @@ def choose_accel(image: GuestImage, conn: libvirt.virConnect) -> str:
     if forced in ("kvm", "tcg"):
         return forced
     cache = VM_ROOT / ".accel.json"
-    fingerprint = {"host_kernel": os.uname().release, "guest_key": image.key}
+    # A layered image has the base's kernel: it shares the base's decision.
+    fingerprint = {"host_kernel": os.uname().release, "guest_key": image.base_key or image.key}
     try:
         cached = json.loads(cache.read_text())
         if {k: cached.get(k) for k in fingerprint} == fingerprint:
@@ -327,7 +350,7 @@ def kernel_cmdline(image: GuestImage, app: str) -> str:
     ``systemd.wants=`` lets the database start in parallel with the rest of
     the boot instead of after the agent answers.
     """
-    if app in APPS:
+    if app in APPS and APPS[app].start:
         return f"{image.cmdline} systemd.wants={APPS[app].service}"
     return image.cmdline
 
@@ -475,7 +498,7 @@ def up(
     conn = agent.connect(URI)
     if lookup(conn, name) is not None:
         raise VmError(f"domain {name} already exists; run `scripts/testvm down {name}` first")
-    image = stage_image(build_guest())
+    image = stage_image(build_guest(APPS[app].build if app in APPS else BUILD_SH))
     accel = choose_accel(image, conn)
     vm_dir = VM_ROOT / name
     grow = prepare_vm_dir(vm_dir, image, disk_size)
@@ -525,7 +548,7 @@ def prepare_vm_dir(vm_dir: Path, image: GuestImage, disk_size: str) -> bool:
 
 def start_app(dom: libvirt.virDomain, app: str, timeout: float) -> float:
     """Enable and start the app's service, wait until it is ready; seconds taken."""
-    if app == "none":
+    if app == "none" or not APPS[app].start:
         return 0.0
     spec = APPS[app]
     start = time.monotonic()
