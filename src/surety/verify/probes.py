@@ -13,10 +13,11 @@ postgresql    every cluster the writer held accepts a query; the writer's marker
               finds no corruption (primaries; a standby is read-only)
 mariadb       the server answers; the marker row is present (sources);
               ``mysqlcheck --all-databases`` finds no corrupt table
-ad            Samba AD DC: an LDAP bind works, DNS answers ``_ldap._tcp.<realm>``
-              SRV, ``samba-tool drs showrepl`` shows no failure (option
-              ``replication: false`` skips it in a one-DC lab), and the writer's
-              marker contact holds the point's token
+ad            Samba AD DC: an LDAP bind works, the DC's DNS server answers
+              ``_ldap._tcp.<realm>`` SRV (a UDP query from the guest), the domain
+              partition pulls from every partner and ``samba-tool drs showrepl`` then
+              shows no inbound failure (option ``replication: false`` skips it in a
+              one-DC lab), and the writer's marker contact holds the point's token
 replication   PostgreSQL: a standby streams from its primary; MariaDB: a replica's
               IO and SQL threads run
 script        a user's command inside the guest exits 0
@@ -215,6 +216,38 @@ def mariadb(ctx: ProbeContext, _options: dict[str, Any]) -> str:
     return "; ".join(evidence)
 
 
+DNS_SRV_QUERY = r"""
+import socket, struct, sys
+name, server, port = sys.argv[1], sys.argv[2], int((sys.argv[3:] or [53])[0])
+q = struct.pack(">6H", 0x5375, 0x100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0\0\x21\0\1"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, (server, port))
+r = s.recv(4096)
+def label(i):
+    out = []
+    while r[i]:
+        if r[i] >= 192:
+            return out + label(((r[i] & 63) << 8) | r[i + 1])[0], i + 2
+        out.append(r[i + 1 : i + 1 + r[i]].decode())
+        i += 1 + r[i]
+    return out, i + 1
+_, flags, _, count, _, _ = struct.unpack(">6H", r[:12])
+i, found = label(12)[1] + 4, []
+for _ in range(count):
+    i = label(i)[1]
+    kind, _, _, size = struct.unpack(">HHIH", r[i : i + 10])
+    if kind == 33:
+        port = struct.unpack(">H", r[i + 14 : i + 16])[0]
+        found.append("%s:%d" % (".".join(label(i + 16)[0]), port))
+    i += 10 + size
+print("rcode", flags & 15, " ".join(found))
+"""
+"""One DNS query over UDP for NAME's SRV records, the way clients ask (python3 is in
+every Samba AD DC: samba-tool needs it). Prints ``rcode N target:port ...``."""
+
+
 def _ad_credentials(options: dict[str, Any]) -> str:
     """Credentials for samba tools: the options' user/password, else the DC's machine account."""
     user = options.get("user")
@@ -224,22 +257,63 @@ def _ad_credentials(options: dict[str, Any]) -> str:
     return f"-U {shlex.quote(secret)}"
 
 
-def _ad_failures(text: str) -> list[str]:
-    """Links with failures in ``samba-tool drs showrepl --json`` output."""
+def _ad_links(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """From ``samba-tool drs showrepl --json``: the live inbound links, those of them with
+    failures, and how many outbound (notification) links had failures."""
     try:
         report = json.loads(text[text.find("{") :])
     except ValueError as exc:
         raise NotYet(f"drs showrepl gave no JSON: {text[-300:]}") from exc
-    bad = []
-    for side in ("repsFrom", "repsTo"):
-        for link in report.get(side) or []:
-            failures = int(link.get("consecutive failures") or 0)
-            if failures:
-                bad.append(
-                    f"{side} {link.get('DSA', '?')} {link.get('NC dn', '?')}: {failures} "
-                    f"failure(s), {link.get('last attempt message', '?')}"
-                )
-    return bad
+    inbound = [link for link in report.get("repsFrom") or [] if not link.get("is deleted")]
+    failing = [link for link in inbound if int(link.get("consecutive failures") or 0)]
+    outbound = [link for link in report.get("repsTo") or [] if link.get("consecutive failures")]
+    return inbound, failing, len(outbound)
+
+
+def _describe_links(links: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"from {link.get('DSA', '?')} {link.get('NC dn', '?')}: "
+        f"{link.get('consecutive failures')} failure(s), {link.get('last attempt message', '?')}"
+        for link in links
+    )[:600]
+
+
+def _ad_replication(
+    ctx: ProbeContext, *, server: str, creds: str, conf: str, own: str, base_dn: str
+) -> str:
+    """Inbound replication works now: the domain partition is pulled from every partner
+    (and any link that had failed, e.g. a partner that booted after this DC), then
+    ``showrepl`` must show no inbound failure. Counters alone would be stale: a partner
+    that died since the last attempt shows none."""
+    showrepl = f"samba-tool drs showrepl {server} --json {creds} -s {conf} 2>&1"
+    code, out = _sh(ctx, showrepl)
+    if code != 0:
+        raise NotYet(f"drs showrepl: {out[-300:]}")
+    inbound, failing, _ = _ad_links(out)
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,15}", own):
+        raise ProbeFailed(f"no usable DC name recorded for samba-ad ({own!r})")
+    pulls = {
+        (str(link.get("DSA", "")).rpartition("\\")[2], str(link.get("NC dn", "")))
+        for link in inbound
+        if link in failing or str(link.get("NC dn", "")).lower() == base_dn.lower()
+    }
+    for partner, nc in sorted(pulls):
+        pull = f"samba-tool drs replicate {own} {shlex.quote(partner)} {shlex.quote(nc)}"
+        _sh(ctx, f"{pull} {creds} -s {conf} 2>&1")
+    if pulls:
+        code, out = _sh(ctx, showrepl)
+        if code != 0:
+            raise NotYet(f"drs showrepl: {out[-300:]}")
+        inbound, failing, _ = _ad_links(out)
+    if failing:
+        raise NotYet(f"drs showrepl: {_describe_links(failing)}")
+    partners = sorted({p for p, _nc in pulls})
+    _, _, outbound = _ad_links(out)
+    return (
+        f"drs showrepl: no inbound failure after pulling {len(pulls)} link(s) now"
+        f" (from {', '.join(partners) or 'no partner'})"
+        + (f"; {outbound} outbound notification link(s) failed earlier" if outbound else "")
+    )
 
 
 def ad(ctx: ProbeContext, options: dict[str, Any]) -> str:
@@ -259,26 +333,17 @@ def ad(ctx: ProbeContext, options: dict[str, Any]) -> str:
     host = out.split("dnsHostName:", 1)[1].split()[0]
     who = f"as {options['user']}" if options.get("user") else "machine account"
     evidence = [f"LDAP bind to {address} ({who}): {host}"]
-    zone = realm.lower()
-    code, out = _sh(
-        ctx, f"samba-tool dns query {server} {zone} _ldap._tcp SRV {creds} -s {conf} 2>&1"
-    )
-    srv = [
-        line.split("SRV:", 1)[1].split("(")[0].strip()
-        for line in out.splitlines()
-        if "SRV:" in line
-    ]
-    if code != 0 or not srv:
-        raise NotYet(f"DNS _ldap._tcp.{zone} SRV: {out[-300:]}")
-    evidence.append(f"_ldap._tcp.{zone} SRV -> {', '.join(srv)}")
+    name = f"_ldap._tcp.{realm.lower()}"
+    code, out = _sh(ctx, f"python3 -c {shlex.quote(DNS_SRV_QUERY)} {name} {server} 2>&1")
+    rcode, _, targets = out.removeprefix("rcode ").partition(" ")
+    if code != 0 or rcode != "0" or not targets.strip():
+        raise NotYet(f"DNS {name} SRV at {address}:53: {out[-300:] or 'no answer'}")
+    evidence.append(f"DNS {name} SRV at {address}:53 -> {targets.strip()}")
     if options.get("replication", True) not in (False, "false", "no", 0):
-        code, out = _sh(ctx, f"samba-tool drs showrepl {server} --json {creds} -s {conf} 2>&1")
-        if code != 0:
-            raise NotYet(f"drs showrepl: {out[-300:]}")
-        bad = _ad_failures(out)
-        if bad:
-            raise NotYet("drs showrepl: " + "; ".join(bad)[:600])
-        evidence.append("drs showrepl: no failures")
+        own, base_dn = str(meta.get("dc_name") or ""), str(meta.get("base_dn") or "")
+        evidence.append(
+            _ad_replication(ctx, server=server, creds=creds, conf=conf, own=own, base_dn=base_dn)
+        )
     else:
         evidence.append("drs showrepl skipped (replication: false)")
     marker = meta.get("marker")
