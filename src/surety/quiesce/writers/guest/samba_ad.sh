@@ -63,8 +63,10 @@ for host in $(unfold <<<"$OUT" | sed -n 's/^dNSHostName: //p' | sort -u); do
 done
 event version "$(samba --version 2>&1 | head -1)"
 
-# the application-consistent copy: samba-tool locks each database and copies it
-mkdir -p "$KEEP" || fail "cannot create $KEEP"
+# the application-consistent copy: samba-tool locks each database and copies it.
+# It holds every password hash and the domain's keys: root only.
+umask 077
+mkdir -p "$KEEP" && chmod 700 "$KEEP" || fail "cannot create $KEEP"
 rm -rf "$KEEP"/.partial-*
 mkdir -p "$PART" || fail "cannot create $PART"
 START=$(now_us)
