@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from surety.core.errors import SourceError
+from surety.core.progress import NullProgress
+from surety.quiesce.coordinator import QuiescePolicy, Requester
 from surety.quiesce.session import guest_script
-from surety.quiesce.writer import QuiesceJob, WriterFailed, load_writers
+from surety.quiesce.writer import APPLICATION, QuiesceJob, WriterFailed, load_writers
+from surety.quiesce.writers.fsfreeze import FsFreezeWriter
 from surety.quiesce.writers.samba_ad import (
     DEFAULT_TOMBSTONE_DAYS,
     SambaAdWriter,
@@ -260,3 +265,71 @@ def test_registered_as_a_plugin_and_its_script_is_valid_bash() -> None:
     script = guest_script("samba_ad")
     checked = subprocess.run(["bash", "-n"], input=script, capture_output=True, check=False)
     assert checked.returncode == 0, checked.stderr
+
+
+class _Provider:
+    def __init__(self, guest: FakeGuest) -> None:
+        self.guest, self.saw_frozen = guest, False
+
+    def begin(self) -> dict[str, str]:
+        self.saw_frozen = self.guest.frozen
+        return {"vda": "export"}
+
+
+class _Guard:
+    def freezing(self) -> None:
+        pass
+
+    def thawed(self) -> None:
+        pass
+
+
+def _requester(events: str, fallback: str) -> tuple[Requester, FakeGuest, _Provider]:
+    def answer(argv: Sequence[str]) -> GuestResult:
+        if argv[0] == "sh" and "testparm" in argv[2]:
+            return GuestResult(0, b"active directory domain controller\n")
+        if argv[0] == "ldbsearch":
+            return GuestResult(0, ROOTDSE.encode())
+        return GuestResult(0)
+
+    guest = FakeGuest(handlers={"*": answer})
+    guest.files["/run/surety-tokR-samba-ad/events"] = events.encode()
+    job = QuiesceJob("tokR", prepare_timeout=1)
+    provider = _Provider(guest)
+    requester = Requester(
+        [SambaAdWriter(guest, job), FsFreezeWriter(guest, job)],
+        provider,
+        QuiescePolicy(APPLICATION, fallback, window=10),
+        NullProgress(),
+    )
+    return requester, guest, provider
+
+
+def test_through_the_requester_the_point_is_application_consistent() -> None:
+    requester, guest, provider = _requester(_events(), "fail")
+    result = requester.snapshot(_Guard())
+    assert result.level == "application"
+    assert provider.saw_frozen
+    assert not guest.frozen
+    record = requester.records()["samba-ad"]
+    assert record["state"] == "thawed"
+    assert record["invocation_id"] == "595cdccf-4dcc-41b5-b7e9-0dd0f4422d98"
+    assert record["changes_since_backup"] == 0
+    assert set(record["timings"]) == {"prepare", "freeze", "thaw"}
+    report = requester.after_commit("point", truncate_logs=True)
+    assert report["samba-ad"]["done"] is True
+    requester.cleanup()
+    assert ["rm", "-rf", "/run/surety-tokR-samba-ad"] in guest.commands
+
+
+def test_a_failed_backup_falls_back_to_filesystem_when_allowed() -> None:
+    why = "samba-tool domain backup offline failed (exit 255): ERROR: no space"
+    requester, guest, _ = _requester(f"error\t{why}\n", "filesystem")
+    result = requester.snapshot(_Guard())
+    assert result.level == "filesystem"
+    assert f"samba-ad writer failed at prepare: {why}" in result.reason
+    assert requester.records()["samba-ad"]["state"] == "failed"
+    assert not guest.frozen
+    requester, _, _ = _requester(f"error\t{why}\n", "fail")
+    with pytest.raises(SourceError, match="samba-ad writer failed at prepare: samba-tool"):
+        requester.snapshot(_Guard())
