@@ -38,7 +38,14 @@ from surety.verify.probes import PROBE_KINDS, ProbeSpec
 
 __all__ = ["ApplicationGroup", "Member", "default_probes", "load_group", "parse_group"]
 
-APP_PROBES = ("postgresql", "mariadb")
+# writer that held its app -> the probe that checks it, and the probe's default options.
+# A DC verified alone has no partner in the lab: its replication is not judged by default
+# (an application group names ``replication = true`` for its DCs).
+APP_PROBES: dict[str, tuple[str, dict[str, Any]]] = {
+    "postgresql": ("postgresql", {}),
+    "mariadb": ("mariadb", {}),
+    "samba-ad": ("ad", {"replication": False}),
+}
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ def _seconds(doc: dict[str, Any], key: str, default: float, where: str) -> float
 def default_probes(applications: dict[str, Any], has_nic: bool) -> tuple[ProbeSpec, ...]:
     """heartbeat, ping (with a NIC), and one probe per writer that held its app."""
     probes = [ProbeSpec("heartbeat")] + ([ProbeSpec("ping")] if has_nic else [])
-    for app in APP_PROBES:
+    for app, (kind, options) in APP_PROBES.items():
         if (applications.get(app) or {}).get("state") == "thawed":
-            probes.append(ProbeSpec(app, timeout=300))
+            probes.append(ProbeSpec(kind, dict(options), timeout=300))
     return tuple(probes)

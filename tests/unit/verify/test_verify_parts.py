@@ -88,6 +88,19 @@ def test_default_probes_follow_the_writers_that_held_their_app() -> None:
     assert [p.kind for p in default_probes({}, has_nic=False)] == ["heartbeat"]
 
 
+def test_a_domain_controller_verified_alone_gets_the_ad_probe_without_replication() -> None:
+    probes = default_probes({"samba-ad": {"state": "thawed"}}, has_nic=True)
+    assert [(p.kind, p.options) for p in probes] == [
+        ("heartbeat", {}),
+        ("ping", {}),
+        ("ad", {"replication": False}),
+    ]
+    probes[-1].options["replication"] = True  # each point gets its own options
+    assert default_probes({"samba-ad": {"state": "thawed"}}, True)[-1].options == {
+        "replication": False
+    }
+
+
 # -- addresses ----------------------------------------------------------------------------
 def test_a_clone_gets_the_addresses_recorded_for_its_production_mac() -> None:
     recorded = [{"mac": "52:54:00:11:22:33", "name": "eth0", "ipv4": ["10.231.7.10/24"]}]
