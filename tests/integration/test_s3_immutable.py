@@ -28,6 +28,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.cli import PASSPHRASE, Cli, without_surety
+from tests.s3.candidates import backdate_candidates, open_in_process
 from tests.s3.fixtures import S3Bucket
 
 LOCK_SECONDS = "40"  # one "day" = 40 s; objects stay locked 40 s + a step of 10 s
@@ -152,7 +153,13 @@ def test_a_locked_point_survives_the_backup_identity(guarded: S3Bucket, tmp_path
     latest = max(datetime.fromisoformat(p["locked_until"]) for p in points)
     time.sleep(max(0.0, (latest - datetime.now(UTC)).total_seconds()) + 1)
     maint.run("forget", points[0]["id"], points[1]["id"])
-    pruned = json.loads(maint.run("prune", "--json").stdout)
+    marked = json.loads(maint.run("prune", "--json").stdout)  # on S3 a prune marks first
+    assert (marked["two_phase"], marked["deleted_packs"]) == (True, 0), marked
+    with pytest.MonkeyPatch.context() as patch:  # the back-dated list is locked 40 s too
+        patch.setenv("SURETY_TESTING_LOCK_SECONDS", LOCK_SECONDS)
+        repo = open_in_process(guarded, PREFIX, "maintenance")
+        backdate_candidates(repo, timedelta(minutes=61), delete_old=False)
+    pruned = json.loads(maint.run("prune", "--json").stdout)  # a grace later: deletes
     assert pruned["deleted_packs"] >= 1
     assert pruned["kept_locked"] == 0, pruned
     assert backup.json("points") == []

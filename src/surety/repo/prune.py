@@ -33,7 +33,11 @@ still unreferenced now, are deleted. Waiting packs stay in the new index
 its lock was judged stale, and commits late, finds its chunks indexed; the
 next prune then sees them referenced and drops them from the list. Index
 objects, damage records and summaries are replaced or orphaned for good and
-go at once; temporary uploads go once older than the grace.
+go at once; temporary uploads go once older than the grace. An immutable
+repository does not re-index its waiting packs (a new index is locked for
+N days and would keep them that long): there a late commit is safe anyway,
+as it locks every pack it needs (``immutable.secure_point``), which fails on
+a deleted one, and the server refuses to delete a locked one.
 
 On an immutable repository (format 3) nothing is repacked (the old packs
 stay locked anyway), and step 5 deletes only what has expired: an object
@@ -186,11 +190,9 @@ def _prune(
     unused_summaries = _forgotten_summaries(repo, report)
     sizes = {**stored, **images}
     if dry_run:
-        if phases.grace is not None:
+        if phases.grace is not None:  # decides as the real run would, writes nothing
             replaced = [f"data/{p}" for p, _ in repack]
-            _two_phases(
-                repo, [*doomed, *unused_images], replaced, sizes=sizes, phases=phases, report=report
-            )
+            _two_phases(repo, [*doomed, *unused_images], replaced, sizes, phases, report)
         return report
     written, failed = _repack(repo, repack, progress, report)
     keep.extend(written + failed)
@@ -204,12 +206,14 @@ def _prune(
     if phases.grace is not None:
         replaced = [f"data/{p}" for p, _ in repack if f"data/{p}" in doomed]
         decision, candidates, lists = _two_phases(
-            repo, [*doomed, *unused_images], replaced, sizes=sizes, phases=phases, report=report
+            repo, [*doomed, *unused_images], replaced, sizes, phases, report
         )
-        keep.extend(_waiting_entries(decision, packs, used))
-        due = set(decision.delete)
-        doomed = [n for n in doomed if n in due]
-        unused_images = [n for n in unused_images if n in due]
+        if not repo.immutable:  # there a new index stays locked N days: it would hold them
+            keep.extend(_waiting_entries(decision, packs, used))
+        doomed, unused_images = (
+            _only(decision.delete, doomed),
+            _only(decision.delete, unused_images),
+        )
         report.freed_bytes = sum(stored[n] for n in doomed) - new_bytes
     _commit_and_delete(
         repo,
@@ -225,11 +229,10 @@ def _prune(
     return report
 
 
-def _two_phases(
+def _two_phases(  # noqa: PLR0917 -- one caller, two call sites, all positional
     repo: Repository,
     unreferenced: list[str],
     replaced: list[str],
-    *,
     sizes: dict[str, int],
     phases: _Phases,
     report: PruneReport,
@@ -269,6 +272,11 @@ def _two_phases(
             f"point ({shown}{more}): kept, dropped from the candidate list"
         )
     return decision, new_list(decision.objects, now, grace), lists.names
+
+
+def _only(due: tuple[str, ...], names: list[str]) -> list[str]:
+    chosen = set(due)
+    return [n for n in names if n in chosen]
 
 
 def _short(name: str) -> str:
