@@ -18,6 +18,7 @@ import os
 import socket as socket_module
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -63,6 +64,7 @@ class VmBackupOptions:
     post_thaw: str | None = None
     after_commit: str | None = None
     script_failure: str = "fail"  # fail | ignore
+    settings: Mapping[str, str] = field(default_factory=dict)  # "writer.option" -> value
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,7 @@ def _requester(run: _Run, job: PullBackup) -> Requester:
         post_thaw=options.post_thaw,
         after_commit=options.after_commit,
         script_failure=options.script_failure,
+        settings=dict(options.settings),
     )
     guest = AgentChannel(run.domain)
     names: list[str] = []

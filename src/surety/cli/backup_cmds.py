@@ -12,7 +12,7 @@ from surety.app.hypervisor import connect_host
 from surety.backup.image import ImageBackupOptions, backup_image
 from surety.backup.vm import VmBackupOptions, backup_vm
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option, json_option
+from surety.cli.options import connect_option, json_option, writer_settings
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.errors import SourceError
 from surety.core.units import format_size
@@ -129,6 +129,15 @@ def render_point_summary(
     help="A failing --pre-freeze/--post-thaw/--after-commit command fails the job, or is "
     "recorded as a warning.",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="WRITER.OPTION=VALUE",
+    callback=writer_settings,
+    help="Option of a writer, e.g. samba-ad.backup-dir=/srv/ad-backup (an option ending in "
+    "_file is read from that file).",
+)
 @click.option("--full", is_flag=True, help="Read every allocated block (no incremental).")
 @click.option(
     "--freeze-window",
@@ -155,6 +164,7 @@ def backup_vm_command(
     post_thaw: str | None,
     after_commit: str | None,
     script_failure: str,
+    settings: dict[str, str],
 ) -> None:
     """Back up a running libvirt VM: all its disks at one instant, with its configuration.
 
@@ -174,6 +184,7 @@ def backup_vm_command(
         post_thaw=post_thaw,
         after_commit=after_commit,
         script_failure=script_failure,
+        settings=settings,
     )
     with progress_for(json_output) as progress, closing(connect_host(uri)) as host:
         result = backup_vm(repo, options, progress, host=host)

@@ -140,3 +140,23 @@ def _read_secret(path: Path, what: str) -> str:
     if not text:
         raise UsageError(f"{path} is empty")
     return text
+
+
+def writer_settings(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """``--set WRITER.OPTION=VALUE`` (repeatable) -> {"writer.option": value}; an option
+    ending in ``_file`` is read from that file (a secret never on the command line)."""
+    found: dict[str, str] = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or "." not in key:
+            raise click.BadParameter(f"{value!r} is not WRITER.OPTION=VALUE")
+        if key.endswith("_file"):
+            try:
+                setting = Path(setting).read_text().strip()
+            except OSError as exc:
+                raise click.BadParameter(f"{key}: {exc.strerror}: {setting}") from None
+            key = key.removesuffix("_file")
+        found[key] = setting
+    return found

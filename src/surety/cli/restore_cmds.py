@@ -11,7 +11,12 @@ import click
 
 from surety.app.hypervisor import connect_host
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option, json_option, network_map_option
+from surety.cli.options import (
+    connect_option,
+    json_option,
+    network_map_option,
+    writer_settings,
+)
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
 from surety.restore.image import ImageRestoreOptions, restore_image
@@ -81,24 +86,6 @@ def restore_image_command(
     )
 
 
-def _settings(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for value in values:
-        key, sep, setting = value.partition("=")
-        if not sep or "." not in key:
-            raise click.BadParameter(f"{value!r} is not WRITER.OPTION=VALUE")
-        if key.endswith("_file"):
-            try:
-                setting = Path(setting).read_text().strip()
-            except OSError as exc:
-                raise click.BadParameter(f"{key}: {exc.strerror}: {setting}") from None
-            key = key.removesuffix("_file")
-        found[key] = setting
-    return found
-
-
 @restore.command("vm")
 @click.argument("point")
 @click.option("--as", "name", metavar="NAME", help="Name of the restored VM [default: original].")
@@ -146,7 +133,7 @@ def _settings(
     "settings",
     multiple=True,
     metavar="WRITER.OPTION=VALUE",
-    callback=_settings,
+    callback=writer_settings,
     help="Option of a restore procedure, e.g. postgresql.user=replicator, "
     "mariadb.password_file=FILE (an option ending in _file is read from that file).",
 )
