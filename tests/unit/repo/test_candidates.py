@@ -9,11 +9,15 @@ every chunk. A list that does not open never makes prune delete anything.
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from surety.cli.main import cli
 from surety.core.errors import UsageError
 from surety.core.progress import NullProgress
 from surety.repo.candidates import (
@@ -30,9 +34,9 @@ from surety.repo.image import ImageIndex
 from surety.repo.manifest import DiskRecord, Manifest
 from surety.repo.prune import PruneReport, prune_repository
 from surety.repo.repository import Repository
-from surety.repo.storage import MemoryStorage
+from surety.repo.storage import LocalStorage, MemoryStorage
 from surety.repo.writer import ChunkWriter, prepare_chunk
-from tests.unit.conftest import make_manifest
+from tests.unit.conftest import CHEAP_KDF, PASSPHRASE, make_manifest
 from tests.unit.repo.test_check import CHUNK, START, back_up
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -235,3 +239,37 @@ def test_a_dry_run_writes_nothing_and_a_local_default_is_one_phase(repo: Reposit
     one = prune_repository(repo, NullProgress())  # memory/local: one phase by default
     assert (one.two_phase, one.deleted_packs) == (False, 1)
     assert names(repo, "data/") == set()
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _prune_cli(location: Path, *args: str) -> Result:
+    env = {
+        "SURETY_REPOSITORY": str(location),
+        "SURETY_PASSPHRASE": PASSPHRASE,
+        "SURETY_NO_CACHE": "1",
+    }
+    return CliRunner().invoke(cli, ["prune", *args], env=env)
+
+
+def test_prune_grace_on_the_command_line(tmp_path: Path) -> None:
+    location = tmp_path / "repo"
+    location.mkdir()
+    repo = Repository.init(LocalStorage(location), PASSPHRASE, CHUNK, CHEAP_KDF)
+    repo.forget(back_up(repo, {"vda": data(8)}, "web01", 1))
+    short = _prune_cli(location, "--grace", "10m")
+    assert short.exit_code == 2
+    assert "shorter than the stale-lock age (30 min)" in short.output
+    assert "Traceback" not in short.output
+    marked = _prune_cli(location, "--grace", "45m", "--json")  # two phases on a local disk too
+    assert marked.exit_code == 0, marked.output
+    report = json.loads(marked.output)
+    assert (report["two_phase"], report["grace_seconds"], report["marked"]) == (True, 2700, 2)
+    assert (report["deleted_packs"], report["waiting"]) == (0, 2)
+    plain = _prune_cli(location, "--grace", "45m")
+    assert "marked 0 unreferenced object(s)" in plain.output
+    assert "2 candidate(s)" in plain.output
+    assert "(grace 45m)" in plain.output
+    one = json.loads(_prune_cli(location, "--json").output)  # the local default: one phase
+    assert (one["two_phase"], one["deleted_packs"], one["deleted_images"]) == (False, 1, 1)
