@@ -34,13 +34,20 @@ __all__ = [
     "ProcedureFactory",
     "RestoreProcedure",
     "RestoreRequest",
+    "canonical_role",
     "load_procedures",
     "request_role",
 ]
 
 ENTRY_POINT_GROUP = "surety.restore_procedures"
 REPLICA, PRIMARY = "replica", "primary"
-ROLE_ALIASES = {"standby": REPLICA, "source": PRIMARY, "master": PRIMARY, "slave": REPLICA}
+ROLE_ALIASES = {
+    "standby": REPLICA,
+    "source": PRIMARY,
+    "master": PRIMARY,
+    "slave": REPLICA,
+    "authoritative": PRIMARY,  # a directory (samba-ad): the whole domain comes back from this one
+}
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class RestoreRequest:
     role: str = "primary"  # REPLICA: rejoin ``partner``; PRIMARY: become a new history alone
     partner: str | None = None  # the surviving member to rejoin: host or host:port
     settings: Mapping[str, str] = field(default_factory=dict)  # "writer.option" -> value
+    asked_role: str | None = None  # --role as given (None: chosen by --partner); see samba-ad
 
     def setting(self, writer: str, option: str, default: str | None = None) -> str | None:
         return self.settings.get(f"{writer}.{option}", default)
@@ -91,11 +99,18 @@ def load_procedures(recorded: Mapping[str, Any]) -> dict[str, ProcedureFactory]:
     return found
 
 
+def canonical_role(role: str) -> str:
+    """``standby`` -> ``replica``, ``authoritative`` -> ``primary``; unknown words unchanged."""
+    return ROLE_ALIASES.get(role, role)
+
+
 def request_role(role: str | None, partner: str | None) -> str:
     """The canonical role: ``replica`` (with a partner) or ``primary``; vendor words accepted."""
     canonical = ROLE_ALIASES.get(role or "", role) or (REPLICA if partner else PRIMARY)
     if canonical not in (REPLICA, PRIMARY):
-        raise UsageError(f"unknown --role {role!r} (replica|standby or primary|source)")
+        raise UsageError(
+            f"unknown --role {role!r} (replica|standby or primary|source|authoritative)"
+        )
     if canonical == REPLICA and not partner:
         raise UsageError(
             "--role replica needs --partner HOST: the surviving member the restored one rejoins"

@@ -82,7 +82,7 @@ def application_restore(
         )
     role = request_role(options.role, options.partner)
     request = RestoreRequest(
-        point.id, vm_name or point.name, role, options.partner, dict(options.settings)
+        point.id, vm_name or point.name, role, options.partner, dict(options.settings), options.role
     )
     return ApplicationRestore(request, progress)
 
