@@ -39,12 +39,13 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from surety.quiesce.channel import GuestChannel
 from surety.quiesce.procedure import PRIMARY, RestoreRequest, canonical_role
 from surety.quiesce.writer import WriterFailed
+from surety.quiesce.writers.samba_ad import point_too_old
 
 __all__ = [
     "SambaAdRestore",
@@ -52,7 +53,6 @@ __all__ = [
     "keytab_kvnos",
     "only_in_point",
     "parse_guids",
-    "point_too_old",
     "seized_roles",
 ]
 
@@ -80,18 +80,6 @@ NOT_CARRIED = {
 
 
 # -- pure helpers -------------------------------------------------------------
-def point_too_old(metadata: Mapping[str, Any], point_time: datetime, now: datetime) -> str | None:
-    """Why a DC restore point is past the tombstone lifetime, or None if usable."""
-    days = int(metadata.get("tombstone_lifetime_days") or 180)
-    age = now - point_time
-    if age <= timedelta(days=days):
-        return None
-    return (
-        f"the restore point is {age.days} days old, past the domain's tombstone lifetime "
-        f"({days} days): its deletions are forgotten by the partners (lingering objects)"
-    )
-
-
 def parse_guids(ldif: str) -> list[tuple[str, str]]:
     """``ldbsearch`` output with ``objectGUID`` -> [(guid, dn)] (folded lines joined)."""
     text = re.sub(r"\n ", "", ldif)
@@ -221,13 +209,12 @@ class SambaAdRestore:
     def _refuse_too_old(self) -> None:
         at = (self.recorded.get("marker") or {}).get("at")
         if not at:
+            self.evidence["point_age_checked"] = False  # no marker time recorded
             return
-        point_time = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
-        if point_time.tzinfo is None:
-            point_time = point_time.replace(tzinfo=UTC)
-        reason = point_too_old(self.recorded, point_time, datetime.now(UTC))
+        reason = point_too_old(self.recorded, str(at), datetime.now(UTC))
         if reason:
             raise WriterFailed(NAME, f"{reason}; the VM is left held")
+        self.evidence["point_age_checked"] = True
 
     def _find_survivor(self) -> None:
         if not self.survivors:
