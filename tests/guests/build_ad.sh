@@ -70,6 +70,7 @@ remove_build_dir() {
         done
     fi
     umount -l "$dir/.scratch/disk" 2>/dev/null || true
+    umount -l "$dir/.verify/disk" 2>/dev/null || true
     umount_below "$dir"
     rm -rf --one-file-system "$dir"
 }
@@ -115,10 +116,40 @@ detach_overlay() {
     log "unmount, flush and detach the overlay"
     umount "$ROOTFS/dev/pts" "$ROOTFS/dev" "$ROOTFS/sys" "$ROOTFS/proc"
     umount "$ROOTFS"
+    # The loop device writes through the page cache of the FUSE file: flush
+    # both before the export goes away, or the overlay misses the last writes.
+    blockdev --flushbufs "$LOOP"
+    sync "$WORK/.scratch/disk"
     losetup -d "$LOOP"
     kill -TERM "$QSD_PID"
     wait "$QSD_PID" || true
     rm -rf "$WORK/.scratch"
+}
+
+# Export the finished overlay again, read-only: the file system must be clean
+# and consistent (proves every write reached the qcow2 file).
+verify_overlay() {
+    log "verify: e2fsck -fn on the overlay as written"
+    local scratch="$WORK/.verify"
+    mkdir -p "$scratch"
+    : >"$scratch/disk"
+    setpriv --pdeathsig TERM qemu-storage-daemon \
+        --blockdev "driver=qcow2,node-name=disk,read-only=on,file.driver=file,file.filename=${WORK//,/,,}/root.qcow2" \
+        --export "type=fuse,id=exp,node-name=disk,mountpoint=$scratch/disk,writable=off" \
+        --pidfile "$scratch/qsd.pid" >>"$BUILD_LOG" 2>&1 &
+    local pid=$! loop ok=0
+    for _ in $(seq 1 100); do
+        [[ -s $scratch/qsd.pid ]] && [[ $(stat -c %s "$scratch/disk") -gt 0 ]] && break
+        sleep 0.1
+    done
+    loop=$(losetup -r --find --show "$scratch/disk")
+    e2fsck -fn "$loop" >>"$BUILD_LOG" 2>&1 && ok=1
+    [[ $(dumpe2fs -h "$loop" 2>/dev/null | awk -F: '/^Filesystem state/ {gsub(/ /, "", $2); print $2}') == clean ]] || ok=0
+    losetup -d "$loop"
+    kill -TERM "$pid"
+    wait "$pid" || true
+    rm -rf "$scratch"
+    [[ $ok == 1 ]] || fail_with_log "the overlay's file system is not clean after the build"
 }
 
 install_packages() {
@@ -249,6 +280,7 @@ main() {
     configure_samba
     clean_root
     detach_overlay
+    verify_overlay
     for f in vmlinuz initrd.img; do link_or_copy "$BASE_DIR/$f" "$WORK/$f"; done
     write_metadata
     rm -f "$WORK/packages.tsv"
