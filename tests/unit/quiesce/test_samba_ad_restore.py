@@ -241,10 +241,12 @@ def test_authoritative_restores_the_points_offline_backup() -> None:
     lines = dc.lines()
     restore = next(line for line in lines if "domain backup restore" in line)
     assert "--backup-file=/var/lib/surety/samba-ad/samba-backup-1.tar.bz2" in restore
-    assert "--newservername=DC1" in restore
+    assert "--newservername=DC1R" in restore
     assert not any("demote" in line or "domain join" in line for line in lines)
     assert evidence["role"] == "authoritative"
     assert evidence["invocation_id"] == NEW_ID
+    assert evidence["restored_as"] == "DC1R"
+    assert set(evidence["fsmo_after"].values()) == {"DC2"}  # as the scripted DC answers
 
 
 def test_only_in_point_compares_by_guid_and_skips_the_dcs_own_objects() -> None:

@@ -168,10 +168,10 @@ class SambaAdRestore:
             if explicit == PRIMARY or (request.role == PRIMARY and not self.survivors)
             else "rejoin"
         )
-        if self.mode == "rejoin" and self.password is None:
+        if self.password is None:
             raise WriterFailed(
                 NAME,
-                "rejoining the domain needs a domain admin's password: "
+                "restoring a DC needs a domain admin's password: "
                 "--set samba-ad.password_file=PATH (or samba-ad.password=, test/lab only)",
             )
         private = str(self.recorded["private_dir"]).rstrip("/")
@@ -198,6 +198,7 @@ class SambaAdRestore:
     # -- with samba held ------------------------------------------------------
     def configure(self) -> None:
         self._refuse_too_old()
+        self._write_password()
         if self.mode == "rejoin":
             self._step("survivor", self._find_survivor)
             self._step("move_aside", self._move_aside)
@@ -223,7 +224,6 @@ class SambaAdRestore:
                 f"no surviving DC to rejoin: give --partner DC, or --role authoritative "
                 f"if every DC of {self.recorded['realm']} is lost",
             )
-        self._write_password()
         errors = []
         for host in self.survivors:
             found = self._run(
@@ -306,9 +306,9 @@ ls -1 "$P"
             },
         )
 
-    def _fsmo_show(self) -> dict[str, str]:
+    def _fsmo_show(self, host: str = "") -> dict[str, str]:
         out = self._sh_auth(
-            f"samba-tool fsmo show -H ldap://{shlex.quote(self.survivor['host'])} "
+            f"samba-tool fsmo show -H ldap://{shlex.quote(host or self.survivor['host'])} "
             f"-U {shlex.quote(self.user)} 2>&1"
         )
         return dict(re.findall(r"^(\w+Role) owner: (.*)$", out, re.M))
@@ -320,15 +320,21 @@ ls -1 "$P"
                 NAME, "the restore point holds no offline backup: the authoritative path needs it"
             )
         target = f"{WORK}/dc"
+        # the backup holds the old DC's account: Samba refuses to restore under its name
+        # ("Entry CN=DC1,OU=Domain Controllers,... already exists")
+        new = (self.request.setting(NAME, "new_name") or f"{self.dc[:14]}R").upper()
+        if new == self.dc:
+            raise WriterFailed(NAME, f"samba-ad.new_name must differ from {self.dc}")
         out = self._sh(
             f"set -e; test -f {shlex.quote(backup)} || {{ echo 'no file {backup} on the restored "
             f"disk' >&2; exit 1; }}; rm -rf {shlex.quote(target)}; "
             f"samba-tool domain backup restore --backup-file={shlex.quote(backup)} "
-            f"--newservername={shlex.quote(self.dc)} --targetdir={shlex.quote(target)} 2>&1; "
+            f"--newservername={shlex.quote(new)} --targetdir={shlex.quote(target)} 2>&1; "
             f"cp {shlex.quote(target)}/etc/smb.conf {shlex.quote(str(self.recorded['smb_conf']))}",
             timeout=900,
         )
         self.evidence.update(
+            restored_as=new,
             restored_from=backup,
             restored_into=target,
             fsmo_seized=seized_roles(out) or "all (samba-tool domain backup restore)",
@@ -348,6 +354,11 @@ ls -1 "$P"
                 self._step("showrepl", self._showrepl)
                 self._step("ldapcmp", self._ldapcmp)
                 self._step("only_in_point", self._only_in_point)
+            else:
+                owners = self._fsmo_show(self._me())
+                self.evidence["fsmo_after"] = {
+                    role: _rdn_value(owner.split(",", 1)[1]) for role, owner in owners.items()
+                }
             self.evidence["invocation_id"] = self._invocation_id()
             if self.evidence["invocation_id"] == self.recorded["invocation_id"]:
                 raise WriterFailed(NAME, "the DC still runs under its recorded invocationId")
@@ -560,7 +571,11 @@ ls -1 "$P"
 
     def _summary(self) -> str:
         if self.mode != "rejoin":
-            return f"{self.dc} restored authoritatively from the point's backup; new invocationId"
+            return (
+                f"{self.dc} restored authoritatively from the point's offline backup as "
+                f"{self.evidence['restored_as']}: new invocationId, every FSMO role seized, "
+                "the old DCs removed; join the other DCs to it afresh"
+            )
         lost = self.evidence["only_in_point"]
         text = (
             f"{self.dc} rejoined via {self.survivor['dns_host_name']} with a new invocationId, "
