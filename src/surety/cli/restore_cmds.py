@@ -122,10 +122,11 @@ def restore_image_command(
 )
 @click.option(
     "--role",
-    type=click.Choice(["replica", "standby", "primary", "source"]),
+    type=click.Choice(["replica", "standby", "primary", "source", "authoritative"]),
     help="What the restored member of a replicated application becomes: a replica of "
     "--partner (standby), or a new history of its own (primary) [default: replica with "
-    "--partner, else primary].",
+    "--partner, else primary]. A domain controller (samba-ad) rejoins a surviving DC by "
+    "default; authoritative (or primary) restores the whole domain from it.",
 )
 @click.option("--partner", metavar="HOST[:PORT]", help="The surviving member to rejoin.")
 @click.option(
