@@ -186,6 +186,7 @@ def test_an_unusable_survivor_stops_the_procedure_with_the_dc_untouched(
     with pytest.raises(WriterFailed, match=message):
         SambaAdRestore(dc.guest, RECORDED, _request()).configure()
     assert not any("mv " in line or "demote" in line for line in dc.lines())
+    assert dc.lines()[-1] == "rm -rf /run/surety-samba-ad"  # the password does not stay
 
 
 def test_rejoin_runs_the_supported_sequence_and_proves_it() -> None:

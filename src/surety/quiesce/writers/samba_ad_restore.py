@@ -199,13 +199,17 @@ class SambaAdRestore:
     def configure(self) -> None:
         self._refuse_too_old()
         self._write_password()
-        if self.mode == "rejoin":
-            self._step("survivor", self._find_survivor)
-            self._step("move_aside", self._move_aside)
-            self._step("demote_old_identity", self._demote)
-        else:
-            self._step("move_aside", self._move_aside)
-            self._step("backup_restore", self._backup_restore)
+        try:
+            if self.mode == "rejoin":
+                self._step("survivor", self._find_survivor)
+                self._step("move_aside", self._move_aside)
+                self._step("demote_old_identity", self._demote)
+            else:
+                self._step("move_aside", self._move_aside)
+                self._step("backup_restore", self._backup_restore)
+        except BaseException:
+            self.guest.run(["rm", "-rf", AUTH_DIR])  # start() will not run: no password left
+            raise
 
     def _refuse_too_old(self) -> None:
         at = (self.recorded.get("marker") or {}).get("at")
@@ -243,7 +247,8 @@ class SambaAdRestore:
             )
             if found.ok and "dnsHostName:" in found.text():
                 attrs = dict(re.findall(r"^(dnsHostName|dsServiceName): (.*)$", found.text(), re.M))
-                name = attrs.get("dsServiceName", "").split(",")[1].partition("=")[2]
+                server = attrs.get("dsServiceName", "").split(",")
+                name = server[1].partition("=")[2] if len(server) > 1 else host
                 self.survivor = {"host": host, "dns_host_name": attrs["dnsHostName"], "name": name}
                 self.evidence["survivor"] = self.survivor
                 return
