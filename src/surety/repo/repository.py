@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -436,6 +436,40 @@ class Repository:
                 return self.read_chunk(chunk_id, moved)
             self.record_damage(chunk_id, loc.pack, str(exc))
             raise
+        finally:
+            self.collect_warnings()
+
+    def read_run(self, run: Sequence[tuple[bytes, Location | None]]) -> list[bytes]:
+        """Chunks stored close together in one pack (``restore.image`` groups them): fetched
+        with one read of their span, each authenticated, decompressed and hash-checked on
+        its own; returned in the order asked.
+
+        One request instead of one per chunk (object storage: ~3,000 ranged GETs per GiB
+        become a few dozen). When the shared read meets a missing pack or a chunk fails
+        its check, every chunk of the run is read alone through ``read_chunk``, which
+        names the damage, relocates from a stale cache and reads locked versions exactly
+        as for a single chunk; other storage failures are raised as they are.
+        """
+        if len(run) == 1 or any(loc is None for _, loc in run):
+            return [self.read_chunk(chunk_id, loc) for chunk_id, loc in run]
+        locations = [loc for _, loc in run if loc is not None]
+        first = min(locations, key=lambda loc: loc.offset)
+        end = max(loc.offset + loc.length for loc in locations)
+        if any(loc.pack != first.pack for loc in locations):
+            raise ValueError("a run of chunks lies in one pack")
+        try:
+            blob = memoryview(
+                self.storage.get(f"data/{first.pack}", first.offset, end - first.offset)
+            )
+            found = []
+            for (chunk_id, _), loc in zip(run, locations, strict=True):
+                start = loc.offset - first.offset
+                what = f"chunk {chunk_id.hex()[:12]} in pack {loc.pack[:12]}"
+                sealed = bytes(blob[start : start + loc.length])
+                found.append(self.open_chunk(chunk_id, sealed, loc.raw_length, what))
+            return found
+        except (ObjectNotFound, IntegrityError):
+            return [self.read_chunk(chunk_id, loc) for chunk_id, loc in run]
         finally:
             self.collect_warnings()
 

@@ -27,7 +27,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ from surety.core.units import format_size
 from surety.hypervisor.images import convert_raw
 from surety.repo.format import ZERO_ID
 from surety.repo.image import ImageIndex
+from surety.repo.index import Location
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 
@@ -342,6 +343,85 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[count:], offset + count
 
 
+RUN_BYTES = 4 << 20  # at most this span of a pack fetched by one read
+RUN_GAP = 128 << 10  # stored bytes of other chunks one read may step over
+RUN_WINDOW = 256  # image chunks looked at before every pending run is fetched
+
+
+@dataclass
+class _Run:
+    """Chunks of one pack fetched by one read (``Repository.read_run``), and where each
+    goes in the image."""
+
+    chunks: list[tuple[bytes, Location | None]]
+    offsets: list[int]
+
+
+@dataclass
+class _Pending:
+    """Chunks met in image order whose copies lie within ``RUN_BYTES`` of one pack."""
+
+    start: int
+    end: int
+    members: list[tuple[bytes, Location, int]]
+
+    def takes(self, loc: Location) -> bool:
+        return max(self.end, loc.offset + loc.length) - min(self.start, loc.offset) <= RUN_BYTES
+
+    def add(self, chunk_id: bytes, loc: Location, offset: int) -> None:
+        self.start, self.end = min(self.start, loc.offset), max(self.end, loc.offset + loc.length)
+        self.members.append((chunk_id, loc, offset))
+
+    def runs(self) -> Iterator[_Run]:
+        """Sorted by their place in the pack, split where a gap exceeds ``RUN_GAP``."""
+        run: _Run | None = None
+        end = 0
+        for chunk_id, loc, offset in sorted(self.members, key=lambda m: m[1].offset):
+            if run is not None and loc.offset - end > RUN_GAP:
+                yield run
+                run = None
+            if run is None:
+                run, end = _Run([], []), loc.offset
+            run.chunks.append((chunk_id, loc))
+            run.offsets.append(offset)
+            end = max(end, loc.offset + loc.length)
+        if run is not None:
+            yield run
+
+
+def _runs(image: ImageIndex, locate: Callable[[bytes], Location | None]) -> Iterator[_Run | int]:
+    """The image's stored chunks grouped into runs, and (as ints) its zero chunks' numbers.
+
+    Backup threads finish chunks out of order, so a pack holds an image region's chunks
+    close together but not in order: chunks met within ``RUN_WINDOW`` of each other are
+    grouped per pack, then read in the pack's order."""
+    pending: dict[str, _Pending] = {}
+    seen = 0
+    for number, chunk_id in enumerate(image.chunk_ids):
+        if chunk_id == ZERO_ID:
+            yield number
+            continue
+        offset = number * image.chunk_size
+        loc = locate(chunk_id)
+        if loc is None:  # read_chunk names it missing
+            yield _Run([(chunk_id, None)], [offset])
+            continue
+        group = pending.get(loc.pack)
+        if group is not None and not group.takes(loc):
+            yield from group.runs()
+            group = None
+        if group is None:
+            group = pending[loc.pack] = _Pending(loc.offset, loc.offset + loc.length, [])
+        group.add(chunk_id, loc, offset)
+        seen += 1
+        if seen >= RUN_WINDOW:
+            for group in pending.values():
+                yield from group.runs()
+            pending, seen = {}, 0
+    for group in pending.values():
+        yield from group.runs()
+
+
 def _write_chunks(
     repo: Repository,
     *,
@@ -352,16 +432,23 @@ def _write_chunks(
     progress: Progress,
     cancel: threading.Event | None = None,
 ) -> int:
+    """Every chunk of ``image`` at its offset in ``fd``; zeros only on a block device.
+
+    Chunks stored close together in one pack are fetched together (``_runs``), each
+    still hash-checked; runs are fetched and written by a pool of threads, a bounded
+    window of them in flight."""
     index = repo.index()
     workers = threads or (os.cpu_count() or 2) + 1
     zero = bytes(image.chunk_size)
     window: set[Future[int]] = set()
     written = 0
 
-    def fetch_and_write(chunk_id: bytes, offset: int) -> int:
-        data = repo.read_chunk(chunk_id, index.get(chunk_id))
-        _pwrite_all(fd, data, offset)
-        return len(data)
+    def fetch_and_write(run: _Run) -> int:
+        total = 0
+        for data, offset in zip(repo.read_run(run.chunks), run.offsets, strict=True):
+            _pwrite_all(fd, data, offset)
+            total += len(data)
+        return total
 
     def drain() -> None:
         nonlocal written, window
@@ -371,20 +458,23 @@ def _write_chunks(
             written += length
             progress.advance(length)
 
+    def submit(run: _Run) -> None:
+        window.add(pool.submit(fetch_and_write, run))
+        if len(window) >= workers * 2:
+            drain()
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-restore") as pool:
         try:
-            for number, chunk_id in enumerate(image.chunk_ids):
+            for item in _runs(image, index.get):
                 if cancel is not None and cancel.is_set():
                     raise Interrupted("restore cancelled")
-                length = image.chunk_length(number)
-                if chunk_id == ZERO_ID:
-                    if is_block:
-                        _pwrite_all(fd, zero[:length], number * image.chunk_size)
-                    progress.advance(length)
+                if isinstance(item, _Run):
+                    submit(item)
                     continue
-                window.add(pool.submit(fetch_and_write, chunk_id, number * image.chunk_size))
-                if len(window) >= workers * 4:
-                    drain()
+                length = image.chunk_length(item)
+                if is_block:
+                    _pwrite_all(fd, zero[:length], item * image.chunk_size)
+                progress.advance(length)
             while window:
                 drain()
         finally:
