@@ -62,8 +62,10 @@ def test_uptodateness_vectors_hold_the_partner(ad_lab: ad.AdPair) -> None:
 
 
 def test_ldapcmp_equal(ad_lab: ad.AdPair) -> None:
-    ad.drs_replicate(ad_lab.dc2, ad_lab.dc1)
-    ad.drs_replicate(ad_lab.dc1, ad_lab.dc2)
+    # Both NCs ldapcmp compares: the KCC writes connection objects in the configuration NC.
+    for nc in (ad.BASE_DN, ad.CONFIG_DN):
+        ad.drs_replicate(ad_lab.dc2, ad_lab.dc1, nc)
+        ad.drs_replicate(ad_lab.dc1, ad_lab.dc2, nc)
     equal, text = ad.ldapcmp_equal(ad_lab.dc1, ad_lab.dc2)
     assert equal, text[-4000:]
 
