@@ -1,4 +1,4 @@
-"""Fixtures of the two-DC Samba lab (see lab.py): the provisioned pair, and a fresh copy per test."""
+"""Fixtures of the two-DC Samba lab (lab.py): the provisioned pair, a fresh copy per test."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from surety.hypervisor.guest_agent import GuestResult
+from surety.quiesce.writers.samba_ad import parse_ldif
 
 __all__ = ["ADDR", "PASSWORD", "REALM", "Dc", "DcChannel", "Lab", "Net", "golden_state"]
 
@@ -44,14 +45,25 @@ REALM, DOMAIN, BASE = "LAB.TEST", "LAB", "DC=lab,DC=test"
 PASSWORD = "Passw0rd.Lab1"  # test only
 ADDR = {"DC1": "10.99.0.2", "DC2": "10.99.0.3"}
 ADMIN = f"Administrator%{PASSWORD}"
-MOUNTS = ("etc-samba:/etc/samba", "var-lib:/var/lib", "var-cache:/var/cache",
-          "var-log:/var/log", "krb5.conf:/etc/krb5.conf", "hosts:/etc/hosts",
-          "resolv.conf:/etc/resolv.conf", "run:/run")
+MOUNTS = (
+    "etc-samba:/etc/samba",
+    "var-lib:/var/lib",
+    "var-cache:/var/cache",
+    "var-log:/var/log",
+    "krb5.conf:/etc/krb5.conf",
+    "hosts:/etc/hosts",
+    "resolv.conf:/etc/resolv.conf",
+    "run:/run",
+)
 FILES = ("krb5.conf", "hosts", "resolv.conf")
-ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-       "HOME": "/root", "LANG": "C.UTF-8"}
+ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
 HOSTS = "127.0.0.1 localhost\n" + "".join(
-    f"{a} {n.lower()}.lab.test {n.lower()}\n" for n, a in ADDR.items())
+    f"{a} {n.lower()}.lab.test {n.lower()}\n" for n, a in ADDR.items()
+)
 RESOLV = "".join(f"nameserver {a}\n" for a in ADDR.values()) + "search lab.test\n"
 
 
@@ -91,9 +103,12 @@ class Net:
             if self.ns and self.ns != _ns_of(os.getpid(), "net"):
                 break
             time.sleep(0.02)
-        script = ("ip link set lo up && ip link add sv1 type veth peer name sv2"
-                  f" && ip addr add {ADDR['DC1']}/24 dev sv1 && ip addr add {ADDR['DC2']}/24 dev sv2"
-                  " && ip link set sv1 up && ip link set sv2 up")
+        script = (
+            "ip link set lo up && ip link add sv1 type veth peer name sv2"
+            f" && ip addr add {ADDR['DC1']}/24 dev sv1"
+            f" && ip addr add {ADDR['DC2']}/24 dev sv2"
+            " && ip link set sv1 up && ip link set sv2 up"
+        )
         done = _sh(["nsenter", "-t", str(self.holder.pid), "-n", "sh", "-c", script])
         if done.returncode:
             self.close()
@@ -126,20 +141,42 @@ class Dc:
                 src.mkdir(parents=True, exist_ok=True)
         (self.root / "hosts").write_text(HOSTS)
         (self.root / "resolv.conf").write_text(RESOLV)
-        for sub in ("var-lib/samba/private", "var-lib/surety", "var-cache/samba", "run/samba",
-                    "var-log/samba"):
+        for sub in (
+            "var-lib/samba/private",
+            "var-lib/surety",
+            "var-cache/samba",
+            "run/samba",
+            "var-log/samba",
+        ):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def enter(self) -> None:
         """Start the holder: new mount + UTS namespace inside the lab network, paths mounted."""
         self.make_dirs()
         binds = " && ".join(
-            f"mount --bind {self.root / s.split(':')[0]} {s.split(':')[1]}" for s in MOUNTS)
+            f"mount --bind {self.root / s.split(':')[0]} {s.split(':')[1]}" for s in MOUNTS
+        )
         script = f"hostname {self.name.lower()} && {binds} && echo ready && exec sleep infinity"
         self.holder = subprocess.Popen(
-            ["nsenter", "-t", str(self.net.holder.pid), "-n", "--", "unshare", "--mount",
-             "--uts", "--propagation", "private", "--", "sh", "-c", script],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [
+                "nsenter",
+                "-t",
+                str(self.net.holder.pid),
+                "-n",
+                "--",
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert self.holder.stdout is not None
         line = self.holder.stdout.readline()
         if line.strip() != b"ready":
@@ -164,14 +201,28 @@ class Dc:
     def argv(self, argv: Sequence[str]) -> list[str]:
         assert self.holder is not None, f"{self.name}: namespace not entered"
         env = [f"{k}={v}" for k, v in ENV.items()]
-        return ["nsenter", "-t", str(self.holder.pid), "-m", "-u", "-n", "--wd=/", "--",
-                "env", "-i", *env, *argv]
+        return [
+            "nsenter",
+            "-t",
+            str(self.holder.pid),
+            "-m",
+            "-u",
+            "-n",
+            "--wd=/",
+            "--",
+            "env",
+            "-i",
+            *env,
+            *argv,
+        ]
 
-    def run(self, argv: Sequence[str], stdin: bytes | None = None,
-            timeout: float = 300) -> GuestResult:
+    def run(
+        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float = 300
+    ) -> GuestResult:
         try:
-            done = subprocess.run(self.argv(argv), input=stdin, capture_output=True,
-                                  timeout=timeout, check=False)
+            done = subprocess.run(
+                self.argv(argv), input=stdin, capture_output=True, timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired as exc:
             return GuestResult(124, exc.stdout or b"", (exc.stderr or b"") + b"timed out")
         return GuestResult(done.returncode, done.stdout, done.stderr)
@@ -200,8 +251,10 @@ class Dc:
             return started
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            up = self.run(["ldbsearch", "-H", f"ldap://{self.addr}", "-s", "base", "-b", "",
-                           "dnsHostName"], timeout=10)
+            up = self.run(
+                ["ldbsearch", "-H", f"ldap://{self.addr}", "-s", "base", "-b", "", "dnsHostName"],
+                timeout=10,
+            )
             if up.ok and b"dnsHostName" in up.stdout:
                 return GuestResult(0)
             time.sleep(0.3)
@@ -267,8 +320,9 @@ class DcChannel:
     def ping(self, timeout: int = 5) -> None:
         assert self.dc.holder is not None
 
-    def run(self, argv: Sequence[str], stdin: bytes | None = None,
-            timeout: float = 60.0) -> GuestResult:
+    def run(
+        self, argv: Sequence[str], stdin: bytes | None = None, timeout: float = 60.0
+    ) -> GuestResult:
         argv = list(argv)
         self.commands.append(argv)
         if argv[0] == "systemctl":
@@ -290,9 +344,13 @@ class DcChannel:
 
     def spawn(self, argv: Sequence[str], stdin: bytes | None = None) -> int:
         self.commands.append(list(argv))
-        proc = subprocess.Popen(self.dc.argv(argv), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            self.dc.argv(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         assert proc.stdin is not None
         proc.stdin.write(stdin or b"")
         proc.stdin.close()
@@ -315,7 +373,7 @@ class DcChannel:
         for spec in MOUNTS:
             src, target = spec.split(":")
             if path == target or path.startswith(target.rstrip("/") + "/"):
-                return self.dc.root / src / path[len(target):].lstrip("/")
+                return self.dc.root / src / path[len(target) :].lstrip("/")
         raise AssertionError(f"lab: {path} is outside the DC's mounted paths")
 
     def write_file(self, path: str, data: bytes) -> None:
@@ -371,13 +429,28 @@ def provision(root: Path) -> None:
     net = Net()
     dc1, dc2 = Dc("DC1", root / "DC1", net), Dc("DC2", root / "DC2", net)
     try:
-        opts = ["--option=bind interfaces only=yes", "--option=dns forwarder=127.0.0.9",
-                "--option=log file=/var/lib/samba/log.%m"]
+        opts = [
+            "--option=bind interfaces only=yes",
+            "--option=dns forwarder=127.0.0.9",
+            "--option=log file=/var/lib/samba/log.%m",
+        ]
         dc1.enter()
-        dc1.must(["samba-tool", "domain", "provision", f"--realm={REALM}", f"--domain={DOMAIN}",
-                  "--server-role=dc", "--dns-backend=SAMBA_INTERNAL", f"--adminpass={PASSWORD}",
-                  "--host-name=dc1", f"--host-ip={dc1.addr}", f"--option=interfaces={dc1.addr}",
-                  *opts])
+        dc1.must(
+            [
+                "samba-tool",
+                "domain",
+                "provision",
+                f"--realm={REALM}",
+                f"--domain={DOMAIN}",
+                "--server-role=dc",
+                "--dns-backend=SAMBA_INTERNAL",
+                f"--adminpass={PASSWORD}",
+                "--host-name=dc1",
+                f"--host-ip={dc1.addr}",
+                f"--option=interfaces={dc1.addr}",
+                *opts,
+            ]
+        )
         krb5 = (dc1.root / "var-lib/samba/private/krb5.conf").read_text()
         for dc in (dc1, dc2):
             dc.make_dirs()
@@ -385,9 +458,22 @@ def provision(root: Path) -> None:
         started = dc1.start_samba()
         assert started.ok, started.text()
         dc2.enter()
-        dc2.must(["samba-tool", "domain", "join", "lab.test", "DC", f"--server={dc1.addr}",
-                  "-U", ADMIN, "--dns-backend=SAMBA_INTERNAL", "--option=netbios name=DC2",
-                  f"--option=interfaces={dc2.addr}", *opts])
+        dc2.must(
+            [
+                "samba-tool",
+                "domain",
+                "join",
+                "lab.test",
+                "DC",
+                f"--server={dc1.addr}",
+                "-U",
+                ADMIN,
+                "--dns-backend=SAMBA_INTERNAL",
+                "--option=netbios name=DC2",
+                f"--option=interfaces={dc2.addr}",
+                *opts,
+            ]
+        )
         started = dc2.start_samba()
         assert started.ok, started.text()
         ensure_dns(dc1, dc2)
@@ -404,8 +490,10 @@ def provision(root: Path) -> None:
 
 
 def ntds_dn(name: str) -> str:
-    return (f"CN=NTDS Settings,CN={name},CN=Servers,CN=Default-First-Site-Name,CN=Sites,"
-            f"CN=Configuration,{BASE}")
+    return (
+        f"CN=NTDS Settings,CN={name},CN=Servers,CN=Default-First-Site-Name,CN=Sites,"
+        f"CN=Configuration,{BASE}"
+    )
 
 
 def ensure_dns(*dcs: Dc) -> None:
@@ -414,8 +502,10 @@ def ensure_dns(*dcs: Dc) -> None:
     for dc in dcs:
         guid = attr(first.ldb("-b", ntds_dn(dc.name), "-s", "base", "objectGUID"), "objectGUID")
         host = dc.name.lower()
-        for zone, name, kind, data in (("lab.test", host, "A", dc.addr),
-                                       ("_msdcs.lab.test", guid, "CNAME", f"{host}.lab.test")):
+        for zone, name, kind, data in (
+            ("lab.test", host, "A", dc.addr),
+            ("_msdcs.lab.test", guid, "CNAME", f"{host}.lab.test"),
+        ):
             have = first.tool("dns", "query", first.addr, zone, name, kind)
             if not have.ok:
                 first.tool("dns", "add", first.addr, zone, name, kind, data)
@@ -426,8 +516,6 @@ def replicate(dest: Dc, source: Dc, nc: str = BASE) -> GuestResult:
 
 
 def attr(ldif: str, name: str) -> str:
-    from surety.quiesce.writers.samba_ad import parse_ldif
-
     for record in parse_ldif(ldif):
         if record.get(name):
             return record[name][0]

@@ -20,7 +20,7 @@ from surety.quiesce.writers.samba_ad import FSMO_ROLES, SambaAdWriter
 from surety.quiesce.writers.samba_ad_items import recreate
 from surety.quiesce.writers.samba_ad_restore import SambaAdRestore
 from surety.verify.probes import ProbeContext, ProbeFailed, ad
-from tests.samba.lab import ADDR, BASE, PASSWORD, Dc, DcChannel, Lab, attr, replicate
+from tests.samba.lab import ADDR, BASE, PASSWORD, Dc, DcChannel, Lab, attr, ntds_dn, replicate
 
 pytestmark = [pytest.mark.xdist_group("samba"), pytest.mark.timeout(300)]
 
@@ -47,13 +47,34 @@ def backup(dc: Dc) -> tuple[dict[str, Any], float]:
 
 
 def user(dc: Dc, name: str) -> None:
-    dc.must(["samba-tool", "user", "create", name, f"Pw-{name}.x9", "-H", f"ldap://{dc.addr}",
-             "-U", f"Administrator%{PASSWORD}"])
+    dc.must(
+        [
+            "samba-tool",
+            "user",
+            "create",
+            name,
+            f"Pw-{name}.x9",
+            "-H",
+            f"ldap://{dc.addr}",
+            "-U",
+            f"Administrator%{PASSWORD}",
+        ]
+    )
 
 
 def contact(dc: Dc, name: str) -> None:
-    dc.must(["samba-tool", "contact", "create", name, "-H", f"ldap://{dc.addr}",
-             "-U", f"Administrator%{PASSWORD}"])
+    dc.must(
+        [
+            "samba-tool",
+            "contact",
+            "create",
+            name,
+            "-H",
+            f"ldap://{dc.addr}",
+            "-U",
+            f"Administrator%{PASSWORD}",
+        ]
+    )
 
 
 def has(dc: Dc, cn: str) -> bool:
@@ -68,8 +89,9 @@ def marker_info(dc: Dc, dn: str) -> str:
 def restore(dc: Dc, meta: dict[str, Any], role: str | None = None) -> dict[str, Any]:
     """SambaAdRestore through the DcChannel, samba held (not running) as restore mode leaves it."""
     assert not dc.running()
-    request = RestoreRequest("ab" * 32, "dc1", request_role(role, None), None,
-                             {"samba-ad.password": PASSWORD}, role)
+    request = RestoreRequest(
+        "ab" * 32, "dc1", request_role(role, None), None, {"samba-ad.password": PASSWORD}, role
+    )
     channel = DcChannel(dc)
     procedure = SambaAdRestore(channel, meta, request)
     procedure.configure()
@@ -83,13 +105,16 @@ def test_writer_records_the_dc_backs_it_up_and_marks_it(lab: Lab) -> None:
     started = time.monotonic()
     meta, window = backup(dc1)
     took = time.monotonic() - started
-    assert meta["realm"] == "LAB.TEST" and meta["domain"] == "LAB" and meta["base_dn"] == BASE
-    assert meta["dc_name"] == "DC1" and meta["dns_host_name"] == "dc1.lab.test"
+    assert meta["realm"] == "LAB.TEST"
+    assert meta["domain"] == "LAB"
+    assert meta["base_dn"] == BASE
+    assert meta["dc_name"] == "DC1"
+    assert meta["dns_host_name"] == "dc1.lab.test"
     assert meta["ntds_settings_dn"].startswith("CN=NTDS Settings,CN=DC1,CN=Servers,")
-    assert meta["invocation_id"] and meta["highest_committed_usn"] > 0
+    assert meta["invocation_id"]
+    assert meta["highest_committed_usn"] > 0
     assert meta["fsmo"] == dict.fromkeys(FSMO_ROLES, "DC1")
-    assert meta["dcs"] == [{"name": "DC2", "dns_host_name": "dc2.lab.test",
-                            "address": ADDR["DC2"]}]
+    assert meta["dcs"] == [{"name": "DC2", "dns_host_name": "dc2.lab.test", "address": ADDR["DC2"]}]
     assert meta["tombstone_lifetime_days"] == 180
     assert meta["sysvol"] == "/var/lib/samba/sysvol"
     assert meta["private_dir"] == "/var/lib/samba/private"
@@ -98,7 +123,8 @@ def test_writer_records_the_dc_backs_it_up_and_marks_it(lab: Lab) -> None:
     assert meta["usn_at_freeze"] >= meta["highest_committed_usn"]
     tarball = meta["backup"]["file"]
     assert tarball.startswith("/var/lib/surety/samba-ad/samba-backup-")
-    assert meta["backup"]["bytes"] > 100_000 and meta["backup"]["seconds"] > 0
+    assert meta["backup"]["bytes"] > 100_000
+    assert meta["backup"]["seconds"] > 0
     assert "private/sam.ldb" in dc1.must(["tar", "-tjf", tarball])
     # the marker: on DC1 at once, on DC2 once replicated
     marker = meta["marker"]
@@ -108,15 +134,21 @@ def test_writer_records_the_dc_backs_it_up_and_marks_it(lab: Lab) -> None:
     assert marker_info(dc2, marker["dn"]) == marker["token"]
     # a second backup keeps only the newest tarball and moves the marker on
     again, _ = backup(dc1)
-    assert dc1.must(["ls", "/var/lib/surety/samba-ad"]).split() == [again["backup"]["file"]
-                                                                     .rsplit("/", 1)[1]]
+    assert dc1.must(["ls", "/var/lib/surety/samba-ad"]).split() == [
+        again["backup"]["file"].rsplit("/", 1)[1]
+    ]
     assert marker_info(dc1, marker["dn"]) == again["marker"]["token"]
     print(f"writer: prepare+freeze {took:.1f} s, freeze window {window * 1000:.0f} ms")
     assert window < 2
 
     # the `ad` probe on the healthy DC, then on a point whose marker token is not the DC's
-    ctx = ProbeContext(channel=DcChannel(dc1), netns="", address=dc1.addr,
-                       applications={"samba-ad": again}, source={})
+    ctx = ProbeContext(
+        channel=DcChannel(dc1),
+        netns="",
+        address=dc1.addr,
+        applications={"samba-ad": again},
+        source={},
+    )
     options = {"user": "Administrator", "password": PASSWORD}
     evidence = ad(ctx, options)
     assert f"marker {again['marker']['token']} present" in evidence
@@ -126,3 +158,166 @@ def test_writer_records_the_dc_backs_it_up_and_marks_it(lab: Lab) -> None:
     ctx = dataclasses.replace(ctx, applications={"samba-ad": wrong})
     with pytest.raises(ProbeFailed, match=f"holds .*{again['marker']['token']}.*not not-this-job"):
         ad(ctx, options)
+
+
+def lose_dc1(lab: Lab, image: Path) -> dict[str, Any]:
+    """DC1 backed up and imaged while DC2 is down (so ``lost1``/``lostc1`` exist only in the
+    point), then DC1 crashes and its disk is gone; DC2 comes back and changes the domain."""
+    dc1, dc2 = lab["DC1"], lab["DC2"]
+    user(dc1, "pre1")
+    assert replicate(dc2, dc1).ok
+    dc2.kill_samba()
+    user(dc1, "lost1")
+    contact(dc1, "lostc1")
+    dc1.must(
+        [
+            "samba-tool",
+            "group",
+            "addmembers",
+            "Server Operators",
+            "lost1",
+            "-H",
+            f"ldap://{dc1.addr}",
+            "-U",
+            f"Administrator%{PASSWORD}",
+        ]
+    )
+    meta, _ = backup(dc1)
+    dc1.snapshot(image)
+    dc1.crash()
+    return meta
+
+
+def test_rejoin_brings_dc1_back_with_a_new_identity_and_reports_what_only_the_point_held(
+    lab: Lab, tmp_path: Path
+) -> None:
+    dc1, dc2 = lab["DC1"], lab["DC2"]
+    meta = lose_dc1(lab, tmp_path / "image")
+    assert dc2.start_samba().ok
+    user(dc2, "other1")
+    dc1.replace_state(tmp_path / "image")  # the restored disk, samba held
+    started = time.monotonic()
+    evidence = restore(dc1, meta)
+    took = time.monotonic() - started
+    print(f"rejoin: configure+start {took:.1f} s; steps {evidence['seconds']}")
+    assert evidence["role"] == "rejoin"
+    assert evidence["invocation_id"] != meta["invocation_id"]
+    assert evidence["joined_as"]["name"] == "DC1"
+    assert evidence["showrepl_failures"] in ([], 0, {}), evidence["showrepl_failures"]
+    assert evidence["markers"]["deleted"] is True
+    assert evidence["markers"]["seen"], evidence["markers"]
+    assert evidence["ldapcmp"], evidence["ldapcmp"]
+    assert all(
+        "equal" in str(r).lower() or r in (True, 0)
+        for r in (
+            evidence["ldapcmp"].values()
+            if isinstance(evidence["ldapcmp"], dict)
+            else [evidence["ldapcmp"]]
+        )
+    ), evidence["ldapcmp"]
+    lost = evidence["only_in_point"]["dns"]
+    assert any("CN=lost1," in dn for dn in lost), lost
+    assert any("CN=lostc1," in dn for dn in lost), lost
+    assert not any("CN=pre1," in dn or "CN=other1," in dn for dn in lost), lost
+    # the rejoined DC holds the domain as DC2 has it, and new objects flow both ways
+    assert has(dc1, "other1")
+    assert has(dc1, "pre1")
+    contact(dc1, "after1")
+    contact(dc2, "after2")
+    assert replicate(dc2, dc1).ok
+    assert replicate(dc1, dc2).ok
+    assert has(dc2, "after1")
+    assert has(dc1, "after2")
+
+
+def test_naive_boot_of_the_image_rolls_usns_back_and_its_new_writes_never_replicate(
+    lab: Lab, tmp_path: Path
+) -> None:
+    dc1, dc2 = lab["DC1"], lab["DC2"]
+    invocation = attr(dc1.ldb("-b", ntds_dn("DC1"), "-s", "base", "invocationId"), "invocationId")
+    dc1.snapshot(tmp_path / "image")
+    for i in (1, 2, 3):  # after the image: DC1's changes that reach DC2
+        contact(dc1, f"post{i}")
+    user(dc1, "postu1")
+    assert replicate(dc2, dc1).ok
+    assert has(dc2, "post3")
+    assert has(dc2, "postu1")
+    user(dc2, "other1")
+    dc1.crash()
+    dc1.replace_state(tmp_path / "image")
+    assert dc1.start_samba().ok  # --naive: the image boots as it is
+    assert (
+        attr(dc1.ldb("-b", ntds_dn("DC1"), "-s", "base", "invocationId"), "invocationId")
+        == invocation
+    )
+    contact(dc1, "cnew1")
+    assert replicate(dc2, dc1).ok  # "successful"...
+    assert has(dc1, "cnew1")
+    assert not has(dc2, "cnew1"), "USN rollback not reproduced: DC2 got DC1's new write"
+    assert not has(dc1, "post1")  # and what DC1 had sent before the crash is gone from it
+
+
+def test_authoritative_restore_brings_the_domain_back_under_a_new_name_with_every_role(
+    lab: Lab, tmp_path: Path
+) -> None:
+    dc1, dc2 = lab["DC1"], lab["DC2"]
+    meta = lose_dc1(lab, tmp_path / "image")
+    dc2.crash()  # both lost: the whole domain comes back from DC1's point
+    dc1.replace_state(tmp_path / "image")
+    started = time.monotonic()
+    evidence = restore(dc1, meta, role="authoritative")
+    print(f"authoritative: configure+start {time.monotonic() - started:.1f} s")
+    assert evidence["role"] == "authoritative"
+    assert evidence["restored_as"] == "DC1R"
+    assert evidence["fsmo_after"] == dict.fromkeys(FSMO_ROLES, "DC1R"), evidence["fsmo_after"]
+    assert evidence["invocation_id"] != meta["invocation_id"]
+    assert has(dc1, "lost1")  # the point's directory, including what never replicated
+    assert has(dc1, "pre1")
+
+
+def test_item_level_restore_recreates_a_deleted_user_with_a_new_sid(
+    lab: Lab, tmp_path: Path
+) -> None:
+    dc1, dc2 = lab["DC1"], lab["DC2"]
+    user(dc1, "gone1")
+    dc1.must(
+        [
+            "samba-tool",
+            "group",
+            "addmembers",
+            "Server Operators",
+            "gone1",
+            "-H",
+            f"ldap://{dc1.addr}",
+            "-U",
+            f"Administrator%{PASSWORD}",
+        ]
+    )
+    assert replicate(dc2, dc1).ok
+    dn = f"CN=gone1,{USERS}"
+    old_sid = attr(dc2.ldb("-b", dn, "-s", "base", "objectSid"), "objectSid")
+    assert old_sid
+    dc1.snapshot(tmp_path / "image")  # the restore point's directory
+    assert dc2.tool("user", "delete", "gone1", "-H", f"ldap://{dc2.addr}").ok
+    assert not has(dc2, "gone1")
+    point = tmp_path / "image" / "var-lib/samba/private/sam.ldb"
+    ldif = dc2.must(["ldbsearch", "-H", f"tdb://{point}", "-b", dn, "-s", "base", "*", "memberOf"])
+    plan = recreate(ldif)
+    dc2.must(["sh", "-c", f"cat > /run/recreate.ldif <<'EOF'\n{plan.ldif}\nEOF"])
+    dc2.must(
+        [
+            "ldbmodify",
+            "-H",
+            f"ldap://{dc2.addr}",
+            "-U",
+            f"Administrator%{PASSWORD}",
+            "/run/recreate.ldif",
+        ]
+    )
+    back = dc2.ldb("-b", dn, "-s", "base", "objectSid", "memberOf", "userAccountControl")
+    new_sid = attr(back, "objectSid")
+    assert new_sid
+    assert new_sid != old_sid
+    assert "CN=Server Operators" in attr(back, "memberOf")
+    assert int(attr(back, "userAccountControl")) & 2  # disabled until a password is set
+    assert plan.notes
