@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 from types import ModuleType
 from typing import NoReturn
 
 import pytest
 
-__all__ = ["in_ci", "require", "require_import"]
+__all__ = ["in_ci", "require", "require_import", "require_samba"]
 
 
 def in_ci() -> bool:
@@ -38,6 +39,14 @@ def require_import(name: str, what: str | None = None) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         _missing(f"{what or name} (import {name}: {exc})")
+
+
+def require_samba() -> None:
+    """Root and the Samba AD DC tools (samba, samba-tool, ldbsearch; scripts/bootstrap installs
+    them) plus util-linux's nsenter/unshare: what tests/samba's two-DC lab needs."""
+    require(os.geteuid() == 0, "root (the Samba lab's namespaces and bind mounts)")
+    for tool in ("samba-tool", "samba", "ldbsearch", "nsenter", "unshare"):
+        require(shutil.which(tool) is not None, f"{tool} (Samba AD DC packages: scripts/bootstrap)")
 
 
 def _missing(what: str) -> NoReturn:

@@ -39,7 +39,17 @@ from pathlib import Path
 from surety.hypervisor.guest_agent import GuestResult
 from surety.quiesce.writers.samba_ad import parse_ldif
 
-__all__ = ["ADDR", "PASSWORD", "REALM", "Dc", "DcChannel", "Lab", "Net", "golden_state"]
+__all__ = [
+    "ADDR",
+    "PASSWORD",
+    "REALM",
+    "Dc",
+    "DcChannel",
+    "Lab",
+    "Net",
+    "golden_state",
+    "leftovers",
+]
 
 REALM, DOMAIN, BASE = "LAB.TEST", "LAB", "DC=lab,DC=test"
 PASSWORD = "Passw0rd.Lab1"  # test only
@@ -93,6 +103,14 @@ def _kill_all(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+CREATED: list[str] = []  # every network namespace this process made (for ``leftovers``)
+
+
+def leftovers() -> list[int]:
+    """Processes still alive in any lab network namespace this process made (should be none)."""
+    return [pid for ns in CREATED for pid in pids_in("net", ns)]
+
+
 class Net:
     """The private network namespace both DCs live in (a holder process keeps it)."""
 
@@ -103,6 +121,8 @@ class Net:
             if self.ns and self.ns != _ns_of(os.getpid(), "net"):
                 break
             time.sleep(0.02)
+        if self.ns:
+            CREATED.append(self.ns)
         script = (
             "ip link set lo up && ip link add sv1 type veth peer name sv2"
             f" && ip addr add {ADDR['DC1']}/24 dev sv1"
@@ -403,9 +423,13 @@ class Lab:
     def __init__(self, golden: Path, root: Path) -> None:
         self.net = Net()
         self.dcs = {}
-        for name in ADDR:
-            _copy(golden / name, root / name)
-            self.dcs[name] = Dc(name, root / name, self.net)
+        try:
+            for name in ADDR:
+                _copy(golden / name, root / name)
+                self.dcs[name] = Dc(name, root / name, self.net)
+        except BaseException:
+            self.net.close()
+            raise
         self.root = root
 
     def __getitem__(self, name: str) -> Dc:
