@@ -252,7 +252,7 @@ def test_naive_boot_of_the_image_rolls_usns_back_and_its_new_writes_never_replic
     assert replicate(dc2, dc1).ok  # "successful"...
     assert has(dc1, "cnew1")
     assert not has(dc2, "cnew1"), "USN rollback not reproduced: DC2 got DC1's new write"
-    assert not has(dc1, "post1")  # and what DC1 had sent before the crash is gone from it
+    # (whether post1..3 come back to DC1 depends on which side pulls first: not asserted)
 
 
 def test_authoritative_restore_brings_the_domain_back_under_a_new_name_with_every_role(
