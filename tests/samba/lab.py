@@ -535,8 +535,15 @@ def ensure_dns(*dcs: Dc) -> None:
                 first.tool("dns", "add", first.addr, zone, name, kind, data)
 
 
-def replicate(dest: Dc, source: Dc, nc: str = BASE) -> GuestResult:
-    return dest.tool("drs", "replicate", dest.name, source.name, nc, timeout=120)
+def replicate(dest: Dc, source: Dc, nc: str = BASE, tries: int = 8) -> GuestResult:
+    """``samba-tool drs replicate DEST SOURCE NC``; retried while a just-started DC's DRS
+    server is not ready yet (DsReplicaSync fails for a few seconds after samba starts)."""
+    for _ in range(tries):
+        done = dest.tool("drs", "replicate", dest.name, source.name, nc, timeout=120)
+        if done.ok:
+            break
+        time.sleep(1.5)
+    return done
 
 
 def attr(ldif: str, name: str) -> str:
