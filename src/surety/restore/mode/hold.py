@@ -109,6 +109,7 @@ def _disk_device(disk: RestoredDisk, directory: Path, timeout: float = 30) -> It
         try:
             yield Path(device)
         finally:
+            _flush(device, export)
             _run(["losetup", "--detach", device], check=False)
             detach_loops_under(directory)
     finally:
@@ -118,6 +119,24 @@ def _disk_device(disk: RestoredDisk, directory: Path, timeout: float = 30) -> It
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _flush(device: str, export: Path) -> None:
+    """The loop device's writes down into the image before it goes: the loop driver
+    writes through the page cache of the FUSE-exported file, and pages still dirty
+    there when the export stops are lost (seen building the AD test guest: an ext4
+    whose journal never reached the image)."""
+    _run(["blockdev", "--flushbufs", device], check=False)
+    try:
+        fd = os.open(export, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _qemu_escape(path: str) -> str:
