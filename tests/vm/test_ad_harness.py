@@ -16,7 +16,7 @@ import pytest
 from tests.guests import ad
 from tests.vm.conftest import SUMMARY
 
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(2700)]
+pytestmark = [pytest.mark.vm, pytest.mark.ad, pytest.mark.timeout(2700)]
 
 
 @pytest.fixture(scope="session")
