@@ -14,13 +14,27 @@ from typing import Any
 
 import pytest
 
+from surety.core.progress import NullProgress
+from surety.quiesce.coordinator import Quiesced, QuiescePolicy, Requester
 from surety.quiesce.procedure import RestoreRequest, request_role
 from surety.quiesce.writer import QuiesceJob
+from surety.quiesce.writers.fsfreeze import FsFreezeWriter
 from surety.quiesce.writers.samba_ad import FSMO_ROLES, SambaAdWriter
 from surety.quiesce.writers.samba_ad_items import recreate
 from surety.quiesce.writers.samba_ad_restore import SambaAdRestore
 from surety.verify.probes import ProbeContext, ProbeFailed, ad
-from tests.samba.lab import ADDR, BASE, PASSWORD, Dc, DcChannel, Lab, attr, ntds_dn, replicate
+from tests.samba.lab import (
+    ADDR,
+    BASE,
+    PASSWORD,
+    CopyProvider,
+    Dc,
+    DcChannel,
+    Lab,
+    attr,
+    ntds_dn,
+    replicate,
+)
 
 pytestmark = [pytest.mark.xdist_group("samba"), pytest.mark.timeout(300)]
 
@@ -44,6 +58,10 @@ def backup(dc: Dc) -> tuple[dict[str, Any], float]:
     meta = dict(writer.record.metadata, state="thawed")
     assert not writer.record.warnings, writer.record.warnings
     return meta, window
+
+
+def tarball_name(meta: dict[str, Any]) -> str:
+    return str(meta["backup"]["file"]).rsplit("/", 1)[1]
 
 
 def user(dc: Dc, name: str) -> None:
@@ -100,11 +118,41 @@ def restore(dc: Dc, meta: dict[str, Any], role: str | None = None) -> dict[str, 
     return evidence
 
 
-def test_writer_records_the_dc_backs_it_up_and_marks_it(lab: Lab) -> None:
+def requester_backup(dc: Dc, image: Path) -> tuple[dict[str, Any], Quiesced]:
+    """The real requester: fsfreeze + samba-ad writers, the lab's SIGSTOP as the freeze and a
+    copy of the DC's disk as the snapshot."""
+    channel = DcChannel(dc)
+    job = QuiesceJob(token=f"ad5{secrets.token_hex(8)}")
+    samba = SambaAdWriter(channel, job)
+    requester = Requester(
+        [FsFreezeWriter(channel, job), samba],
+        CopyProvider(dc, image),
+        QuiescePolicy(wanted="application", fallback="fail", window=10),
+        NullProgress(),
+    )
+
+    class NoGuard:
+        def freezing(self) -> None: ...
+
+        def thawed(self) -> None: ...
+
+    try:
+        result = requester.snapshot(NoGuard())
+    finally:
+        samba.cleanup()
+        channel.close()
+    assert samba.record.state == "thawed", samba.record
+    return dict(samba.record.metadata, state=samba.record.state), result
+
+
+def test_writer_records_the_dc_backs_it_up_and_marks_it(lab: Lab, tmp_path: Path) -> None:
     dc1, dc2 = lab["DC1"], lab["DC2"]
     started = time.monotonic()
-    meta, window = backup(dc1)
+    meta, result = requester_backup(dc1, tmp_path / "image")
     took = time.monotonic() - started
+    assert result.level == "application", result
+    assert result.snapshot == tmp_path / "image"
+    window = result.frozen_seconds or 0.0
     assert meta["realm"] == "LAB.TEST"
     assert meta["domain"] == "LAB"
     assert meta["base_dn"] == BASE
@@ -121,6 +169,8 @@ def test_writer_records_the_dc_backs_it_up_and_marks_it(lab: Lab) -> None:
     assert meta["smb_conf"] == "/etc/samba/smb.conf"
     assert meta["samba_version"].startswith("4.")
     assert meta["usn_at_freeze"] >= meta["highest_committed_usn"]
+    image = tmp_path / "image" / "var-lib/surety/samba-ad" / tarball_name(meta)
+    assert image.is_file()  # the tarball is inside the snapshot
     tarball = meta["backup"]["file"]
     assert tarball.startswith("/var/lib/surety/samba-ad/samba-backup-")
     assert meta["backup"]["bytes"] > 100_000
