@@ -12,7 +12,7 @@ from surety.app.hypervisor import connect_host
 from surety.backup.image import ImageBackupOptions, backup_image
 from surety.backup.vm import VmBackupOptions, backup_vm
 from surety.cli.context import open_repo, show_notes
-from surety.cli.options import connect_option, json_option, writer_settings
+from surety.cli.options import connect_option, json_option, settings_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.errors import SourceError
 from surety.core.units import format_size
@@ -129,15 +129,7 @@ def render_point_summary(
     help="A failing --pre-freeze/--post-thaw/--after-commit command fails the job, or is "
     "recorded as a warning.",
 )
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="WRITER.OPTION=VALUE",
-    callback=writer_settings,
-    help="Option of a writer, e.g. samba-ad.backup-dir=/srv/ad-backup (an option ending in "
-    "_file is read from that file).",
-)
+@settings_option("Option of a writer, e.g. samba-ad.backup-dir=/srv/ad-backup")
 @click.option("--full", is_flag=True, help="Read every allocated block (no incremental).")
 @click.option(
     "--freeze-window",

@@ -160,3 +160,16 @@ def writer_settings(
             key = key.removesuffix("_file")
         found[key] = setting
     return found
+
+
+def settings_option(help_text: str) -> Decorator:
+    """``--set WRITER.OPTION=VALUE`` (repeatable), parsed by ``writer_settings`` into the
+    command's ``settings`` argument."""
+    return click.option(
+        "--set",
+        "settings",
+        multiple=True,
+        metavar="WRITER.OPTION=VALUE",
+        callback=writer_settings,
+        help=f"{help_text} (an option ending in _file is read from that file).",
+    )

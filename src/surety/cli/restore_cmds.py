@@ -15,7 +15,7 @@ from surety.cli.options import (
     connect_option,
     json_option,
     network_map_option,
-    writer_settings,
+    settings_option,
 )
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.core.units import format_size
@@ -129,14 +129,8 @@ def restore_image_command(
     "default; authoritative (or primary) restores the whole domain from it.",
 )
 @click.option("--partner", metavar="HOST[:PORT]", help="The surviving member to rejoin.")
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="WRITER.OPTION=VALUE",
-    callback=writer_settings,
-    help="Option of a restore procedure, e.g. postgresql.user=replicator, "
-    "mariadb.password_file=FILE (an option ending in _file is read from that file).",
+@settings_option(
+    "Option of a restore procedure, e.g. postgresql.user=replicator, mariadb.password_file=FILE"
 )
 @json_option
 @click.pass_context

@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from surety.backup import vm
 from surety.backup.vm import VmBackupOptions
+from surety.cli.main import cli
 from surety.cli.options import writer_settings
 from surety.core.progress import NullProgress
 from surety.quiesce.writer import QuiesceJob
@@ -43,3 +45,10 @@ def test_set_parses_writer_options_and_reads_secrets_from_files(tmp_path: Path) 
         writer_settings(None, None, ("nodot=1",))  # type: ignore[arg-type]
     with pytest.raises(click.BadParameter, match="No such file"):
         writer_settings(None, None, ("a.b_file=/nonexistent/x",))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", [["backup", "vm", "dc1"], ["restore", "vm", "dc1@latest"]])
+def test_both_commands_take_set_and_refuse_a_bad_one(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--set", "nodot=1"])
+    assert result.exit_code == 2
+    assert "'nodot=1' is not WRITER.OPTION=VALUE" in result.output
