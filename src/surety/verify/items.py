@@ -43,17 +43,22 @@ from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
 from surety.verify import dumptools
 from surety.verify.dumptools import DumpRequest
-from surety.verify.lab import open_lab
+from surety.verify.lab import LabVm, open_lab
 
 __all__ = [
+    "Clock",
     "ItemsOptions",
     "ItemsResult",
     "atomic_file",
     "check_options",
     "check_target",
+    "console_on_failure",
     "copy_out",
     "extract_items",
+    "guest_output",
+    "lab_vm",
     "recorded_app",
+    "wait_for_agent",
 ]
 
 PIECE = MiB  # guest-file-read count per call
@@ -114,18 +119,13 @@ def extract_items(
         port = dumptools.cluster_port(recorded_app(point, "postgresql"), options.port)
     else:
         recorded_app(point, options.request.app)
-    clock = _Clock(time.monotonic())
-    with open_lab(host, repo, progress) as lab:
-        vm = lab.boot(point)
-        try:
+    clock = Clock(time.monotonic())
+    with lab_vm(host, repo, point, progress, options.timeout, clock) as (lab_id, vm):
+        with console_on_failure(vm, progress):
             _wait(vm.channel, clock.start + options.timeout, options, port, clock)
-        except LabError:
-            for line in vm.console_tail(3).splitlines():
-                progress.note(f"{vm.name} console: {line}")
-            raise
         size, digest = _dump_and_copy(vm.channel, vm.domain, options, port, clock, progress)
     clock.laps["total"] = round(time.monotonic() - clock.start, 1)
-    return ItemsResult(point, options.request, options.target, size, digest, lab.id, clock.laps)
+    return ItemsResult(point, options.request, options.target, size, digest, lab_id, clock.laps)
 
 
 def recorded_app(point: Manifest, app: str) -> dict[str, Any]:
@@ -152,7 +152,36 @@ def check_target(target: Path, force: bool) -> None:
         raise TargetError(f"{target} exists; remove it or use --force to replace it")
 
 
-class _Clock:
+@contextmanager
+def lab_vm(  # noqa: PLR0917 - the lab's inputs, then its deadline
+    host: HypervisorHost,
+    repo: Repository,
+    point: Manifest,
+    progress: Progress,
+    timeout: float,
+    clock: Clock,
+) -> Iterator[tuple[str, LabVm]]:
+    """``point`` booted in a new lab on ``host``, its guest agent answering within ``timeout``
+    of ``clock.start`` (lap ``boot``): (the lab's id, the VM). The lab goes when the block ends."""
+    with open_lab(host, repo, progress) as lab:
+        vm = lab.boot(point)
+        with console_on_failure(vm, progress):
+            wait_for_agent(vm.channel, clock.start + timeout, timeout, clock)
+        yield lab.id, vm
+
+
+@contextmanager
+def console_on_failure(vm: LabVm, progress: Progress) -> Iterator[None]:
+    """The last console lines of ``vm`` as notes when the block raises a ``LabError``."""
+    try:
+        yield
+    except LabError:
+        for line in vm.console_tail(3).splitlines():
+            progress.note(f"{vm.name} console: {line}")
+        raise
+
+
+class Clock:
     """Seconds per step: each lap runs from the end of the previous one."""
 
     def __init__(self, start: float) -> None:
@@ -165,19 +194,23 @@ class _Clock:
 
 
 def _wait(
-    channel: GuestChannel, deadline: float, options: ItemsOptions, port: int, clock: _Clock
+    channel: GuestChannel, deadline: float, options: ItemsOptions, port: int, clock: Clock
 ) -> None:
-    """The guest agent, then the application, both before ``deadline``."""
+    """The application accepts connections before ``deadline``."""
     app, limit = options.request.app, f"{options.timeout:.0f} s"
-    if not _until(deadline, lambda: _pings(channel)):
-        raise LabError(f"the guest agent of the restored VM did not answer within {limit}")
-    clock.lap("boot")
     last: list[str] = []
     if not _until(deadline, lambda: _answers(channel, dumptools.ready_argv(app, port), last)):
         where = f" on port {port}" if app == "postgresql" else ""
         seen = f" (last: {last[-1]})" if last and last[-1] else ""
         raise LabError(f"{app} did not accept connections{where} within {limit}{seen}")
     clock.lap("app_ready")
+
+
+def wait_for_agent(channel: GuestChannel, deadline: float, timeout: float, clock: Clock) -> None:
+    """The guest agent answers before ``deadline`` (lap ``boot``), or a ``LabError``."""
+    if not _until(deadline, lambda: _pings(channel)):
+        raise LabError(f"the guest agent of the restored VM did not answer within {timeout:.0f} s")
+    clock.lap("boot")
 
 
 def _until(deadline: float, ready: Callable[[], bool]) -> bool:
@@ -219,24 +252,24 @@ def _dump_and_copy(  # noqa: PLR0917 - one step of extract_items
     files: AgentFiles,
     options: ItemsOptions,
     port: int,
-    clock: _Clock,
+    clock: Clock,
     progress: Progress,
 ) -> tuple[int, str]:
     request = options.request
     progress.phase(f"{request.app}: dumping {', '.join(request.tables)}")
-    workdir = _guest(channel, dumptools.tempdir_argv(request.app), "mktemp").strip()
+    workdir = guest_output(channel, dumptools.tempdir_argv(request.app), "mktemp").strip()
     try:
         path = f"{workdir}/dump"
         tool = dumptools.dump_argv(request, port, path)
-        _guest(channel, tool, dumptools.DUMP_TOOLS[request.app], options.dump_timeout)
+        guest_output(channel, tool, dumptools.DUMP_TOOLS[request.app], options.dump_timeout)
         clock.lap("dump")
-        size = int(_guest(channel, ["stat", "-c", "%s", path], "stat"))
+        size = int(guest_output(channel, ["stat", "-c", "%s", path], "stat"))
         if size > options.max_bytes:
             raise LabError(
                 f"the dump is {format_size(size)}, above the limit of "
                 f"{format_size(options.max_bytes)}; dump fewer tables at once"
             )
-        digest = _guest(channel, ["sha256sum", path], "sha256sum", 600).split()[0]
+        digest = guest_output(channel, ["sha256sum", path], "sha256sum", 600).split()[0]
         progress.phase("copying the dump out", size)
         with atomic_file(options.target, options.force) as out:
             copied = copy_out(files, path, out, progress)
@@ -252,15 +285,23 @@ def _dump_and_copy(  # noqa: PLR0917 - one step of extract_items
             channel.run(["rm", "-rf", "--", workdir], timeout=60)
 
 
-def _guest(channel: GuestChannel, argv: list[str], tool: str, timeout: float = 120) -> str:
-    """``argv``'s stdout; a ``LabError`` with its stderr on one line when it fails."""
+def guest_output(
+    channel: GuestChannel,
+    argv: list[str],
+    tool: str,
+    timeout: float = 120,
+    *,
+    where: str = "the restored VM",
+    error: type[SuretyError] = LabError,
+) -> str:
+    """``argv``'s stdout; an ``error`` with its stderr on one line when it fails."""
     try:
         out = channel.run(argv, timeout=timeout)
     except SuretyError as exc:
-        raise LabError(f"{tool} in the restored VM: {exc}") from exc
+        raise error(f"{tool} in {where}: {exc}") from exc
     if not out.ok:
         message = dumptools.one_line(out.stderr.decode(errors="replace") or out.text())
-        raise LabError(f"{tool} failed (exit {out.exitcode}): {message}")
+        raise error(f"{tool} failed (exit {out.exitcode}): {message}")
     return out.stdout.decode(errors="replace").strip()
 
 

@@ -253,7 +253,7 @@ def dump_guest(dump: bytes | None, tool_exit: int = 0, stderr: bytes = b"") -> F
 
 def run_dump(guest: FakeGuest, target: Path, request: DumpRequest = PG, **kw: Any) -> Any:
     options = ItemsOptions("ab12", request, target, **kw)
-    clock = items._Clock(0.0)
+    clock = items.Clock(0.0)
     files = FakeAgentFiles(guest.files)
     return items._dump_and_copy(guest, files, options, 5432, clock, NullProgress())
 
@@ -299,11 +299,15 @@ def test_an_app_that_never_answers_times_out(tmp_path: Path) -> None:
     guest = FakeGuest()
     guest.handlers["runuser"] = lambda argv: GuestResult(2, stdout=b"no response\n")
     options = ItemsOptions("ab12", PG, tmp_path / "v.sql", timeout=0.2)
-    clock = items._Clock(0.0)
+    clock = items.Clock(0.0)
     deadline = items.time.monotonic() + 0.2
+    items.wait_for_agent(guest, deadline, options.timeout, clock)
+    assert "boot" in clock.laps
     with pytest.raises(LabError, match=r"postgresql did not accept .* port 5432 within 0 s \(last"):
         items._wait(guest, deadline, options, 5432, clock)
-    assert "boot" in clock.laps
+    guest.reachable = False
+    with pytest.raises(LabError, match=r"the guest agent of the restored VM did not answer within"):
+        items.wait_for_agent(guest, items.time.monotonic() + 0.1, 0.1, clock)
 
 
 # -- through click ---------------------------------------------------------------------
