@@ -55,6 +55,7 @@ __all__ = [
     "ChunkTable",
     "Copy",
     "Loaded",
+    "Spill",
     "cache_dir_for",
     "cache_disabled",
     "cache_key",
@@ -356,7 +357,7 @@ def _update(
     new = [n for n in sorted(listing) if n not in known]
     packs: list[bytes] = []
     names: list[tuple[bytes, int]] = []
-    spill = _Spill(cache_dir) if table is None else None
+    spill = Spill(cache_dir, RECORD.size) if table is None else None
     fresh: list[bytes] = []
     add = spill.add if spill is not None else fresh.append
     first_pack = table.pack_count if table is not None else 0
@@ -419,11 +420,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _Spill:
-    """Records spilled by their first byte into 256 files, each small enough to sort."""
+class Spill:
+    """Fixed-size records spilled by their first byte into 256 files, each small enough
+    to sort in memory (``buckets``): an external sort whose peak is one bucket."""
 
-    def __init__(self, cache_dir: Path) -> None:
-        self._dir = cache_dir / f"table.tmp-spill-{os.getpid()}-{secrets.token_hex(4)}"
+    def __init__(self, parent: Path, size: int, prefix: str = "table.tmp-spill-") -> None:
+        self.size = size
+        self._dir = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
         self._dir.mkdir()
         self._files: list[BinaryIO] = [
             open(self._dir / f"{b:02x}", "w+b")  # noqa: SIM115 -- closed in close()
@@ -433,11 +436,10 @@ class _Spill:
     def add(self, record: bytes) -> None:
         self._files[record[0]].write(record)
 
-    def write_sorted(self, out: BinaryIO) -> tuple[list[int], int, int]:
-        counts = [0] * (FANOUT - 1)
-        records = chunks = 0
-        out.write(bytes(PRELUDE))
-        size = RECORD.size
+    def buckets(self, unique: bool = False) -> Iterator[list[bytes]]:
+        """Each bucket's records sorted (``unique``: without duplicates), in byte order;
+        a bucket's file is emptied once read."""
+        size = self.size
         for f in self._files:
             f.flush()
             f.seek(0)
@@ -445,7 +447,13 @@ class _Spill:
             f.truncate(0)
             recs = [data[i : i + size] for i in range(0, len(data), size)]
             del data
-            recs.sort()
+            yield sorted(set(recs)) if unique else sorted(recs)
+
+    def write_sorted(self, out: BinaryIO) -> tuple[list[int], int, int]:
+        counts = [0] * (FANOUT - 1)
+        records = chunks = 0
+        out.write(bytes(PRELUDE))
+        for recs in self.buckets():
             previous = b""
             for rec in recs:
                 counts[(rec[0] << 8) | rec[1]] += 1

@@ -28,9 +28,10 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import blake3
 
@@ -42,6 +43,7 @@ from surety.repo.format import ZERO_ID
 from surety.repo.index import ChunkIndex, Location
 from surety.repo.pack import parse_pack, read_pack_header
 from surety.repo.repository import Repository
+from surety.repo.usage import PackGroups, UsedChunks, workdir
 from surety.repo.verified import check_summaries, orphaned_summaries
 
 __all__ = ["CheckReport", "DataSubset", "check_repository"]
@@ -157,52 +159,89 @@ def _check(
     report = CheckReport()
     progress.phase("check structure")
     try:
-        index = repo.index(use_cache=False)  # check reads every index object itself
+        # every index object is read from storage (into a fresh local cache table, if any)
+        index = repo.index(rebuild=True)
     except (IntegrityError, StorageError) as exc:
         report.errors.append(str(exc))
         return report
     report.errors.extend(
         f"{msg}; its chunks count as absent" for msg in repo.damaged_indexes.values()
     )
-    used = _check_points(repo, report)
-    _check_summaries(repo, report)
-    _check_candidates(repo, report)
-    by_pack = index.packs()
-    stored = dict(repo.storage.list("data/"))
-    report.packs, report.chunks = len(by_pack), len(index)
-    bad: set[bytes] = set()
-    for pack_id, entries in by_pack.items():
-        size = stored.get(f"data/{pack_id}")
-        if size is None:
-            report.errors.append(f"pack {pack_id[:12]} is indexed but missing")
-            bad.update(c for c, _ in entries if c in used)
-            # the next backup of this data stores it afresh
-            repo.record_damages([(c, pack_id) for c, _ in entries], "pack missing")
-        elif max(loc.offset + loc.length for _, loc in entries) > size:
-            report.errors.append(f"pack {pack_id[:12]} is truncated ({size} bytes)")
-            bad.update(c for c, _ in entries if c in used)
-    unindexed = [name[5:] for name in stored if name[5:] not in index.indexed_packs]
-    missing = {c for c in used if c not in index and index.get(c) is None}
-    missing -= _check_unindexed(repo, unindexed, missing, report)
-    for chunk_id in sorted(missing):
-        report.errors.append(f"chunk {chunk_id.hex()[:12]} is used but not indexed")
-    bad |= missing
-    if read_data or subset is not None:
-        subset = subset or ALL_PACKS
-        report.subset = subset.describe()
-        sizes = {p: stored.get(f"data/{p}", 0) for p in by_pack}
-        chosen = subset.choose(sizes, rng or random.SystemRandom())
-        bad |= _read_packs(repo, {p: by_pack[p] for p in chosen}, sizes, report, progress)
-    bad |= _recorded_damage(repo, index, used, report, found=bad)
-    _name_affected_points(repo, bad & used, report)
+    with workdir(repo.cache_dir()) as scratch:
+        used = _check_points(repo, report, scratch)
+        try:
+            _check_summaries(repo, report)
+            _check_candidates(repo, report)
+            groups = PackGroups(scratch, index, used)
+            scan = _Scan(dict(repo.storage.list("data/")))
+            bad = _check_packs(repo, groups, scan, report)
+            bad |= _check_index(repo, index, groups, scan, report)
+            if read_data or subset is not None:
+                subset = subset or ALL_PACKS
+                report.subset = subset.describe()
+                chosen = set(subset.choose(scan.sizes, rng or random.SystemRandom()))
+                bad |= _read_packs(
+                    repo,
+                    ((p, [(c, loc) for c, loc, _ in e]) for p, e in groups if p in chosen),
+                    sum(scan.sizes[p] for p in chosen),
+                    report,
+                    progress,
+                )
+            bad |= _recorded_damage(repo, index, used, report, found=bad)
+            _name_affected_points(repo, {c for c in bad if c in used}, report)
+        finally:
+            used.close()
     return report
 
 
+@dataclass
+class _Scan:
+    stored: dict[str, int]  # data/<pack id> -> size
+    sizes: dict[str, int] = field(default_factory=dict)  # indexed pack id -> stored size
+
+
+def _check_packs(
+    repo: Repository, groups: PackGroups, scan: _Scan, report: CheckReport
+) -> set[bytes]:
+    """Each indexed pack exists and is long enough (one pack at a time)."""
+    bad: set[bytes] = set()
+    report.packs = groups.packs
+    for pack_id, entries in groups:
+        size = scan.stored.get(f"data/{pack_id}")
+        scan.sizes[pack_id] = size or 0
+        if size is None:
+            report.errors.append(f"pack {pack_id[:12]} is indexed but missing")
+            bad.update(c for c, _, used in entries if used)
+            # the next backup of this data stores it afresh
+            repo.record_damages([(c, pack_id) for c, _, _ in entries], "pack missing")
+        elif max(loc.offset + loc.length for _, loc, _ in entries) > size:
+            report.errors.append(f"pack {pack_id[:12]} is truncated ({size} bytes)")
+            bad.update(c for c, _, used in entries if used)
+    return bad
+
+
+def _check_index(
+    repo: Repository, index: ChunkIndex, groups: PackGroups, scan: _Scan, report: CheckReport
+) -> set[bytes]:
+    """Used chunks the index lacks (found in an unindexed pack, or missing)."""
+    report.chunks = len(index)
+    unindexed = [name[5:] for name in scan.stored if name[5:] not in index.indexed_packs]
+    missing = {c for c in groups.unmatched if c not in index and index.get(c) is None}
+    missing -= _check_unindexed(repo, unindexed, missing, report)
+    for chunk_id in sorted(missing):
+        report.errors.append(f"chunk {chunk_id.hex()[:12]} is used but not indexed")
+    return missing
+
+
 def _recorded_damage(
-    repo: Repository, index: ChunkIndex, used: set[bytes], report: CheckReport, found: set[bytes]
+    repo: Repository, index: ChunkIndex, used: UsedChunks, report: CheckReport, found: set[bytes]
 ) -> set[bytes]:
     """Chunks points use whose only copy was recorded as damaged (by an earlier run)."""
-    damaged = {c for c in used if c not in index and index.get(c) is not None}
+    damaged = {
+        c
+        for c in index.damaged_chunks()
+        if c in used and c not in index and index.get(c) is not None
+    }
     named = set(found)  # found by this run: reported already
     for record in repo.damage_records():
         if record.chunk_id in damaged and record.chunk_id not in named:
@@ -286,34 +325,38 @@ def _check_candidates(repo: Repository, report: CheckReport) -> None:
         report.candidates = len(lists.current.objects)
 
 
-def _check_points(repo: Repository, report: CheckReport) -> set[bytes]:
-    used: set[bytes] = set()
-    images: set[str] = set()
-    for name, _ in repo.storage.list("points/"):
-        try:
-            point = repo.points_get(name[7:])
-            report.points += 1
-            for disk in point.disks:
-                if disk.image not in images:
-                    used |= repo.get_image(disk.image).stored_ids()
-                    images.add(disk.image)
-        except (IntegrityError, StorageError) as exc:
-            report.errors.append(f"restore point {name[7:19]}: {exc}")
-    used.discard(ZERO_ID)
-    return used
+def _check_points(repo: Repository, report: CheckReport, scratch: Path) -> UsedChunks:
+    """The chunks every readable point uses (sorted on disk, ``repo.usage``)."""
+
+    def each() -> Iterator[Iterable[bytes]]:
+        images: set[str] = set()
+        for name, _ in repo.storage.list("points/"):
+            try:
+                point = repo.points_get(name[7:])
+                report.points += 1
+                for disk in point.disks:
+                    if disk.image not in images:
+                        ids = repo.get_image(disk.image).stored_ids()
+                        images.add(disk.image)
+                        ids.discard(ZERO_ID)
+                        yield ids
+            except (IntegrityError, StorageError) as exc:
+                report.errors.append(f"restore point {name[7:19]}: {exc}")
+
+    return UsedChunks.build(scratch, each())
 
 
 def _read_packs(
     repo: Repository,
-    packs: dict[str, list[tuple[bytes, Location]]],
-    sizes: dict[str, int],
+    packs: Iterable[tuple[str, list[tuple[bytes, Location]]]],
+    total: int,
     report: CheckReport,
     progress: Progress,
 ) -> set[bytes]:
     """Read ``packs`` whole; returns the chunks found damaged (recorded in the repository)."""
     bad: set[bytes] = set()
-    progress.phase("check data", sum(sizes[p] for p in packs))
-    for pack_id, entries in packs.items():
+    progress.phase("check data", total)
+    for pack_id, entries in packs:
         what = f"pack {pack_id[:12]}"
         try:
             data = repo.storage.get(f"data/{pack_id}")

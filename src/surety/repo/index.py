@@ -153,6 +153,10 @@ class ChunkIndex:
     def is_damaged(self, chunk_id: bytes, pack_id: str) -> bool:
         return (chunk_id, pack_id) in self._bad
 
+    def damaged_chunks(self) -> set[bytes]:
+        """Chunks with a copy recorded as damaged."""
+        return {chunk_id for chunk_id, _ in self._bad}
+
     def damaged_packs(self) -> set[str]:
         """Packs holding a copy recorded as damaged."""
         return {pack for _, pack in self._bad}

@@ -7,7 +7,9 @@ when it has proved that no committed restore point needs a chunk in it.**
 1. Mark: chunks reachable from every manifest -> image index -> chunk ids.
    If a manifest or an image index cannot be read, prune cannot know what
    it references: it stops before deleting anything and names the damaged
-   objects and the points they belong to.
+   objects and the points they belong to. The used ids are sorted on disk
+   and joined with the index one pack at a time (``repo.usage``): memory
+   does not grow with the repository.
 2. Prove: a stored pack that no index names (an interrupted backup, or an
    index object that is missing or damaged) has its header read. If it holds
    a chunk a point uses and no healthy indexed copy exists, it is *rescued*:
@@ -17,8 +19,9 @@ when it has proved that no committed restore point needs a chunk in it.**
    stored healthy elsewhere, have their used blobs copied — authenticated on the
    way, never decrypted to disk — into new packs. A pack with a blob that
    fails authentication is kept whole (and the damage recorded) instead.
-4. Write one new index object naming every kept blob at its new place, and
-   one damage record of what is still indexed and damaged.
+4. Write new index objects (``INDEX_ENTRIES`` entries each, at least one)
+   naming every kept blob at its new place, and one damage record of what is
+   still indexed and damaged.
 5. Re-check the lock, then delete the old index objects and damage records,
    packs no longer indexed, unused image indexes, and temporary files older
    than the lock staleness age (younger ones may be a live writer's).
@@ -52,10 +55,11 @@ that the next prune proves unused and deletes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from surety.core.errors import IntegrityError, ObjectNotFound, StorageError
 from surety.core.progress import Progress
@@ -75,11 +79,13 @@ from surety.repo.lock import STALE_AFTER
 from surety.repo.pack import PackBuilder, PackEntry, chunk_kind, read_pack_header
 from surety.repo.repository import Repository
 from surety.repo.storage.retry import StorageUnavailable
+from surety.repo.usage import PackGroups, UsedChunks, workdir
 from surety.repo.verified import orphaned_summaries
 
 __all__ = ["PruneReport", "prune_repository", "used_chunks"]
 
 Entries = list[tuple[bytes, Location]]
+INDEX_ENTRIES = 1 << 18  # entries per new index object (~14 MiB of plaintext)
 
 
 @dataclass
@@ -110,8 +116,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def used_chunks(repo: Repository) -> tuple[set[str], set[bytes]]:
-    """(image ids, chunk ids) every restore point references; ``IntegrityError`` if unknowable."""
+def used_chunks(repo: Repository, directory: Path) -> tuple[set[str], UsedChunks]:
+    """(image ids, chunk ids) every restore point references; ``IntegrityError`` if unknowable.
+
+    The chunk ids are sorted on disk in ``directory`` (``repo.usage``): one image
+    index at a time is held in memory, never the repository's set of chunks."""
     points = repo.points()
     if repo.damaged_points:
         ids = ", ".join(sorted(i[:12] for i in repo.damaged_points))
@@ -121,19 +130,22 @@ def used_chunks(repo: Repository) -> tuple[set[str], set[bytes]]:
             "`surety repair points`)"
         )
     images = {d.image for p in points for d in p.disks}
-    used: set[bytes] = set()
-    for image_id in sorted(images):
-        try:
-            used |= repo.get_image(image_id).stored_ids()
-        except (IntegrityError, ObjectNotFound) as exc:
-            users = sorted(
-                f"{p.id[:12]} ({p.name})" for p in points if p.disk_images() & {image_id}
-            )
-            raise IntegrityError(
-                f"{exc}; it belongs to restore point(s) {', '.join(users)}, so prune cannot tell "
-                "which data they use; nothing was deleted (`surety repair points` drops them)"
-            ) from None
-    return images, used
+
+    def each() -> Iterator[set[bytes]]:
+        for image_id in sorted(images):
+            try:
+                yield repo.get_image(image_id).stored_ids()
+            except (IntegrityError, ObjectNotFound) as exc:
+                users = sorted(
+                    f"{p.id[:12]} ({p.name})" for p in points if p.disk_images() & {image_id}
+                )
+                raise IntegrityError(
+                    f"{exc}; it belongs to restore point(s) {', '.join(users)}, so prune cannot "
+                    "tell which data they use; nothing was deleted (`surety repair points` "
+                    "drops them)"
+                ) from None
+
+    return images, UsedChunks.build(directory, each())
 
 
 def prune_repository(
@@ -165,21 +177,51 @@ class _Phases:
 def _prune(
     repo: Repository, progress: Progress, repack_threshold: float, dry_run: bool, phases: _Phases
 ) -> PruneReport:
-    report = PruneReport()
     progress.phase("mark")
-    used_images, used = used_chunks(repo)
+    with workdir(repo.cache_dir()) as scratch:
+        used_images, used = used_chunks(repo, scratch)
+        try:
+            return _prune_marked(
+                repo,
+                progress,
+                repack_threshold,
+                dry_run,
+                phases,
+                _Marked(scratch, used_images, used),
+            )
+        finally:
+            used.close()
+
+
+@dataclass(frozen=True)
+class _Marked:
+    scratch: Path  # spill files (removed when prune ends)
+    images: set[str]
+    used: UsedChunks
+
+
+def _prune_marked(  # noqa: PLR0917 -- one caller
+    repo: Repository,
+    progress: Progress,
+    repack_threshold: float,
+    dry_run: bool,
+    phases: _Phases,
+    marked: _Marked,
+) -> PruneReport:
+    report = PruneReport()
+    used, used_images = marked.used, marked.images
     report.used_chunks = len(used)
     index = repo.index()
     stored = dict(repo.storage.list("data/"))
-    packs = index.packs()
+    rescued: dict[str, Entries] = {}
     protected = _prove_unindexed(
-        repo, index=index, stored=stored, used=used, packs=packs, report=report, progress=progress
+        repo, index=index, stored=stored, used=used, packs=rescued, report=report, progress=progress
     )
+    progress.phase("group the index by pack")
+    groups = PackGroups(marked.scratch, index, used, rescued)
     threshold = float("inf") if repo.immutable else repack_threshold
-    keep, repack = _plan(
-        index, packs=packs, used=used, stored=stored, threshold=threshold, report=report
-    )
-    kept_names = {f"data/{p}" for p, _ in keep} | protected
+    keep, repack = _plan(index, groups=groups, stored=stored, threshold=threshold, report=report)
+    kept_names = {f"data/{p}" for p in keep} | protected
     doomed = [name for name in stored if name not in kept_names]
     report.deleted_packs = len(doomed) - len(repack)
     report.repacked_packs = len(repack)
@@ -191,11 +233,11 @@ def _prune(
     sizes = {**stored, **images}
     if dry_run:
         if phases.grace is not None:  # decides as the real run would, writes nothing
-            replaced = [f"data/{p}" for p, _ in repack]
+            replaced = [f"data/{p}" for p in repack]
             _two_phases(repo, [*doomed, *unused_images], replaced, sizes, phases, report)
         return report
-    written, failed = _repack(repo, repack, progress, report)
-    keep.extend(written + failed)
+    written, failed = _repack(repo, groups, repack, progress, report)
+    extra = written + failed
     if failed:
         kept_names |= {f"data/{p}" for p, _ in failed}
         doomed = [name for name in doomed if name not in kept_names]
@@ -203,13 +245,14 @@ def _prune(
     report.freed_bytes = sum(stored[n] for n in doomed) - new_bytes
     candidates: CandidateList | None = None
     lists: tuple[str, ...] = ()
+    waiting: set[str] = set()
     if phases.grace is not None:
-        replaced = [f"data/{p}" for p, _ in repack if f"data/{p}" in doomed]
+        replaced = [f"data/{p}" for p in repack if f"data/{p}" in doomed]
         decision, candidates, lists = _two_phases(
             repo, [*doomed, *unused_images], replaced, sizes, phases, report
         )
         if not repo.immutable:  # there a new index stays locked N days: it would hold them
-            keep.extend(_waiting_entries(decision, packs, used))
+            waiting = {n[5:] for n in decision.waiting() if n.startswith("data/")}
         doomed, unused_images = (
             _only(decision.delete, doomed),
             _only(decision.delete, unused_images),
@@ -218,7 +261,7 @@ def _prune(
     _commit_and_delete(
         repo,
         index,
-        keep,
+        _Kept(groups, keep, waiting, extra),
         [*doomed, *unused_images, *unused_summaries],
         progress,
         report=report,
@@ -227,6 +270,31 @@ def _prune(
         temporary_age=(phases.grace or timedelta(seconds=STALE_AFTER)).total_seconds(),
     )
     return report
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What the new index names: the used entries of the ``keep`` packs and the unused
+    ones of the ``waiting`` packs (streamed from ``groups``), then ``extra`` (new packs,
+    and packs kept whole because a blob failed authentication)."""
+
+    groups: PackGroups
+    keep: set[str]
+    waiting: set[str]
+    extra: list[tuple[str, list[PackEntry]]]
+
+    def __iter__(self) -> Iterator[tuple[str, list[PackEntry]]]:
+        for pack_id, entries in self.groups:
+            if pack_id in self.keep:
+                live = [(c, loc) for c, loc, used in entries if used]
+                yield pack_id, _pack_entries(live)
+            elif pack_id in self.waiting:
+                # the unused blobs of a waiting pack (the used ones of a repacked pack
+                # live in its new pack), so a late commit finds its chunks
+                unused = [(c, loc) for c, loc, used in entries if not used]
+                if unused:
+                    yield pack_id, _pack_entries(unused)
+        yield from self.extra
 
 
 def _two_phases(  # noqa: PLR0917 -- one caller, two call sites, all positional
@@ -284,20 +352,6 @@ def _short(name: str) -> str:
     return f"{'pack' if kind == 'data' else 'image index'} {ident[:12]}"
 
 
-def _waiting_entries(
-    decision: Decision, packs: dict[str, Entries], used: set[bytes]
-) -> list[tuple[str, list[PackEntry]]]:
-    """Index entries of the packs that wait on the candidate list: their unused blobs (the
-    used ones of a repacked pack live in its new pack), so a late commit finds its chunks."""
-    entries = []
-    for name in decision.waiting():
-        if name.startswith("data/"):
-            unused = [(c, loc) for c, loc in packs.get(name[5:], []) if c not in used]
-            if unused:
-                entries.append((name[5:], _pack_entries(unused)))
-    return entries
-
-
 def _forgotten_summaries(repo: Repository, report: PruneReport) -> list[str]:
     """Verification summaries (``verified/``, format 3) of restore points that are gone."""
     names = orphaned_summaries(repo)
@@ -310,7 +364,7 @@ def _prove_unindexed(
     *,
     index: ChunkIndex,
     stored: dict[str, int],
-    used: set[bytes],
+    used: UsedChunks,
     packs: dict[str, Entries],
     report: PruneReport,
     progress: Progress,
@@ -343,29 +397,29 @@ def _prove_unindexed(
 def _plan(
     index: ChunkIndex,
     *,
-    packs: dict[str, Entries],
-    used: set[bytes],
+    groups: PackGroups,
     stored: dict[str, int],
     threshold: float,
     report: PruneReport,
-) -> tuple[list[tuple[str, list[PackEntry]]], list[tuple[str, Entries]]]:
-    keep: list[tuple[str, list[PackEntry]]] = []
-    repack: list[tuple[str, Entries]] = []
+) -> tuple[set[str], list[str]]:
+    """(packs kept as they are, packs to repack), one pack at a time."""
+    keep: set[str] = set()
+    repack: list[str] = []
     with_damage = index.damaged_packs()
-    for pack_id, entries in packs.items():
-        live = [(c, loc) for c, loc in entries if c in used]
+    for pack_id, entries in groups:
+        live = [(c, loc) for c, loc, used in entries if used]
         if not live or f"data/{pack_id}" not in stored:
             continue
-        dead_bytes = sum(loc.length for c, loc in entries if c not in used)
+        dead_bytes = sum(loc.length for _, loc, used in entries if not used)
         damaged = any(index.is_damaged(c, pack_id) for c, _ in live)
         wasteful = dead_bytes and dead_bytes >= threshold * stored[f"data/{pack_id}"]
         # a pack whose damaged copy was stored afresh elsewhere is rewritten without it
         rewrite = wasteful or (pack_id in with_damage and threshold != float("inf"))
         if not damaged and rewrite:
-            repack.append((pack_id, live))
+            repack.append(pack_id)
             continue
         report.kept_unused_bytes += dead_bytes
-        keep.append((pack_id, _pack_entries(live)))
+        keep.add(pack_id)
     return keep, repack
 
 
@@ -374,14 +428,24 @@ def _pack_entries(live: Entries) -> list[PackEntry]:
 
 
 def _repack(
-    repo: Repository, repack: list[tuple[str, Entries]], progress: Progress, report: PruneReport
+    repo: Repository, groups: PackGroups, repack: list[str], progress: Progress, report: PruneReport
 ) -> tuple[list[tuple[str, list[PackEntry]]], list[tuple[str, list[PackEntry]]]]:
     """(new packs, source packs kept whole because a blob failed authentication)."""
-    progress.phase("repack", sum(loc.length for _, live in repack for _, loc in live))
+    chosen = set(repack)
+    todo = (
+        [
+            (pack_id, [(c, loc) for c, loc, used in entries if used])
+            for pack_id, entries in groups
+            if pack_id in chosen
+        ]
+        if chosen
+        else []
+    )
+    progress.phase("repack", sum(loc.length for _, live in todo for _, loc in live))
     written: list[tuple[str, list[PackEntry]]] = []
     failed: list[tuple[str, list[PackEntry]]] = []
     builder = PackBuilder()
-    for pack_id, live in repack:
+    for pack_id, live in todo:
         try:
             blobs = [_authenticated_blob(repo, pack_id, c, loc) for c, loc in live]
         except IntegrityError as exc:
@@ -421,7 +485,7 @@ def _store(repo: Repository, builder: PackBuilder) -> tuple[str, list[PackEntry]
 def _commit_and_delete(
     repo: Repository,
     index: ChunkIndex,
-    keep: list[tuple[str, list[PackEntry]]],
+    keep: _Kept,
     doomed: list[str],
     progress: Progress,
     *,
@@ -431,11 +495,11 @@ def _commit_and_delete(
     temporary_age: float = STALE_AFTER,
 ) -> None:
     progress.phase("write index")
-    new_index = f"index/{repo.put_object('index', encode_index(keep))}"
+    new_indexes, kept_damaged = _write_index(repo, index, keep)
     old_damage = [n for n, _ in repo.storage.list("damaged/")]
-    new_damage = _still_damaged(repo, index, keep)
-    # content-addressed: the new index may be byte-identical to an old one
-    obsolete = sorted(index.index_names - {new_index}) + sorted(set(old_damage) - new_damage)
+    new_damage = _still_damaged(repo, kept_damaged)
+    # content-addressed: a new index may be byte-identical to an old one
+    obsolete = sorted(index.index_names - new_indexes) + sorted(set(old_damage) - new_damage)
     superseded = list(old_lists or [])
     if candidates is not None:  # durable before anything is deleted
         report.candidate_list = write_list(repo, candidates)
@@ -501,11 +565,33 @@ def _expired_only(
     return [n for n in obsolete if n not in kept], [n for n in doomed if n not in kept]
 
 
-def _still_damaged(
-    repo: Repository, index: ChunkIndex, keep: list[tuple[str, list[PackEntry]]]
-) -> set[str]:
+def _write_index(
+    repo: Repository, index: ChunkIndex, keep: _Kept
+) -> tuple[set[str], set[tuple[bytes, str]]]:
+    """Write the kept entries as index objects of at most ``INDEX_ENTRIES`` entries each
+    (one, however small); returns their names and the kept copies recorded as damaged."""
+    names: set[str] = set()
+    damaged: set[tuple[bytes, str]] = set()
+    with_damage = index.damaged_packs()
+    batch: list[tuple[str, list[PackEntry]]] = []
+    count = 0
+    for pack_id, entries in keep:
+        if pack_id in with_damage:
+            damaged |= {
+                (e.chunk_id, pack_id) for e in entries if index.is_damaged(e.chunk_id, pack_id)
+            }
+        batch.append((pack_id, entries))
+        count += len(entries)
+        if count >= INDEX_ENTRIES:
+            names.add(f"index/{repo.put_object('index', encode_index(batch))}")
+            batch, count = [], 0
+    if batch or not names:
+        names.add(f"index/{repo.put_object('index', encode_index(batch))}")
+    return names, damaged
+
+
+def _still_damaged(repo: Repository, kept: set[tuple[bytes, str]]) -> set[str]:
     """Write one damage record of the damaged copies still indexed; returns its name(s)."""
-    kept = {(e.chunk_id, pack) for pack, entries in keep for e in entries}
     records = [r for r in repo.damage_records() if (r.chunk_id, r.pack) in kept]
     if not records:
         return set()

@@ -295,17 +295,18 @@ class Repository:
         raise IntegrityError(f"{name}: no stored version matches its hash")
 
     # -- chunk index --------------------------------------------------------------
-    def index(self, use_cache: bool = True) -> ChunkIndex:
+    def index(self, use_cache: bool = True, rebuild: bool = False) -> ChunkIndex:
         """The chunk index: damage records first, then every index object that opens.
 
         With the local cache (``repo.cache``; not for a memory storage, nor with
         ``SURETY_NO_CACHE=1``, nor ``use_cache=False``) only index objects not
-        merged before are read from storage.
+        merged before are read from storage; ``rebuild``: the table is built afresh
+        from every index object (``check``).
         """
         if self._index is None:
             damage = self.damage_records()
             if use_cache and self.cache_dir() is not None:
-                index = self._cached_index(damage)
+                index = self._cached_index(damage, rebuild)
             else:
                 index = ChunkIndex()
                 for record in damage:
