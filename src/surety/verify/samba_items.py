@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 import time
 from collections.abc import Sequence
@@ -245,17 +246,30 @@ def _search(
     except SuretyError as exc:
         raise LabError(f"ldbsearch in {channel.name}: {exc}") from exc
     text = out.stdout.decode(errors="replace")
-    if out.exitcode == NO_SUCH_OBJECT or (out.ok and not _has_object(text)):
+    if out.exitcode == NO_SUCH_OBJECT or (out.ok and not _records(text)):
         return None
     if not out.ok:
         message = one_line(out.stderr.decode(errors="replace") or text)
         raise LabError(f"ldbsearch {dn} in {channel.name} failed (exit {out.exitcode}): {message}")
+    _check_complete(text, dn, channel.name)
     return text
 
 
-def _has_object(text: str) -> bool:
-    """``ldbsearch`` output holds a record (a ``dn:`` line), not only referrals or comments."""
-    return any(line.startswith("dn:") for line in text.splitlines())
+def _records(text: str) -> int:
+    """How many objects ``ldbsearch`` output holds (its ``dn:`` lines; referrals are not)."""
+    return sum(line.startswith("dn:") for line in text.splitlines())
+
+
+def _check_complete(text: str, dn: str, where: str) -> None:
+    """``ldbsearch`` ends with ``# N entries``: an output without it, or with fewer records,
+    was cut (the guest agent keeps at most 16 MiB of a command's output)."""
+    said = re.search(r"^# (\d+) entries$", text, re.M)
+    if said is None or int(said.group(1)) != _records(text):
+        raise LabError(
+            f"the LDIF of {dn} read in {where} is incomplete ({_records(text)} records, "
+            f"ldbsearch said {said.group(1) if said else 'nothing'}; the guest agent keeps at "
+            "most 16 MiB of output): ask for fewer objects at once"
+        )
 
 
 def open_live_dc(host: HypervisorHost, vm: str, base: str, dns: Sequence[str]) -> LiveDc:

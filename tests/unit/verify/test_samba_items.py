@@ -65,6 +65,8 @@ objectSid: S-1-5-21-1-2-3-1200
 ref: ldap:///CN=Configuration,{BASE}
 
 # returned 4 records
+# 3 entries
+# 1 referrals
 """
 
 
@@ -113,6 +115,7 @@ def test_an_ou_comes_back_parents_first_and_memberships_once_after_every_add() -
         (f"CN=VPN,CN=Users,{BASE}", f"CN=ann,OU=Sales,{BASE}"),
     ]
     text = plan.ldif
+    assert recreate_objects(OU_TEXT + OU_TEXT).ldif == text  # an object read twice comes once
     assert text.count("changetype: add") == 3
     assert text.count("changetype: modify") == 2
     assert text.rindex("changetype: add") < text.index("changetype: modify")
@@ -138,6 +141,12 @@ def test_check_ad_options(tmp_path: Path) -> None:
 
 
 # -- the guest side ------------------------------------------------------------------------
+def trailer(ldif: str) -> bytes:
+    """What ldbsearch prints last (already in ``ldif`` if it says ``entries``)."""
+    count = sum(line.startswith("dn:") for line in ldif.splitlines())
+    return b"" if "entries" in ldif else f"# returned {count} records\n# {count} entries\n".encode()
+
+
 def directory(objects: dict[str, str]) -> FakeGuest:
     """A guest whose ldbsearch answers from ``objects`` (DN -> LDIF), as Samba's does."""
     guest = FakeGuest()
@@ -148,7 +157,7 @@ def directory(objects: dict[str, str]) -> FakeGuest:
             return GuestResult(1, stderr=b"Unable to open tdb\nNo such file\n")
         if dn not in objects:
             return GuestResult(32, stderr=f"search failed - No such Base DN: {dn}\n".encode())
-        return GuestResult(0, stdout=objects[dn].encode())
+        return GuestResult(0, stdout=objects[dn].encode() + trailer(objects[dn]))
 
     guest.handlers.update(ldbsearch=ldbsearch, systemctl=lambda argv: GuestResult(0))
     return guest
@@ -172,6 +181,9 @@ def test_a_dn_the_point_does_not_hold_is_named() -> None:
         read_objects(guest, "/p", ["CN=empty"], False, NullProgress())
     with pytest.raises(LabError, match=r"ldbsearch CN=broken in fake failed \(exit 1\): Unable"):
         read_objects(guest, "/p", ["CN=broken"], False, NullProgress())
+    guest.handlers["ldbsearch"] = lambda argv: GuestResult(0, stdout=OU_TEXT[:300].encode())
+    with pytest.raises(LabError, match=r"CN=cut read in fake is incomplete \(2 records, ldbsearch"):
+        read_objects(guest, "/p", ["CN=cut"], True, NullProgress())
 
 
 def live_guest(objects: dict[str, str], modify_exit: int = 0) -> FakeGuest:

@@ -175,8 +175,12 @@ def recreate(text: str) -> Recreation:
 
 
 def recreate_objects(text: str) -> ItemPlan:
-    """Every object in ``text`` re-created, parents first; memberships after every add."""
-    entries = sorted(parse_ldif(text), key=lambda e: len(dn_parts(e.dn)))
+    """Every object in ``text`` (once each) re-created, parents first; memberships after
+    every add."""
+    unique: dict[str, LdifEntry] = {}
+    for entry in parse_ldif(text):
+        unique.setdefault(entry.dn.lower(), entry)  # a DN read twice (a --dn below another)
+    entries = sorted(unique.values(), key=lambda e: len(dn_parts(e.dn)))
     if not entries:
         raise ValueError("no object in the LDIF (expected a dn: line)")
     made = {e.dn.lower() for e in entries}
