@@ -246,6 +246,8 @@ def _render_ad(result: AdItemsResult) -> None:
     _say("what cannot come back:")
     for note in dict.fromkeys(n for made in objects for n in made.notes):
         _say(f"  - {note}")
+    seconds = ", ".join(f"{step} {took}" for step, took in result.seconds.items())
+    _say(f"seconds: {seconds}")
     if result.applied_to:
         _say(f"added on {result.applied_to} (one transaction)")
     else:

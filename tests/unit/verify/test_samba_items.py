@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from surety.cli import items_cmds
 from surety.cli.main import cli
 from surety.core.errors import LabError, PathNotFound, TargetError, UsageError
 from surety.core.progress import NullProgress
@@ -24,6 +25,7 @@ from surety.quiesce.writers.samba_ad_items import (
 )
 from surety.testing.fake_guest import FakeGuest, GuestResult
 from surety.testing.fake_hypervisor import FakeHypervisor
+from surety.verify.items import Clock
 from surety.verify.samba_items import (
     AdItemsOptions,
     apply_plan,
@@ -31,6 +33,7 @@ from surety.verify.samba_items import (
     extract_ad_items,
     live_dc,
     read_objects,
+    write_and_apply,
 )
 from tests.unit.conftest import make_manifest
 
@@ -273,3 +276,31 @@ def test_cli_refuses_bad_input_before_opening_the_repository(tmp_path: Path) -> 
     forced = invoke("ab12", "--dn", USER, "--to", tmp_path / "u.ldif", "--force", "--json")
     assert forced.exit_code == 3  # got past the checks: no repository there
     assert invoke("ab12", "--to", tmp_path / "v.ldif").exit_code == 2  # --dn is required
+
+
+def test_without_apply_to_the_file_is_written_and_the_commands_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meta = {"state": "thawed", "base_dn": BASE, "dns_host_name": "dc1.lab.test"}
+    point = make_manifest(applications={"samba-ad": meta}, name="dc1")
+    options = AdItemsOptions("p", (f"OU=Sales,{BASE}",), tmp_path / "s.ldif", subtree=True)
+    result = write_and_apply(options, point, OU_TEXT, None, Clock(0.0), NullProgress(), "lab1")
+    assert (tmp_path / "s.ldif").read_text() == result.plan.ldif
+    doc = result.document()
+    assert doc["applied_to"] is None
+    assert doc["apply_commands"]["on_dc"] == (
+        f"ldbmodify -H /var/lib/samba/private/sam.ldb {tmp_path / 's.ldif'}"
+    )
+    assert "ldap://dc1.lab.test -U Administrator" in doc["apply_commands"]["over_ldap"]
+    assert [o["object_class"] for o in doc["objects"]] == ["organizationalUnit", "group", "user"]
+    items_cmds._render_ad(result)
+    shown = capsys.readouterr().out
+    assert "wrote " in shown
+    assert "3 object(s), 2 membership(s)" in shown
+    assert f"user CN=ann,OU=Sales,{BASE}, SID at the point S-1-5-21-1-2-3-1200" in shown
+    assert "the SID S-1-5-21-1-2-3-1200 cannot be reused" in shown
+    assert "created disabled" in shown
+    assert "to apply: copy the file to a DC" in shown
+    assert "ldbmodify -H /var/lib/samba/private/sam.ldb" in shown
+    with pytest.raises(TargetError, match=r"s\.ldif appeared meanwhile; use --force"):
+        write_and_apply(options, point, OU_TEXT, None, Clock(0.0), NullProgress())  # not replaced
