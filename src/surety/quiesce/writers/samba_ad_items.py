@@ -1,8 +1,9 @@
 """Item-level restore for Samba AD: the LDIF that re-creates one object from a restore point.
 
 Input: the LDIF of one object as read from the point's directory
-(``ldbsearch -H tdb://.../point-db/private/sam.ldb -b DN -s base '*' memberOf``).
-Output: LDIF to apply on a live DC (``ldbmodify -H ldap://DC``). It adds the
+(``ldbsearch -H .../private/sam.ldb -b DN -s base '*' memberOf``).
+Output: LDIF to apply on a live DC (``ldbmodify -H .../private/sam.ldb`` as
+root on it, one transaction, or ``ldbmodify -H ldap://DC``). It adds the
 object, then adds it back to the groups it belonged to.
 
 What cannot come back, and why:
