@@ -151,6 +151,25 @@ class ChunkTable:
         pos = self._packs + number * 32
         return self._mm[pos : pos + 32].hex()
 
+    def pack_table(self) -> list[bytes]:
+        """Every pack id (32 bytes), by pack number."""
+        raw = self._mm[self._packs : self._packs + self.pack_count * 32]
+        return [raw[i : i + 32] for i in range(0, len(raw), 32)]
+
+    def first_copies(self) -> Iterator[tuple[bytes, bytes, int, int, int]]:
+        """Each chunk's first copy in table order, as (chunk id, pack id bytes, offset,
+        sealed length, raw length), streamed."""
+        packs = self.pack_table()
+        previous = b""
+        step = 65536
+        for start in range(0, self.records, step):
+            stop = min(self.records, start + step)
+            block = self._mm[PRELUDE + start * RECORD.size : PRELUDE + stop * RECORD.size]
+            for chunk_id, pack, offset, length, raw in RECORD.iter_unpack(block):
+                if chunk_id != previous:
+                    previous = chunk_id
+                    yield chunk_id, packs[pack], offset, length, raw
+
     def pack_ids(self) -> Iterator[str]:
         for n in range(self.pack_count):
             yield self.pack_id(n)

@@ -204,6 +204,19 @@ class ChunkIndex:
             if table is None or chunk_id not in table:
                 yield chunk_id, loc
 
+    def raw_items(self) -> Iterator[tuple[bytes, bytes, int, int, int]]:
+        """``items`` as (chunk id, pack id bytes, offset, length, raw length): the table's
+        records as they are when no copy is recorded as damaged (no objects per entry)."""
+        table = self._table
+        if table is None or self._bad:
+            for chunk_id, loc in self.items():
+                yield chunk_id, bytes.fromhex(loc.pack), loc.offset, loc.length, loc.raw_length
+            return
+        yield from table.first_copies()
+        for chunk_id, loc in self._map.items():
+            if chunk_id not in table:
+                yield chunk_id, bytes.fromhex(loc.pack), loc.offset, loc.length, loc.raw_length
+
     def packs(self) -> dict[str, list[tuple[bytes, Location]]]:
         """Each chunk at the one location ``get`` gives, grouped by pack."""
         by_pack: dict[str, list[tuple[bytes, Location]]] = {}

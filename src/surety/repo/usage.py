@@ -174,9 +174,10 @@ class PackGroups:
         spill = Spill(directory, _GROUP.size, prefix="groups.tmp-")
         try:
             cursor = _Cursor(used)
-            for chunk_id, loc in index.items():
+            add, pack = spill.add, _GROUP.pack
+            for chunk_id, pack_id, offset, length, raw in index.raw_items():
                 self.chunks += 1
-                spill.add(_record(chunk_id, loc, chunk_id in cursor))
+                add(pack(pack_id, chunk_id, offset, length, raw, chunk_id in cursor))
             self.unmatched = cursor.finish()
             for entries in (extra or {}).values():
                 for chunk_id, loc in entries:

@@ -58,6 +58,9 @@ def test_pack_groups_match_the_in_memory_grouping(tmp_path: Path, seed: int) -> 
     index = ChunkIndex(ChunkTable(tmp_path / "table", KEY))
     added = [PackEntry(rng.randbytes(32), 0, 10, 20) for _ in range(30)]
     index.add_pack(rng.randbytes(32).hex(), added)
+    if seed == 2:  # with damage recorded: the general path
+        for chunk_id, loc in list(index.items())[:40:3]:
+            index.mark_damaged(chunk_id, loc.pack)
     indexed = [c for c, _ in index.items()]
     absent = [rng.randbytes(32) for _ in range(25)]
     chosen = set(rng.sample(indexed, len(indexed) // 2)) | set(absent)
