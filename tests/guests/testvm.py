@@ -603,8 +603,9 @@ def down(name: str) -> bool:
     if dom is not None:
         if dom.isActive():
             stop_quietly(dom)
-        if dom.isPersistent():
-            dom.undefineFlags(UNDEFINE_FLAGS)
+        with contextlib.suppress(libvirt.libvirtError):  # a transient one is gone once stopped
+            if dom.isPersistent():
+                dom.undefineFlags(UNDEFINE_FLAGS)
         removed = True
     vm_dir = VM_ROOT / name
     if vm_dir.exists():

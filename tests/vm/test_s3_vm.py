@@ -18,8 +18,10 @@ on a backup host:
    deleting one by version id is refused to both identities; ``restore image``
    from S3 is byte-exact again and says it read the locked versions;
 7. ``instant-recover`` of the attacked point (detached nbdkit servers reading the
-   bucket): the clone's agent answers and the file is there; ``abort`` leaves
-   nothing, not even a lock object;
+   bucket): the clone's agent answers and the file is there; after a power-off
+   and a host reboot (servers killed) ``resume`` serves the bucket again; ``finish``
+   moves its disks to local storage while it runs and lets the bucket go (no
+   server, not even a lock object), and the VM boots from its own disk;
 8. ``verify --probe heartbeat`` of the attacked point in the lab.
 
 Locks are shortened with ``SURETY_TESTING_LOCK_SECONDS`` (a "day" is
@@ -35,6 +37,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -48,7 +51,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.cli import PASSPHRASE, Cli, cli_for, without_surety
-from tests.guests import testvm
+from tests.guests import agent, testvm
 from tests.s3.fixtures import remove_bucket
 from tests.s3.server import S3Server
 from tests.vm.conftest import SUMMARY, Guest
@@ -257,6 +260,8 @@ def test_instant_recovery_serves_the_attacked_point_from_s3(
     point = flow.need_point()
     flow.guest.dom.destroy()  # the original is gone; frees the CPU for the clone
     name = f"{flow.guest.name}-s3i"
+    storage = testvm.VM_ROOT / f"s3-store-{secrets.token_hex(3)}"
+    testvm.make_public_dir(storage)
     try:
         proc = flow.cli.run(
             "instant-recover", point, "--as", name, "--json", "--timeout", str(BOOT_TIMEOUT),
@@ -270,17 +275,64 @@ def test_instant_recovery_serves_the_attacked_point_from_s3(
         assert started["seconds_to_ping"] is not None
         clone = Guest(name, libvirt_conn)
         assert clone.sh(f"sha256sum {MARKER}").stdout.split()[0].decode() == flow.digest
+        clone.sh("echo written-in-the-clone > /root/after.txt && sync")
         assert [v["name"] for v in flow.cli.json("instant-recover", "list")] == [name]
         assert [k for k in _keys(flow.clients["backup"], flow.bucket) if "/locks/" in k]
-        flow.cli.run("instant-recover", "abort", name)
-        assert testvm.lookup(libvirt_conn, name) is None
+
+        # power-off and a host reboot (its servers killed): resume serves the bucket again
+        servers = _server_pids(started)
+        libvirt_conn.lookupByName(name).destroy()
+        for pid in servers:
+            os.kill(pid, signal.SIGKILL)
+        flow.cli.run("instant-recover", "resume", name, "--timeout", str(BOOT_TIMEOUT),
+                     timeout=BOOT_TIMEOUT + 60)  # fmt: skip
+        assert clone.sh("cat /root/after.txt").stdout.decode().strip() == "written-in-the-clone"
+
+        # finish: the disks move to local storage while it runs; the bucket is let go
+        done = json.loads(
+            flow.cli.run(
+                "instant-recover", "finish", name, "--storage", storage, "--json",
+                timeout=BOOT_TIMEOUT,
+            ).stdout
+        )  # fmt: skip
+        copy = storage / f"{name}-vda.qcow2"
+        assert [d["copy"] for d in done["disks"]] == [str(copy)]
+        dom = libvirt_conn.lookupByName(name)
+        assert dom.isActive()
+        assert dom.isPersistent()
+        assert f"<source file='{copy}'" in dom.XMLDesc(0)
+        assert not any(_alive(pid) for pid in servers)
         assert flow.cli.json("instant-recover", "list") == []
         deadline = time.monotonic() + 30  # the servers release their shared locks as they exit
         while [k for k in _keys(flow.clients["backup"], flow.bucket) if "/locks/" in k]:
             assert time.monotonic() < deadline, "the instant VM's servers left their locks"
             time.sleep(1)
+        dom.destroy()  # it boots from its own disk now, the bucket not needed
+        dom.create()
+        agent.wait_for_agent(dom, timeout=BOOT_TIMEOUT)
+        clone = Guest(name, libvirt_conn)
+        assert clone.sh(f"sha256sum {MARKER}").stdout.split()[0].decode() == flow.digest
+        assert clone.sh("cat /root/after.txt").stdout.decode().strip() == "written-in-the-clone"
+        SUMMARY.append(f"s3 vm flow: instant recovery finished: {done['copied']} bytes copied")
     finally:
-        testvm.down(name)
+        try:
+            testvm.down(name)
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+
+
+def _server_pids(started: Any) -> list[int]:
+    return [
+        int((Path(d["server_dir"]) / "server.pid").read_text().split()[0]) for d in started["disks"]
+    ]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_verify_boots_the_attacked_point_in_the_lab(flow: Flow) -> None:
