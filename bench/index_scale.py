@@ -31,7 +31,8 @@ memory pages) every 50 ms:
    fresh table, every image index, the used set and the per-pack pass on disk);
 5. prune: ``surety prune --dry-run`` (the used set, the per-pack plan);
 6. with ``--image``: ``surety backup image IMG`` into the synthetic repository, and
-   the same backup into an empty repository (WORKDIR/empty): time and throughput;
+   the same backup into an empty repository (WORKDIR/empty): time and throughput
+   (what the backup added to the synthetic repository is deleted afterwards);
 7. with ``--memory-baseline``: the same lookups with ``SURETY_NO_CACHE=1`` (every
    chunk in Python dicts, the pre-cache index) and its anonymous RSS.
 
@@ -331,6 +332,10 @@ def main() -> None:
         empty = args.workdir / "empty"
         shutil.rmtree(empty, ignore_errors=True)
         Repository.init(LocalStorage(empty), PASSPHRASE, kdf=CHEAP_KDF)
+        storage = LocalStorage(root)
+        before = {
+            n for kind in ("index/", "data/", "images/", "points/") for n, _ in storage.list(kind)
+        }
         for name, target in (("backup_empty", empty), ("backup_large", root)):
             elapsed, peak, _ = command("backup", target, env, args.image)
             figures[name] = {
@@ -344,6 +349,10 @@ def main() -> None:
                 flush=True,
             )
         shutil.rmtree(empty, ignore_errors=True)
+        # undo the backup into the synthetic repository: a rerun measures the same thing
+        for kind in ("index/", "data/", "images/", "points/"):
+            for added in [n for n, _ in storage.list(kind) if n not in before]:
+                storage.delete(added)
     if args.memory_baseline:
         base = run_child("baseline", args, {**env, "SURETY_NO_CACHE": "1"})
         figures["baseline"] = base
