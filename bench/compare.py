@@ -8,7 +8,8 @@ Usage::
 Builds (or reuses) ``base.img`` and ``changed.img`` with ``bench/make_images.py``,
 then for each tool, in a fresh repository: full backup of base.img, second
 backup of changed.img, full restore of the second backup, repository size and
-peak RSS of every step. Page caches are dropped before each timed step when
+peak RSS of every step (with ``--runs N``: each step's median of N runs, every run
+printed, and the load average before and after). Page caches are dropped before each timed step when
 the machine allows it (the report says whether it did). Prints a table and the
 ratios surety/peer; ``--json FILE`` also writes the raw figures.
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -212,11 +214,30 @@ def changed_bytes(base: Path, changed: Path) -> int:
 TOOLS = {"surety": bench_surety, "restic": bench_restic, "borg": bench_borg, "zstd": bench_zstd}
 
 
+def median_result(runs: list[Result]) -> Result:
+    """One tool's runs as one: each step's median time, the largest RSS seen; the
+    repository figures of the first run (the same input gives the same sizes)."""
+    steps = {
+        name: Step(
+            statistics.median(r.steps[name].seconds for r in runs),
+            max(r.steps[name].max_rss_kib for r in runs),
+        )
+        for name in runs[0].steps
+    }
+    if len(runs) > 1:
+        for name, step in steps.items():
+            each = ", ".join(f"{r.steps[name].seconds:.2f}" for r in runs)
+            print(f"  {runs[0].tool:<7} {name:<8} runs: {each} s; median {step.seconds:.2f} s")
+    first = runs[0]
+    return Result(first.tool, steps, first.repo_bytes, first.second_added_bytes)
+
+
 def report(results: list[Result], size: int, changed: int, cold: bool) -> dict[str, object]:
     mb = 1e6
     print(
         f"\nimage {size / 2**30:.2f} GiB, changed {changed / mb:.1f} MB "
-        f"({changed / size:.2%}); page cache {'dropped' if cold else 'NOT dropped (warm)'}"
+        f"({changed / size:.2%}); page cache {'dropped' if cold else 'NOT dropped (warm)'}; "
+        "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     )
     head = (
         f"{'tool':<8}{'full MB/s':>10}{'2nd s':>8}{'2nd added MB':>13}{'restore MB/s':>13}"
@@ -265,7 +286,7 @@ def main() -> int:
     parser.add_argument("--size", default="4G")
     parser.add_argument("--change", default="0.03")
     parser.add_argument("--tools", default="surety,restic,borg,zstd")
-    parser.add_argument("--runs", type=int, default=1, help="best of this many runs")
+    parser.add_argument("--runs", type=int, default=1, help="median of this many runs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     images = args.workdir
@@ -290,23 +311,14 @@ def main() -> int:
         )
     results = []
     for tool in tools:
-        best: Result | None = None
+        runs = []
         for _ in range(args.runs):
             work = args.workdir / "runs" / tool
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            result = TOOLS[tool](work, base, changed)
+            runs.append(TOOLS[tool](work, base, changed))
             shutil.rmtree(work, ignore_errors=True)
-            if best is not None:  # best of several: fastest step, largest RSS seen
-                for name, step in result.steps.items():
-                    old = best.steps[name]
-                    best.steps[name] = Step(
-                        min(old.seconds, step.seconds), max(old.max_rss_kib, step.max_rss_kib)
-                    )
-            else:
-                best = result
-        assert best is not None
-        results.append(best)
+        results.append(median_result(runs))
     figures = report(results, base.stat().st_size, changed_bytes(base, changed), drop_caches())
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -3,6 +3,8 @@
 ``CODEC_ZSTD`` when zstd makes the payload smaller, else ``CODEC_RAW`` (random
 or already-compressed data is stored as is, so it costs no decompression).
 Compressor objects are per thread: zstandard's are not thread-safe.
+``decode_view`` hands a raw payload's body out as a view of the payload (no
+copy); zstd allocates its output once, and releases the GIL while it runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import zstandard
 from surety.core.errors import IntegrityError
 from surety.repo.format import CODEC_RAW, CODEC_ZSTD
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "decode_view", "encode"]
 
 _local = threading.local()
 
@@ -42,12 +44,18 @@ def encode(data: bytes | memoryview, level: int) -> bytes:
     return bytes([CODEC_RAW]) + bytes(data)
 
 
-def decode(payload: bytes, raw_length: int, what: str) -> bytes:
+def decode(payload: bytes | memoryview, raw_length: int, what: str) -> bytes:
+    return bytes(decode_view(payload, raw_length, what))  # zstd's bytes: not copied again
+
+
+def decode_view(payload: bytes | memoryview, raw_length: int, what: str) -> bytes | memoryview:
+    """``decode`` without a copy of a raw payload: its body is returned as a view."""
     if not payload:
         raise IntegrityError(f"{what}: empty payload")
     codec, body = payload[0], memoryview(payload)[1:]
+    data: bytes | memoryview
     if codec == CODEC_RAW:
-        data = bytes(body)
+        data = body
     elif codec == CODEC_ZSTD:
         try:
             data = _decompressor().decompress(body, max_output_size=raw_length)

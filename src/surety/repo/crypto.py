@@ -4,7 +4,11 @@
   for chunk ids. Random at ``init``; never stored in the clear.
 * ``seal``/``unseal``: ``version(1) || nonce(12) || ciphertext||tag(16)``.
   The associated data binds the blob to its *kind* (and a chunk to its id),
-  so a blob cannot be swapped for another one unnoticed.
+  so a blob cannot be swapped for another one unnoticed. ``unseal_view`` is
+  the same check without copies (restore's data path): it decrypts straight
+  from the caller's buffer into one new buffer and hands it out only after the
+  tag verified. (cryptography 38's ``AESGCM.decrypt`` copies a chunk five
+  times: ~5x slower on 256 KiB chunks.)
 * Key files wrap the master keys under a key derived from the passphrase
   with argon2id (memory-hard); their parameters live in the key file.
   Version 2 adds ``check``, a SHA-256 of the other fields, so a damaged key
@@ -26,6 +30,7 @@ import blake3
 from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from surety.core.errors import IntegrityError, WrongPassphrase
@@ -42,7 +47,8 @@ __all__ = [
 ]
 
 _NONCE = 12
-_OVERHEAD = 1 + _NONCE + 16
+_TAG = 16
+_OVERHEAD = 1 + _NONCE + _TAG
 
 KEYFILE_VERSION = 2  # 1: no "check" field (still read); 2: with "check"
 _KEYFILE_FIELDS = frozenset(
@@ -66,6 +72,7 @@ class MasterKeys:
             raise ValueError("master key material must be 64 bytes")
         self.material = material
         self._aead = AESGCM(material[:32])
+        self._aes = algorithms.AES(material[:32])
         self._id_key = material[32:]
 
     @classmethod
@@ -84,14 +91,29 @@ class MasterKeys:
         return bytes([SEAL_VERSION]) + nonce + self._aead.encrypt(nonce, bytes(plaintext), kind)
 
     def unseal(self, kind: bytes, sealed: bytes | memoryview, what: str) -> bytes:
-        if len(sealed) < _OVERHEAD or sealed[0] != SEAL_VERSION:
+        return bytes(self.unseal_view(kind, sealed, what))
+
+    def unseal_view(self, kind: bytes, sealed: bytes | memoryview, what: str) -> memoryview:
+        """The plaintext of ``sealed``, authenticated; no copy of ``sealed`` is made.
+
+        GCM decrypts into a new buffer before its tag is checked at ``finalize``:
+        the buffer is returned only when the tag matched, never otherwise.
+        """
+        view = memoryview(sealed)
+        if len(view) < _OVERHEAD or view[0] != SEAL_VERSION:
             raise IntegrityError(f"{what}: not a sealed object (damaged or foreign)")
+        nonce, tag = bytes(view[1 : 1 + _NONCE]), bytes(view[-_TAG:])
+        body = view[1 + _NONCE : -_TAG]
+        decryptor = Cipher(self._aes, modes.GCM(nonce, tag)).decryptor()
+        decryptor.authenticate_additional_data(kind)
+        out = bytearray(len(body) + 15)  # update_into wants a block - 1 of room
+        # cryptography 38 types these as bytes; it takes any buffer (cffi from_buffer)
+        count = decryptor.update_into(body, out)  # type: ignore[arg-type]
         try:
-            return self._aead.decrypt(
-                bytes(sealed[1 : 1 + _NONCE]), bytes(sealed[1 + _NONCE :]), kind
-            )
+            decryptor.finalize()
         except InvalidTag as exc:
             raise IntegrityError(f"{what}: authentication failed (data is damaged)") from exc
+        return memoryview(out)[:count]
 
 
 def _kek(passphrase: str, salt: bytes, params: KdfParams) -> AESGCM:

@@ -1,0 +1,124 @@
+"""Restore's zero-copy data path keeps every check of the bytes path.
+
+``MasterKeys.unseal_view`` decrypts through cryptography's ``Cipher`` API into
+one buffer and hands it out only after GCM's tag matched; ``codec.decode_view``
+returns a raw payload as a view; ``runs.iter_run`` yields a run's chunks one at
+a time, each authenticated and re-hashed, and on damage takes ``read_run``'s
+path, which names the chunk. Each test can fail: a flipped bit, a swapped
+kind or a chunk sealed over other content must raise, never yield bytes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from surety.core.errors import IntegrityError
+from surety.repo import codec
+from surety.repo.crypto import MasterKeys
+from surety.repo.format import CODEC_RAW, ZERO_ID
+from surety.repo.index import Location
+from surety.repo.pack import chunk_kind
+from surety.repo.repository import Repository
+from surety.repo.runs import iter_run
+from surety.repo.storage import MemoryStorage
+from tests.unit.backup.test_pipeline import CHUNK, MemoryDisk, _backup
+
+CHUNKS = 24
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 256 << 10])
+def test_unseal_view_opens_what_seal_made_and_agrees_with_unseal(
+    keys: MasterKeys, size: int
+) -> None:
+    plaintext = os.urandom(size)
+    sealed = keys.seal(b"chunk", plaintext)
+    view = keys.unseal_view(b"chunk", memoryview(sealed), "blob")
+    assert isinstance(view, memoryview)
+    assert bytes(view) == plaintext == keys.unseal(b"chunk", sealed, "blob")
+
+
+@pytest.mark.parametrize("where", [0, 1, 12, 13, -17, -1])  # version, nonce, body, tag
+def test_unseal_view_refuses_any_flipped_byte(keys: MasterKeys, where: int) -> None:
+    sealed = bytearray(keys.seal(b"chunk", os.urandom(1000)))
+    sealed[where] ^= 0x01
+    with pytest.raises(IntegrityError, match="blob: "):
+        keys.unseal_view(b"chunk", sealed, "blob")
+
+
+def test_unseal_view_refuses_another_kind_and_a_short_blob(keys: MasterKeys) -> None:
+    sealed = keys.seal(b"chunk" + bytes(32), b"data")
+    with pytest.raises(IntegrityError, match="authentication failed"):
+        keys.unseal_view(b"chunk" + bytes(31) + b"\x01", sealed, "blob")
+    with pytest.raises(IntegrityError, match="not a sealed object"):
+        keys.unseal_view(b"chunk", sealed[:28], "blob")
+
+
+def test_decode_view_returns_a_raw_body_without_copying_it() -> None:
+    payload = bytearray([CODEC_RAW]) + bytearray(os.urandom(100))
+    data = codec.decode_view(payload, 100, "chunk")
+    payload[1] ^= 0xFF  # the view sees the payload's own memory
+    assert bytes(data) == bytes(payload[1:])
+    assert codec.decode(bytes(payload), 100, "chunk") == bytes(payload[1:])
+    with pytest.raises(IntegrityError, match="length 100 != recorded 99"):
+        codec.decode_view(payload, 99, "chunk")
+
+
+def test_decode_view_decompresses_zstd_and_refuses_a_wrong_length() -> None:
+    raw = b"surety " * 1000
+    payload = memoryview(codec.encode(raw, 3))
+    assert codec.decode_view(payload, len(raw), "chunk") == raw
+    with pytest.raises(IntegrityError, match="chunk: "):
+        codec.decode_view(payload, len(raw) - 1, "chunk")
+
+
+def _stored(repo: Repository) -> tuple[list[tuple[bytes, Location | None]], list[bytes]]:
+    """A run: every chunk of a backed-up disk that lies in its first pack, in pack order."""
+    data = os.urandom(CHUNKS * CHUNK)
+    image = _backup(repo, MemoryDisk(data))
+    index = repo.index()
+    located = []
+    for number, chunk_id in enumerate(image.chunk_ids):
+        assert chunk_id != ZERO_ID
+        loc = index.get(chunk_id)
+        assert loc is not None
+        located.append((loc, chunk_id, data[number * CHUNK : (number + 1) * CHUNK]))
+    first_pack = located[0][0].pack
+    run = sorted((x for x in located if x[0].pack == first_pack), key=lambda x: x[0].offset)
+    assert len(run) >= 4
+    return [(cid, loc) for loc, cid, _ in run], [plain for _, _, plain in run]
+
+
+def test_iter_run_yields_every_chunk_checked(repo: Repository) -> None:
+    run, plaintexts = _stored(repo)
+    assert [bytes(chunk) for chunk in iter_run(repo, run)] == plaintexts
+
+
+def test_iter_run_names_a_chunk_sealed_over_other_content(
+    repo: Repository, storage: MemoryStorage
+) -> None:
+    """Authentic ciphertext of the wrong plaintext: only the keyed hash can catch it."""
+    run, plaintexts = _stored(repo)
+    victim, loc = run[2]
+    assert loc is not None
+    forged = repo.keys.seal(chunk_kind(victim), codec.encode(bytes(CHUNK), 3))
+    name = f"data/{loc.pack}"
+    pack = bytearray(storage.get(name))
+    storage.put(name, bytes(pack[: loc.offset] + forged))  # the run ends with the forgery
+    forged_run = [*run[:2], (victim, Location(loc.pack, loc.offset, len(forged), CHUNK))]
+    got = []
+    with pytest.raises(IntegrityError, match=f"{victim.hex()[:12]}.*does not match its hash"):
+        got.extend(bytes(chunk) for chunk in iter_run(repo, forged_run))
+    assert got == plaintexts[:2]  # chunks before the damage were good and were yielded
+    damaged = {record.chunk for record in repo.damage_records()}
+    assert damaged == {victim.hex()}
+
+
+def test_iter_run_names_a_missing_pack(repo: Repository, storage: MemoryStorage) -> None:
+    run, _plaintexts = _stored(repo)
+    _chunk, loc = run[0]
+    assert loc is not None
+    storage.delete(f"data/{loc.pack}")
+    with pytest.raises(IntegrityError, match=f"pack {loc.pack[:12]} is missing"):
+        list(iter_run(repo, run))
