@@ -1,6 +1,7 @@
 # One command to check, one to test. `make setup` is implied by both.
 VENV ?= .venv
 BIN := $(VENV)/bin
+AD_SCENARIO := tests/scenarios/test_ad_replication.py
 
 .PHONY: setup check test test-vm test-ad scenario-replication scenario-replication-full scenario-replication-ad guest guest-ad demo bench format
 
@@ -27,19 +28,21 @@ test-vm: setup guest
 test-ad: setup guest guest-ad
 	$(BIN)/pytest -q -m ad tests/vm --durations=20
 
-# Replicated pairs (PostgreSQL, MariaDB, two Samba AD DCs) restored naive vs app-aware
-# (prints the table), and a PostgreSQL and an AD application group verified in the lab.
-# SURETY_SCENARIO_REPEAT=N runs every PostgreSQL/MariaDB case N times.
-scenario-replication: setup guest guest-ad
-	$(BIN)/pytest -q -m scenario tests/scenarios --durations=20
+# Replicated pairs (PostgreSQL, MariaDB) restored naive vs app-aware (prints the table),
+# and a primary + standby application group verified in the lab (CI's stage 3).
+# SURETY_SCENARIO_REPEAT=N runs every case N times.
+scenario-replication: setup guest
+	$(BIN)/pytest -q -m scenario tests/scenarios --durations=20 --ignore=$(AD_SCENARIO)
 
-# The same with the second naive ordering of each app ("restored member writes first").
+# Two Samba AD DCs: DC1 restored naive and app-aware from the same point, both DCs'
+# points verified in order in the lab (~55 min under TCG on 2 busy cores: not in CI yet).
+scenario-replication-ad: setup guest guest-ad
+	$(BIN)/pytest -q -m scenario $(AD_SCENARIO) --durations=20
+
+# Everything: the second naive ordering of each app ("restored member writes first")
+# and the AD rows.
 scenario-replication-full: setup guest guest-ad
 	SURETY_SCENARIO_FULL=1 $(BIN)/pytest -q -m scenario tests/scenarios --durations=20
-
-# Only the Samba AD rows and lab group (tests/scenarios/test_ad_replication.py).
-scenario-replication-ad: setup guest guest-ad
-	$(BIN)/pytest -q -m scenario tests/scenarios/test_ad_replication.py --durations=20
 
 demo: setup
 	@scripts/demo
