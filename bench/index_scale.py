@@ -94,12 +94,14 @@ def generate_points(root: Path, entries: int, per_object: int) -> None:
     """Sparse pack files of their indexed length (also of the packs the merge step
     indexes); restore points naming 90 % of the chunks."""
     marker = root / "bench-points"
-    if marker.exists() and marker.read_text() == f"{entries}+{per_object}":
+    if marker.exists() and marker.read_text() == f"{entries}+{per_object} v2":
         return
     start = time.monotonic()
     storage = LocalStorage(root)
-    for pack_first in range(0, entries + per_object, PER_PACK):
-        stop = min(entries + per_object, pack_first + PER_PACK)
+    ranges = [(0, entries), (entries, entries + per_object)]  # generated, then merged
+    for pack_first, stop in (
+        (f, min(end, f + PER_PACK)) for s, end in ranges for f in range(s, end, PER_PACK)
+    ):
         size = sum(40000 + n % 30000 for n in range(pack_first, stop))
         pack_id = hashlib.sha256(b"pack" + pack_first.to_bytes(8, "little")).hexdigest()
         path = storage._path(f"data/{pack_id}")  # a sparse stand-in for the pack
@@ -116,7 +118,7 @@ def generate_points(root: Path, entries: int, per_object: int) -> None:
         image_id = repo.put_image(ImageIndex(CHUNK, len(ids) * CHUNK, ids))
         disk = DiskRecord("d", len(ids) * CHUNK, image_id)
         repo.commit(Manifest(f"vm{first // IMAGE_CHUNKS}", "image", now, now, "bench", (disk,)))
-    marker.write_text(f"{entries}+{per_object}")
+    marker.write_text(f"{entries}+{per_object} v2")
     print(f"generated packs and points in {time.monotonic() - start:.1f} s", flush=True)
 
 
