@@ -35,7 +35,7 @@ scenario-replication: setup guest
 	$(BIN)/pytest -q -m scenario tests/scenarios --durations=20 --ignore=$(AD_SCENARIO)
 
 # Two Samba AD DCs: DC1 restored naive and app-aware from the same point, both DCs'
-# points verified in order in the lab (~55 min under TCG on 2 busy cores: not in CI yet).
+# points verified in order in the lab (45 min under TCG on 2 busy cores with the pair cached: not in CI yet).
 scenario-replication-ad: setup guest guest-ad
 	$(BIN)/pytest -q -m scenario $(AD_SCENARIO) --durations=20
 

@@ -277,6 +277,8 @@ def test_both_dcs_verify_in_order_in_the_lab(
     ad_cli: Cli, story: dict[str, Any], tmp_path: Path
 ) -> None:
     assert set(POINTS) == {"DC1", "DC2"}, "the rows' backups did not run"
+    for dc in story["pair"].dcs:  # the pair is done with: its CPU goes to the lab's clones
+        rep.hard_power_off(dc)
     group = tmp_path / "group.toml"
     group.write_text(
         'name = "ad-pair"\n\n'
