@@ -20,8 +20,22 @@ PASSWORD = "bench-passphrase"
 
 
 def surety_env(repo: Path, **extra: str) -> dict[str, str]:
-    """This process's environment naming ``repo`` and ``PASSWORD``, plus ``extra``."""
-    return dict(os.environ, SURETY_REPOSITORY=str(repo), SURETY_PASSPHRASE=PASSWORD, **extra)
+    """This process's environment naming ``repo`` and ``PASSWORD``, plus ``extra``.
+
+    The index cache and the catalog live beside ``repo`` unless ``extra`` names
+    them: a bench leaves the host's ``/var/cache/surety`` and catalog alone.
+    """
+    own = {
+        "SURETY_CACHE_DIR": str(repo.parent / "surety-cache"),
+        "SURETY_CATALOG": str(repo.parent / "surety-catalog.sqlite"),
+    }
+    return {
+        **os.environ,
+        **own,
+        "SURETY_REPOSITORY": str(repo),
+        "SURETY_PASSPHRASE": PASSWORD,
+        **extra,
+    }
 
 
 def init_repository(env: dict[str, str]) -> None:

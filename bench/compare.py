@@ -100,7 +100,14 @@ def timed(result: Result, name: str, argv: list[str], env: dict[str, str], **kw:
 
 def bench_surety(work: Path, base: Path, changed: Path) -> Result:
     result, repo, out = Result("surety"), work / "surety-repo", work / "surety-out.img"
-    env = {**os.environ, "SURETY_REPOSITORY": str(repo), "SURETY_PASSPHRASE": PASSWORD}
+    env = {
+        **os.environ,
+        "SURETY_REPOSITORY": str(repo),
+        "SURETY_PASSPHRASE": PASSWORD,
+        # its index cache and catalog in the work dir: a bench leaves the host's alone
+        "SURETY_CACHE_DIR": str(work / "surety-cache"),
+        "SURETY_CATALOG": str(work / "surety-catalog.sqlite"),
+    }
     surety = [sys.executable, "-m", "surety"]
     run([*surety, "init"], env)
     timed(
