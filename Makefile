@@ -15,10 +15,8 @@ check: setup
 	$(BIN)/lint-imports
 
 # Stage 1 on every core (pytest-xdist): its tests wait on subprocesses and the S3 server.
-# --dist loadgroup keeps each xdist_group on one worker: the Samba lab's tests (one lab at a
-# time, tests/samba) run one after another there instead of blocking the other worker.
 test: setup
-	$(BIN)/pytest -q -n auto --dist loadgroup -m "not vm and not scenario" --durations=15
+	$(BIN)/pytest -q -n auto -m "not vm and not scenario" --durations=15
 
 # Real guests under libvirt (root, QEMU, libvirt; builds the cached guest first).
 test-vm: setup guest
