@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +135,19 @@ def _backup_point(cli: Cli, name: str, *options: str) -> str:
         "backup", "vm", name, "--consistency", "application", *options, "--json", timeout=600
     )
     return str(json.loads(proc.stdout)["id"])
+
+
+def server_pids(started: Any) -> list[int]:
+    """The NBD server pids of an instant VM, from ``instant-recover --json``'s disks."""
+    return [
+        int((Path(d["server_dir"]) / "server.pid").read_text().split()[0]) for d in started["disks"]
+    ]
+
+
+def alive(pid: int) -> bool:
+    """``pid`` runs (a zombie does not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

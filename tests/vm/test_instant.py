@@ -30,7 +30,7 @@ from surety.repo.lock import hold_lock
 from surety.repo.storage import LocalStorage
 from tests.cli import Cli, cli_for
 from tests.guests import agent, apps, testvm
-from tests.vm.conftest import Guest
+from tests.vm.conftest import Guest, alive, server_pids
 
 pytestmark = pytest.mark.vm
 
@@ -86,20 +86,6 @@ def _instant(source: Source, name: str, *extra: str) -> Any:
     return json.loads(proc.stdout)
 
 
-def _server_pids(started: Any) -> list[int]:
-    return [
-        int((Path(d["server_dir"]) / "server.pid").read_text().split()[0]) for d in started["disks"]
-    ]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _prune_may_run(repo: Path) -> None:
     """An exclusive lock can be taken (stale locks are removed on the way)."""
     deadline = time.monotonic() + 30  # a killed server may wait a moment to be reaped
@@ -146,8 +132,8 @@ def test_instant_clone_survives_a_killed_finish_and_runs_without_the_repository(
         assert dom.isActive()
         assert not dom.isPersistent()
         assert dom.UUIDString() == started["uuid"]
-        servers = _server_pids(started)
-        assert all(_alive(pid) for pid in servers)
+        servers = server_pids(started)
+        assert all(alive(pid) for pid in servers)
         guest = Guest(name, libvirt_conn)
         assert guest.sh("cat /root/marker.txt").stdout.decode().strip() == MARKER
         guest.sh("echo written-after-boot > /root/after.txt && sync")
@@ -172,7 +158,7 @@ def test_instant_clone_survives_a_killed_finish_and_runs_without_the_repository(
         assert dom.isActive()
         assert dom.isPersistent()
         assert _source_of(dom) == str(copy)
-        assert not any(_alive(pid) for pid in servers)
+        assert not any(alive(pid) for pid in servers)
         assert not (source.instant_dir / name).exists()
         assert not list((source.cli.repo / "locks").iterdir())
 
@@ -199,7 +185,7 @@ def test_a_stopped_instant_vm_resumes_and_abort_discards_it(
     try:
         started = _instant(source, name, "--no-wait")
         assert started["seconds_to_ping"] is None
-        servers = _server_pids(started)
+        servers = server_pids(started)
         listed = source.cli.json("instant-recover", "list")
         assert [(v["name"], v["running"], v["servers_alive"]) for v in listed] == [(name, True, 1)]
         refused = source.cli.run("instant-recover", source.point, "--as", name, check=False)
@@ -217,12 +203,12 @@ def test_a_stopped_instant_vm_resumes_and_abort_discards_it(
         assert dom.isActive()
         assert not dom.isPersistent()
         assert dom.UUIDString() == uuid
-        servers = _server_pids(started)
-        assert all(_alive(pid) for pid in servers)
+        servers = server_pids(started)
+        assert all(alive(pid) for pid in servers)
 
         source.cli.run("instant-recover", "abort", name)
         assert testvm.lookup(libvirt_conn, name) is None
-        assert not any(_alive(pid) for pid in servers)
+        assert not any(alive(pid) for pid in servers)
         assert not (source.instant_dir / name).exists()
         _prune_may_run(source.cli.repo)  # the killed server's lock is stale, the others gone
         gone = source.cli.run("instant-recover", "abort", name, check=False)

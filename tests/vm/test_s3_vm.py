@@ -54,7 +54,7 @@ from tests.cli import PASSPHRASE, Cli, cli_for, without_surety
 from tests.guests import agent, testvm
 from tests.s3.fixtures import remove_bucket
 from tests.s3.server import S3Server
-from tests.vm.conftest import SUMMARY, Guest
+from tests.vm.conftest import SUMMARY, Guest, alive, server_pids
 
 pytestmark = pytest.mark.vm
 
@@ -280,7 +280,7 @@ def test_instant_recovery_serves_the_attacked_point_from_s3(
         assert [k for k in _keys(flow.clients["backup"], flow.bucket) if "/locks/" in k]
 
         # power-off and a host reboot (its servers killed): resume serves the bucket again
-        servers = _server_pids(started)
+        servers = server_pids(started)
         libvirt_conn.lookupByName(name).destroy()
         for pid in servers:
             os.kill(pid, signal.SIGKILL)
@@ -301,7 +301,7 @@ def test_instant_recovery_serves_the_attacked_point_from_s3(
         assert dom.isActive()
         assert dom.isPersistent()
         assert f"<source file='{copy}'" in dom.XMLDesc(0)
-        assert not any(_alive(pid) for pid in servers)
+        assert not any(alive(pid) for pid in servers)
         assert flow.cli.json("instant-recover", "list") == []
         deadline = time.monotonic() + 30  # the servers release their shared locks as they exit
         while [k for k in _keys(flow.clients["backup"], flow.bucket) if "/locks/" in k]:
@@ -319,20 +319,6 @@ def test_instant_recovery_serves_the_attacked_point_from_s3(
             testvm.down(name)
         finally:
             shutil.rmtree(storage, ignore_errors=True)
-
-
-def _server_pids(started: Any) -> list[int]:
-    return [
-        int((Path(d["server_dir"]) / "server.pid").read_text().split()[0]) for d in started["disks"]
-    ]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_verify_boots_the_attacked_point_in_the_lab(flow: Flow) -> None:
