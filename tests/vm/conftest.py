@@ -142,12 +142,3 @@ def server_pids(started: Any) -> list[int]:
     return [
         int((Path(d["server_dir"]) / "server.pid").read_text().split()[0]) for d in started["disks"]
     ]
-
-
-def alive(pid: int) -> bool:
-    """``pid`` runs (a zombie does not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -30,7 +30,8 @@ from surety.repo.lock import hold_lock
 from surety.repo.storage import LocalStorage
 from tests.cli import Cli, cli_for
 from tests.guests import agent, apps, testvm
-from tests.vm.conftest import Guest, alive, server_pids
+from tests.processes import alive
+from tests.vm.conftest import Guest, server_pids
 
 pytestmark = pytest.mark.vm
 

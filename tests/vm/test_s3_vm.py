@@ -52,9 +52,10 @@ from botocore.exceptions import ClientError
 
 from tests.cli import PASSPHRASE, Cli, cli_for, without_surety
 from tests.guests import agent, testvm
+from tests.processes import alive
 from tests.s3.fixtures import remove_bucket
 from tests.s3.server import S3Server
-from tests.vm.conftest import SUMMARY, Guest, alive, server_pids
+from tests.vm.conftest import SUMMARY, Guest, server_pids
 
 pytestmark = pytest.mark.vm
 

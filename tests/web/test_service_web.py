@@ -18,6 +18,7 @@ import pytest
 from surety.catalog import Catalog
 from tests.cli import without_surety
 from tests.prerequisites import require, require_import
+from tests.processes import alive
 from tests.web.browser import free_port
 from tests.web.site import Site, make_site
 
@@ -55,14 +56,6 @@ def children(pid: int) -> list[int]:
         except OSError:
             continue
     return [int(p) for p in found]
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture
