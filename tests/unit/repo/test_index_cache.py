@@ -146,14 +146,6 @@ def test_merging_new_index_objects_gives_the_table_a_full_build_gives(tmp_path: 
 # -- the cache of a real (local) repository ------------------------------------------
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    where = tmp_path / "cache"
-    monkeypatch.setenv("SURETY_CACHE_DIR", str(where))
-    monkeypatch.delenv("SURETY_NO_CACHE", raising=False)
-    return where
-
-
 def _store(repo: Repository, blobs: list[bytes]) -> list[bytes]:
     writer = ChunkWriter(repo)
     zero = bytes(max(len(b) for b in blobs))

@@ -84,14 +84,6 @@ def test_pack_groups_match_the_in_memory_grouping(tmp_path: Path, seed: int) -> 
 # -- prune and check on a local repository (with the cache) ----------------------------
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    where = tmp_path / "cache"
-    monkeypatch.setenv("SURETY_CACHE_DIR", str(where))
-    monkeypatch.delenv("SURETY_NO_CACHE", raising=False)
-    return where
-
-
 def _point(repo: Repository, blobs: list[bytes], name: str) -> list[bytes]:
     writer, zero = ChunkWriter(repo), bytes(4096)
     prepared = [prepare_chunk(repo.keys, b, zero, writer, 1) for b in blobs]
