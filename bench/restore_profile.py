@@ -3,7 +3,7 @@
 Usage::
 
     python bench/restore_profile.py REPOSITORY POINT [--disk NAME] [--out FILE]
-                                    [--limit-gib N] [--cold]
+                                    [--limit-gib N] [--cold] [--timeline]
 
 Runs restore's data path on ONE thread (no pool, so every CPU second is
 attributed), over the same runs ``restore.image`` fetches, and times each stage
@@ -16,11 +16,19 @@ used before (``unseal``/``decode``, copies per chunk). The passphrase comes
 from ``SURETY_PASSPHRASE``. CPU time
 is what the shared machine cannot distort much; the wall column shows waits
 (disk, network, other processes). ``--cold`` drops the page cache first (root).
+
+``--timeline`` instead runs restore's real, threaded data path
+(``restore.image._write_chunks``) with every storage read timed, and prints the
+wall time of each phase (open, resolve, image, index, data, fsync), how many
+reads were in flight for how long (0 in flight: the network idle), the
+process's CPU seconds in the data phase (against its wall: the CPU idle), and
+the reads' sizes. Works on any repository, local or ``s3://``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -28,9 +36,18 @@ from collections import defaultdict
 from pathlib import Path
 
 from surety.app.repository import open_repository
+from surety.core.progress import NullProgress
 from surety.repo import codec
 from surety.repo.pack import chunk_kind
-from surety.restore.image import _pwrite_all, _Run, _runs, _start_writeback, pick_disk
+from surety.repo.storage.wrapper import StorageWrapper
+from surety.restore.image import (
+    _pwrite_all,
+    _Run,
+    _runs,
+    _start_writeback,
+    _write_chunks,
+    pick_disk,
+)
 
 GIB = 1 << 30
 STAGES = ("read", "decrypt", "decompress", "hash", "write", "writeback", "fsync")
@@ -95,7 +112,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("restore-profile.img"))
     parser.add_argument("--limit-gib", type=float, default=0.0, help="stop after this much data")
     parser.add_argument("--cold", action="store_true", help="drop the page cache first (root)")
+    parser.add_argument("--timeline", action="store_true", help="the threaded path, timed")
     args = parser.parse_args()
+    if args.timeline:
+        return timeline(args)
     repo = open_repository(args.repository, os.environ["SURETY_PASSPHRASE"])
     point = repo.resolve(args.point)
     record = point.disk(pick_disk(point, args.disk))
@@ -143,6 +163,84 @@ def report(clock: Clock, data_bytes: int, zero_bytes: int, cpu: float, wall: flo
     other = cpu - staged
     print(f"{'other':<12}{other / gib:>10.3f}{'':>11}{other / cpu:>10.1%}")
     print(f"{'total':<12}{cpu / gib:>10.3f}{wall / gib:>11.3f}")
+
+
+class TimedStorage(StorageWrapper):
+    """Records (start, end, bytes) of every ``get``."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(inner)
+        self.gets: list[tuple[float, float, int]] = []
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        start = time.perf_counter()
+        data = self.inner.get(name, offset, length)
+        self.gets.append((start, time.perf_counter(), len(data)))
+        return data
+
+
+def in_flight(gets: list[tuple[float, float, int]], start: float, end: float) -> dict[int, float]:
+    """Seconds of [start, end) during which N reads were in flight, per N."""
+    events = sorted([(s, 1) for s, _, _ in gets] + [(e, -1) for _, e, _ in gets])
+    spent: dict[int, float] = defaultdict(float)
+    level, last = 0, start
+    for when, step in events:
+        moment = min(max(when, start), end)
+        spent[level] += moment - last
+        level, last = level + step, moment
+    spent[level] += end - last
+    return spent
+
+
+def timeline(args: argparse.Namespace) -> int:
+    marks = [("start", time.perf_counter(), time.process_time())]
+
+    def mark(name: str) -> None:
+        marks.append((name, time.perf_counter(), time.process_time()))
+
+    repo = open_repository(args.repository, os.environ["SURETY_PASSPHRASE"])
+    timed = TimedStorage(repo.storage)
+    repo.storage = timed
+    mark("open")
+    point = repo.resolve(args.point)
+    mark("resolve")
+    record = point.disk(pick_disk(point, args.disk))
+    assert record is not None
+    image = repo.get_image(record.image)
+    mark("image")
+    repo.index()
+    mark("index")
+    setup = len(timed.gets)
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, image.size)
+        data_start = time.perf_counter()
+        written = _write_chunks(
+            repo, image=image, fd=fd, is_block=False, threads=None, progress=NullProgress()
+        )
+        data_end = time.perf_counter()
+        mark("data")
+        os.fsync(fd)
+        mark("fsync")
+    finally:
+        os.close(fd)
+        args.out.unlink(missing_ok=True)
+    print(f"{'phase':<10}{'wall s':>8}{'CPU s':>8}")
+    for (_, wall0, cpu0), (name, wall, cpu) in itertools.pairwise(marks):
+        print(f"{name:<10}{wall - wall0:>8.3f}{cpu - cpu0:>8.3f}")
+    data = timed.gets[setup:]
+    sizes = sorted(n for _, _, n in data)
+    wall = data_end - data_start
+    print(
+        f"data phase: {written / GIB:.2f} GiB written, {len(data)} reads of "
+        f"{sum(sizes) / (1 << 20):.1f} MiB (median {sizes[len(sizes) // 2] / (1 << 20):.2f} MiB, "
+        f"max {sizes[-1] / (1 << 20):.2f} MiB), reads before it: {setup}"
+    )
+    busy = sum(e - s for s, e, _ in data)
+    print(f"reads' own wall, summed: {busy:.2f} s over {wall:.2f} s ({busy / wall:.2f} in flight)")
+    for level, seconds in sorted(in_flight(data, data_start, data_end).items()):
+        print(f"  {level:>2} in flight: {seconds:6.2f} s ({seconds / wall:5.1%})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ Usage::
 
     python bench/s3.py [--workdir /tmp/surety-s3-bench] [--size 1G] [--change 0.03]
                        [--tools surety,raw,zstd,restic] [--s3-env FILE] [--json FILE]
+                       [--runs N]
 
 ``--size 4G`` is the issue's input (tens of minutes on a shared 2-core machine);
 the default 1G takes a few minutes. Builds (or reuses) ``base.img`` and
 ``changed.img`` with ``bench/make_images.py``, then, for each tool in its own
 fresh bucket of ONE radosgw: a full backup of base.img, a second backup of
-changed.img, a full restore of the second (``cmp`` byte-exact).
+changed.img, a full restore of the second (``cmp`` byte-exact). ``--runs N``
+restores N times (each byte-exact, page caches dropped before each): the
+table shows the median restore, every run is printed and kept in the JSON.
 
 The tools:
 
@@ -95,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-s3", action="store_true", help="keep the started server's data")
     parser.add_argument("--warm", action="store_true", help="do not drop page caches")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--runs", type=int, default=1, help="restores per tool (the median)")
     return parser.parse_args(argv)
 
 
@@ -143,6 +147,12 @@ def step_figures(
     }
 
 
+def median_step(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median wall time (the lower middle of an even count)."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return dict(ordered[(len(ordered) - 1) // 2])
+
+
 def _cell(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -170,8 +180,20 @@ def format_report(figures: Mapping[str, Any]) -> str:
                 f"{_cell(s['requests_per_gib'], 1):>9}{_cell(s['server_cpu_s'], 1):>10}"
                 f"{s['peak_rss_mib']:>9.0f}{_cell(stored.get(step), 1):>11}"
             )
-    lines += ["", *ratio_lines(tools)]
+    lines += ["", *run_lines(tools), *ratio_lines(tools)]
     return "\n".join(lines)
+
+
+def run_lines(tools: Mapping[str, Any]) -> list[str]:
+    """Every run of a step run more than once (``--runs``), its median in the table."""
+    lines = []
+    for tool, result in tools.items():
+        for step, figures in result["steps"].items():
+            runs = figures.get("runs", [])
+            if len(runs) > 1:
+                times = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+                lines.append(f"{tool} {step} runs: {times} s (median {figures['seconds']:.2f})")
+    return lines
 
 
 def ratio_lines(tools: Mapping[str, Any]) -> list[str]:
@@ -369,9 +391,11 @@ def run(
 class Bench:
     """One run: the server, the input, the figures of every tool."""
 
-    def __init__(self, server: Server, work: Path, base: Path, changed: Path, cold: bool) -> None:
+    def __init__(
+        self, server: Server, work: Path, base: Path, changed: Path, *, cold: bool, runs: int = 1
+    ) -> None:
         self.server, self.work, self.base, self.changed = server, work, base, changed
-        self.cold = cold
+        self.cold, self.runs = cold, runs
         self.s3 = client(server.env)
         self.env = {**os.environ, **server.env, "AWS_EC2_METADATA_DISABLED": "true"}
         self.buckets: list[str] = []
@@ -396,10 +420,13 @@ class Bench:
         server_cpu = None if cpu is None or cpu_after is None else cpu_after - cpu
         size = self.base.stat().st_size
         total = None if counted is None else sum(counted.values())
-        result.steps[step] = {
+        figures = {
             **step_figures(size, seconds, rss, total, server_cpu),
             "by_method": dict(counted or {}),
         }
+        runs = result.steps.get(step, {}).get("runs", [])
+        runs.append(figures)
+        result.steps[step] = {**median_step(runs), "runs": runs}
         print(
             f"  {result.tool:<7} {step:<8} {seconds:7.2f} s"
             + ("" if total is None else f", {total} requests"),
@@ -434,8 +461,9 @@ class Bench:
         self.after_backups(result, full)
         out = self.work / "surety-out.img"
         restore = [*surety, "restore", "image", "b@latest", "--to", str(out)]
-        self.timed(result, "restore", [restore], env=env)
-        verify_same(self.changed, out)
+        for _ in range(self.runs):
+            self.timed(result, "restore", [restore], env=env)
+            verify_same(self.changed, out)
         return result
 
     def raw(self) -> Result:
@@ -446,8 +474,10 @@ class Bench:
         self.timed(result, "second", [put])
         self.after_backups(result, full)
         out = self.work / "raw-out.img"
-        self.timed(result, "restore", [self.transfer("get", result.bucket, "changed", str(out))])
-        verify_same(self.changed, out)
+        for _ in range(self.runs):
+            get = self.transfer("get", result.bucket, "changed", str(out))
+            self.timed(result, "restore", [get])
+            verify_same(self.changed, out)
         return result
 
     def zstd(self) -> Result:
@@ -462,8 +492,9 @@ class Bench:
         out = self.work / "zstd-out.img"
         get = self.transfer("get", result.bucket, "changed.zst", "-")
         unpack = ["zstd", "-d", "-q", "-f", "--sparse", "-o", str(out)]
-        self.timed(result, "restore", [get, unpack])
-        verify_same(self.changed, out)
+        for _ in range(self.runs):
+            self.timed(result, "restore", [get, unpack])
+            verify_same(self.changed, out)
         return result
 
     def restic(self) -> Result:
@@ -483,8 +514,9 @@ class Bench:
         self.after_backups(result, full)
         out = self.work / "restic-out"
         restore = ["restic", "restore", "latest", "--target", str(out)]
-        self.timed(result, "restore", [restore], env=env)
-        verify_same(self.changed, out / "disk.img")
+        for _ in range(self.runs):
+            self.timed(result, "restore", [restore], env=env)
+            verify_same(self.changed, out / "disk.img")
         return result
 
     def remove_buckets(self) -> None:
@@ -570,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     results = []
     with s3_server(args.workdir, args.s3_env, args.keep_s3) as server:
-        bench = Bench(server, work, base, changed, cold=not args.warm)
+        bench = Bench(server, work, base, changed, cold=not args.warm, runs=args.runs)
         try:
             for tool in args.tools:
                 results.append(getattr(bench, tool)())

@@ -9,6 +9,12 @@ path copied each chunk five to seven times while holding the GIL, and built
 a whole run (up to 4 MiB) before the first write; here one chunk is written
 while it is still in the CPU's cache.
 
+The read of the span may be made ahead by the caller (``span_of`` says what
+to read, ``read_span`` reads it; ``iter_run(..., fetch=)`` takes its result):
+on object storage restore keeps several GETs in flight while earlier runs are
+decrypted, and the checks and the fallback below are the same for a span read
+ahead as for one read here (a read-ahead's error is the read's error).
+
 Failures take ``read_run``'s path: when the shared read meets a missing pack
 or a chunk fails a check, the chunks not yet yielded come from
 ``Repository.read_run``, which names the damage, relocates from a stale cache
@@ -18,7 +24,8 @@ Knows nothing of images or targets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from surety.core.errors import IntegrityError, ObjectNotFound
 from surety.repo import codec
@@ -26,11 +33,40 @@ from surety.repo.index import Location
 from surety.repo.pack import chunk_kind
 from surety.repo.repository import Repository
 
-__all__ = ["iter_run"]
+__all__ = ["Span", "iter_run", "read_span", "span_of"]
+
+Run = Sequence[tuple[bytes, Location | None]]
+
+
+@dataclass(frozen=True)
+class Span:
+    """The bytes of one pack that one read of a run fetches."""
+
+    pack: str
+    offset: int
+    length: int
+
+
+def span_of(run: Run) -> Span | None:
+    """What one read of ``run`` fetches; None when a chunk has no location (``read_run``
+    then names it missing, no shared read is made)."""
+    locations = [loc for _, loc in run if loc is not None]
+    if len(locations) != len(run) or not locations:
+        return None
+    first = min(locations, key=lambda loc: loc.offset)
+    end = max(loc.offset + loc.length for loc in locations)
+    if any(loc.pack != first.pack for loc in locations):
+        raise ValueError("a run of chunks lies in one pack")
+    return Span(first.pack, first.offset, end - first.offset)
+
+
+def read_span(repo: Repository, span: Span) -> bytes:
+    """One read of ``span`` (unchecked: ``iter_run`` checks every chunk in it)."""
+    return repo.storage.get(f"data/{span.pack}", span.offset, span.length)
 
 
 def iter_run(
-    repo: Repository, run: Sequence[tuple[bytes, Location | None]]
+    repo: Repository, run: Run, fetch: Callable[[], bytes] | None = None
 ) -> Iterator[bytes | memoryview]:
     """The plaintexts of ``run`` (chunks of one pack, see ``read_run``) in its order, each
     checked before it is yielded.
@@ -38,22 +74,21 @@ def iter_run(
     One chunk at a time: the caller writes a chunk while its buffers are still in the
     CPU's cache, and the allocator hands the same memory to the next chunk. When a chunk
     fails, the run is read again through ``Repository.read_run`` and the chunks not yet
-    yielded come from there (or its error is raised)."""
-    locations = [loc for _, loc in run if loc is not None]
-    if len(locations) != len(run):
+    yielded come from there (or its error is raised). ``fetch``: the bytes of
+    ``span_of(run)`` read ahead by the caller (``read_span`` in another thread); what it
+    raises is taken as the read's own error."""
+    span = span_of(run)
+    if span is None:
         yield from repo.read_run(run)
         return
-    first = min(locations, key=lambda loc: loc.offset)
-    end = max(loc.offset + loc.length for loc in locations)
-    if any(loc.pack != first.pack for loc in locations):
-        raise ValueError("a run of chunks lies in one pack")
     done = 0
     try:
-        span = memoryview(repo.storage.get(f"data/{first.pack}", first.offset, end - first.offset))
-        for (chunk_id, _), loc in zip(run, locations, strict=True):
-            start = loc.offset - first.offset
+        view = memoryview(fetch() if fetch is not None else read_span(repo, span))
+        for chunk_id, loc in run:
+            assert loc is not None
+            start = loc.offset - span.offset
             what = f"chunk {chunk_id.hex()[:12]} in pack {loc.pack[:12]}"
-            data = _open(repo, chunk_id, span[start : start + loc.length], loc, what)
+            data = _open(repo, chunk_id, view[start : start + loc.length], loc, what)
             repo.collect_warnings()
             yield data
             done += 1

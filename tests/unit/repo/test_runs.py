@@ -21,8 +21,9 @@ from surety.repo.format import CODEC_RAW, ZERO_ID
 from surety.repo.index import Location
 from surety.repo.pack import chunk_kind
 from surety.repo.repository import Repository
-from surety.repo.runs import iter_run
+from surety.repo.runs import Span, iter_run, read_span, span_of
 from surety.repo.storage import MemoryStorage
+from surety.repo.storage.retry import TransientStorageError
 from tests.unit.backup.test_pipeline import CHUNK, MemoryDisk, _backup
 
 CHUNKS = 24
@@ -122,3 +123,66 @@ def test_iter_run_names_a_missing_pack(repo: Repository, storage: MemoryStorage)
     storage.delete(f"data/{loc.pack}")
     with pytest.raises(IntegrityError, match=f"pack {loc.pack[:12]} is missing"):
         list(iter_run(repo, run))
+
+
+# -- a span read ahead by the caller (``fetch``: restore's read-ahead on object storage) --
+
+
+def test_a_span_read_ahead_is_checked_like_one_read_here(
+    repo: Repository, storage: MemoryStorage
+) -> None:
+    run, plaintexts = _stored(repo)
+    span = span_of(run)
+    assert span is not None
+    ahead = read_span(repo, span)
+    storage.delete(f"data/{span.pack}")  # iter_run must not read again: it has the bytes
+    assert [bytes(chunk) for chunk in iter_run(repo, run, lambda: ahead)] == plaintexts
+
+
+def test_a_flipped_byte_in_a_span_read_ahead_is_named(repo: Repository) -> None:
+    run, plaintexts = _stored(repo)
+    span = span_of(run)
+    assert span is not None
+    ahead = bytearray(read_span(repo, span))
+    _victim, loc = run[1]
+    assert loc is not None
+    ahead[loc.offset - span.offset + 20] ^= 0x01  # damaged on the way, not in storage
+    got = [bytes(chunk) for chunk in iter_run(repo, run, lambda: bytes(ahead))]
+    assert got == plaintexts  # read_run's path read the chunks again, from the good pack
+    assert repo.damage_records() == []
+
+
+def test_a_read_ahead_that_met_a_missing_pack_names_it(
+    repo: Repository, storage: MemoryStorage
+) -> None:
+    run, _plaintexts = _stored(repo)
+    span = span_of(run)
+    assert span is not None
+    storage.delete(f"data/{span.pack}")
+
+    def fetch() -> bytes:
+        return read_span(repo, span)
+
+    with pytest.raises(IntegrityError, match=f"pack {span.pack[:12]} is missing"):
+        list(iter_run(repo, run, fetch))
+    assert {record.chunk for record in repo.damage_records()} == {run[0][0].hex()}
+
+
+def test_a_read_ahead_storage_error_is_raised_as_it_is(repo: Repository) -> None:
+    run, _plaintexts = _stored(repo)
+
+    def fetch() -> bytes:
+        raise TransientStorageError("s3://b: get data/x: transient: SlowDown")
+
+    with pytest.raises(TransientStorageError, match="SlowDown"):
+        list(iter_run(repo, run, fetch))
+    assert repo.damage_records() == []  # a transient failure is never damage
+
+
+def test_span_of_a_run() -> None:
+    a = Location("p" * 64, 100, 50, CHUNK)
+    b = Location("p" * 64, 300, 20, CHUNK)
+    assert span_of([(b"1", b), (b"2", a)]) == Span("p" * 64, 100, 220)
+    assert span_of([(b"1", a), (b"2", None)]) is None  # read_run names the missing chunk
+    with pytest.raises(ValueError, match="one pack"):
+        span_of([(b"1", a), (b"2", Location("q" * 64, 0, 10, CHUNK))])
