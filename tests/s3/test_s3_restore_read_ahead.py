@@ -79,7 +79,8 @@ def test_restore_keeps_several_gets_in_flight_within_its_bounds(
     probe = repo.storage
     assert isinstance(probe, Probe)
     index = repo.index()
-    runs = [r for r in restore_image._runs(image, index.get) if isinstance(r, restore_image._Run)]
+    grouped = restore_image._runs(image, index.get, restore_image.RUN_GAP_OBJECT)
+    runs = [r for r in grouped if isinstance(r, restore_image._Run)]
     probe.gets = probe.got = 0
     sealed = threading.Lock()
     held = []  # stored bytes fetched and not yet written, whenever a chunk is written
