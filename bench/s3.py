@@ -41,8 +41,9 @@ between them whose path names the step's bucket are the step's requests. With
 an ``--s3-env`` file outside an ``s3-up`` directory there is no log: requests
 are then not counted. **Server CPU** is the user+system time radosgw and the
 OSD spent in the step (from ``/proc``). Peak RSS is the client's (``wait4``; the
-largest process of a pipeline). Page caches are dropped before each timed
-step when the machine allows it (root), as in ``bench/compare.py``.
+largest process of a pipeline), **client CPU** its processes' user+system
+time. Page caches are dropped before each timed step when the machine allows
+it (root), as in ``bench/compare.py``.
 """
 
 from __future__ import annotations
@@ -135,7 +136,13 @@ def count_requests(log_text: str, bucket: str) -> Counter[str]:
 
 
 def step_figures(
-    size: int, seconds: float, rss_kib: int, requests: int | None, server_cpu: float | None
+    size: int,
+    seconds: float,
+    rss_kib: int,
+    requests: int | None,
+    server_cpu: float | None,
+    *,
+    client_cpu: float | None = None,
 ) -> dict[str, float | None]:
     return {
         "seconds": seconds,
@@ -143,6 +150,7 @@ def step_figures(
         "requests": requests,
         "requests_per_gib": None if requests is None else requests / (size / GIB),
         "peak_rss_mib": rss_kib / 1024,
+        "client_cpu_s": client_cpu,
         "server_cpu_s": server_cpu,
     }
 
@@ -167,7 +175,7 @@ def format_report(figures: Mapping[str, Any]) -> str:
         f"load average {figures['load_before']} before, {figures['load_after']} after",
         "",
         f"{'tool':<8}{'step':<9}{'s':>8}{'MiB/s':>8}{'req/GiB':>9}{'srv CPU s':>10}"
-        f"{'RSS MiB':>9}{'stored MiB':>11}",
+        f"{'cli CPU s':>10}{'RSS MiB':>9}{'stored MiB':>11}",
     ]
     for tool, result in tools.items():
         stored = {"full": result.get("stored_full_mib"), "second": result.get("added_second_mib")}
@@ -178,6 +186,7 @@ def format_report(figures: Mapping[str, Any]) -> str:
             lines.append(
                 f"{tool:<8}{step:<9}{s['seconds']:>8.2f}{s['mib_s']:>8.0f}"
                 f"{_cell(s['requests_per_gib'], 1):>9}{_cell(s['server_cpu_s'], 1):>10}"
+                f"{_cell(s.get('client_cpu_s'), 1):>10}"
                 f"{s['peak_rss_mib']:>9.0f}{_cell(stored.get(step), 1):>11}"
             )
     lines += ["", *run_lines(tools), *ratio_lines(tools)]
@@ -348,8 +357,9 @@ def run(
     log: Path,
     stdin: Path | None = None,
     stdout: Path | None = None,
-) -> tuple[float, int]:
-    """Run a pipeline; wall seconds and the largest peak RSS (KiB) of its processes."""
+) -> tuple[float, int, float]:
+    """Run a pipeline; wall seconds, the largest peak RSS (KiB) of its processes and their
+    CPU seconds (user + system, summed)."""
     procs: list[subprocess.Popen[bytes]] = []
     with open(log, "ab") as err:
         fin = open(stdin, "rb") if stdin else subprocess.DEVNULL  # noqa: SIM115
@@ -371,11 +381,12 @@ def run(
             for proc in procs[:-1]:
                 assert proc.stdout is not None
                 proc.stdout.close()  # the next process holds its own copy
-            rss, failed = 0, []
+            rss, cpu, failed = 0, 0.0, []
             for proc in procs:
                 _pid, status, usage = os.wait4(proc.pid, 0)
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 rss = max(rss, usage.ru_maxrss)
+                cpu += usage.ru_utime + usage.ru_stime
                 if proc.returncode != 0:
                     failed.append(f"{' '.join(proc.args)} -> exit {proc.returncode}")
             seconds = time.perf_counter() - start
@@ -385,7 +396,7 @@ def run(
                     handle.close()
     if failed:
         raise SystemExit("; ".join(failed) + f" (stderr in {log})")
-    return seconds, rss
+    return seconds, rss, cpu
 
 
 class Bench:
@@ -414,14 +425,14 @@ class Bench:
         requests = RequestLog(self.server, self.s3, result.bucket)
         drop_caches(self.cold)
         before, cpu = requests.mark(), self.server.cpu_seconds()
-        seconds, rss = run(commands, kw.pop("env", self.env), self.work / "stderr.log", **kw)
+        seconds, rss, cpu = run(commands, kw.pop("env", self.env), self.work / "stderr.log", **kw)
         after, cpu_after = requests.mark(), self.server.cpu_seconds()
         counted = requests.between(before, after)
         server_cpu = None if cpu is None or cpu_after is None else cpu_after - cpu
         size = self.base.stat().st_size
         total = None if counted is None else sum(counted.values())
         figures = {
-            **step_figures(size, seconds, rss, total, server_cpu),
+            **step_figures(size, seconds, rss, total, server_cpu, client_cpu=cpu),
             "by_method": dict(counted or {}),
         }
         runs = result.steps.get(step, {}).get("runs", [])

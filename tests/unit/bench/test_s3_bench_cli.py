@@ -39,7 +39,7 @@ def figures() -> dict[str, Any]:
 
     def steps(full: float, second: float, restore: float) -> dict[str, Any]:
         return {
-            name: bench.step_figures(GIB, seconds, 100 * 1024, 64, 1.5)
+            name: bench.step_figures(GIB, seconds, 100 * 1024, 64, 1.5, client_cpu=2.25)
             for name, seconds in (("full", full), ("second", second), ("restore", restore))
         }
 
@@ -123,12 +123,24 @@ def test_the_report_shows_every_step_the_ratios_and_the_goals() -> None:
     assert "load average 2.00 2.00 2.00 before, 3.00 2.50 2.10 after" in lines[0]
     rows = [line.split() for line in lines if line.startswith(("surety ", "raw ", "restic "))]
     assert len(rows) == 9
-    assert rows[0] == ["surety", "full", "10.00", "102", "64.0", "1.5", "100", "300.0"]
+    assert rows[0] == ["surety", "full", "10.00", "102", "64.0", "1.5", "2.2", "100", "300.0"]
     assert rows[2][-1] == "—"  # nothing stored by a restore
     assert "surety/raw speed: full 0.50x, second 2.50x, restore 1.00x" in lines
     assert "surety/restic speed: full 1.20x, second 1.50x, restore 2.00x" in lines
     assert "goal backup >= 0.8x the raw upload: 0.50x, NOT met" in lines
     assert "goal restore >= 1.5x restic: 2.00x, met" in lines
+    assert not any(" runs: " in line for line in lines)  # one run each: nothing more
+
+
+def test_runs_of_a_step_are_listed_and_the_median_is_the_step() -> None:
+    runs = [bench.step_figures(GIB, seconds, 1024, 10, None) for seconds in (9.0, 3.0, 4.0)]
+    median = bench.median_step(runs)
+    assert median["seconds"] == 4.0
+    data = figures()
+    data["tools"]["surety"]["steps"]["restore"] = {**median, "runs": runs}
+    lines = bench.format_report(data).splitlines()
+    assert "surety restore runs: 9.00, 3.00, 4.00 s (median 4.00)" in lines
+    assert bench.median_step(runs[:2])["seconds"] == 3.0  # an even count: the lower middle
 
 
 def test_without_surety_there_are_no_ratios() -> None:
