@@ -15,6 +15,7 @@ check: setup
 	$(BIN)/lint-imports
 
 # Stage 1 on every core (pytest-xdist): its tests wait on subprocesses and the S3 server.
+# A module's tests stay on one worker, in order (tests/conftest.py).
 test: setup
 	$(BIN)/pytest -q -n auto -m "not vm and not scenario" --durations=15
 

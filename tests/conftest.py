@@ -5,6 +5,10 @@ directory unless the caller set one): no test writes the host's
 ``/var/lib/surety/catalog.sqlite``, which parallel workers and other
 checkouts of different versions would share.
 
+Under pytest-xdist (``make test``) a module's tests run on one worker, in file
+order, and its module-scoped fixtures are built once; the Samba lab's modules,
+which take one lock, run on one worker together (``pytest_xdist_make_scheduler``).
+
 Under CI a failure is printed the moment it happens, not only in the summary
 at the end, and SIGTERM (a CI stage's time budget running out) stops the run
 as Ctrl-C does: fixtures tear their guests down and pytest prints its summary.
@@ -16,6 +20,7 @@ import os
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -39,6 +44,25 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 _config: pytest.Config | None = None
+
+
+SHARED_SCOPES = ("tests/samba/",)
+"""Folders whose modules are one unit of work for xdist: they take one lock (the Samba
+lab), so two workers running them at once would only wait for each other."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's ``loadscope`` with a test module (or a SHARED_SCOPES folder) as the unit:
+    tests that build on each other keep their order and their module's fixtures. (Its
+    ``loadgroup`` does nothing under pytest 9: it renames nodes through ``_nodeid``.)"""
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415 -- only under xdist
+
+    class ByModule(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next((s for s in SHARED_SCOPES if module.startswith(s)), module)
+
+    return ByModule(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -36,7 +36,7 @@ from tests.samba.lab import (
     replicate,
 )
 
-pytestmark = [pytest.mark.xdist_group("samba"), pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)  # one unit of work for xdist: tests/conftest.py
 
 USERS = f"CN=Users,{BASE}"
 

@@ -29,7 +29,7 @@ from surety.verify.samba_items import (
 from tests.samba.lab import BASE, PASSWORD, Dc, DcChannel, Lab, attr, replicate
 from tests.unit.conftest import make_manifest
 
-pytestmark = [pytest.mark.xdist_group("samba"), pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)  # one unit of work for xdist: tests/conftest.py
 
 USERS = f"CN=Users,{BASE}"
 OU = f"OU=Sales,{BASE}"
