@@ -425,14 +425,14 @@ class Bench:
         requests = RequestLog(self.server, self.s3, result.bucket)
         drop_caches(self.cold)
         before, cpu = requests.mark(), self.server.cpu_seconds()
-        seconds, rss, cpu = run(commands, kw.pop("env", self.env), self.work / "stderr.log", **kw)
+        seconds, rss, ours = run(commands, kw.pop("env", self.env), self.work / "stderr.log", **kw)
         after, cpu_after = requests.mark(), self.server.cpu_seconds()
         counted = requests.between(before, after)
         server_cpu = None if cpu is None or cpu_after is None else cpu_after - cpu
         size = self.base.stat().st_size
         total = None if counted is None else sum(counted.values())
         figures = {
-            **step_figures(size, seconds, rss, total, server_cpu, client_cpu=cpu),
+            **step_figures(size, seconds, rss, total, server_cpu, client_cpu=ours),
             "by_method": dict(counted or {}),
         }
         runs = result.steps.get(step, {}).get("runs", [])
