@@ -38,12 +38,13 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,8 @@ class ToolFigures:
     stored_incremental_mb: float
     changed_mb: float
     verified: bool
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """user+sys seconds of the tool's own processes per step (not QEMU's NBD serving)."""
 
 
 # --------------------------------------------------------------------------
@@ -127,6 +130,12 @@ def table(tools: Mapping[str, ToolFigures]) -> str:
     return "\n".join(lines)
 
 
+def cpu_line(name: str, fig: ToolFigures) -> str:
+    """The user+sys seconds of a tool's own processes per step (where the wall time goes)."""
+    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in fig.cpu_s.items())
+    return f"{name} CPU (user+sys of its processes): {steps or 'not measured'}"
+
+
 def verdict(ratio: float | None, goal: float) -> str:
     """``0.42x (goal <= 0.5x: met)``; a missing figure says so."""
     if ratio is None:
@@ -158,24 +167,39 @@ def drop_caches() -> bool:
     return True
 
 
-def timed(argv: list[str], env: Mapping[str, str] | None = None, **kw: Any) -> float:
-    """Wall seconds of ``argv`` after dropping the page cache; its stderr if it fails."""
+def children_cpu() -> float:
+    """user+sys seconds of this process's waited-for children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Step:
+    """One timed command: wall seconds and the user+sys seconds of its processes."""
+
+    seconds: float
+    cpu: float
+
+
+def timed(argv: list[str], env: Mapping[str, str] | None = None, **kw: Any) -> Step:
+    """``argv`` run after dropping the page cache; exits with its stderr if it fails."""
     drop_caches()
-    start = time.perf_counter()
+    cpu, start = children_cpu(), time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, check=False, **kw)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace")[-3000:]
         raise SystemExit(f"{' '.join(argv)} -> exit {proc.returncode}\n{tail}")
-    return seconds
+    return Step(seconds, round(children_cpu() - cpu, 2))
 
 
-def timed_surety(env: dict[str, str], *args: str) -> tuple[float, dict[str, object]]:
-    """Wall seconds (process start included, as for the peer) and the JSON of ``surety ARGS``."""
+def timed_surety(env: dict[str, str], *args: str) -> tuple[Step, dict[str, object]]:
+    """``surety ARGS`` timed as ``timed`` does (process start included) and its JSON."""
     drop_caches()
-    start = time.perf_counter()
+    cpu, start = children_cpu(), time.perf_counter()
     result = surety(env, *args)
-    return time.perf_counter() - start, result
+    seconds = time.perf_counter() - start
+    return Step(seconds, round(children_cpu() - cpu, 2)), result
 
 
 def dir_bytes(path: Path, suffix: str = "") -> int:
@@ -183,7 +207,7 @@ def dir_bytes(path: Path, suffix: str = "") -> int:
     return sum(f.stat().st_size for f in path.rglob(f"*{suffix}") if f.is_file())
 
 
-def guest_mb(bytes_: int) -> float:
+def mb(bytes_: int) -> float:
     return round(bytes_ / 1e6, 1)
 
 
@@ -248,6 +272,18 @@ def disk_size(vm: str) -> int:
 # one tool on its own guest
 
 
+def figures_of(
+    steps: tuple[Step, Step, Step], stored: tuple[int, int], changed: int, verified: bool
+) -> ToolFigures:
+    """A tool's figures from its (full, incremental, restore) steps and stored bytes."""
+    full, incremental, restore = steps
+    return ToolFigures(
+        full.seconds, incremental.seconds, restore.seconds, mb(stored[0]), mb(stored[1]),
+        mb(changed), verified,
+        {"full": full.cpu, "incremental": incremental.cpu, "restore": restore.cpu},
+    )  # fmt: skip
+
+
 def run_surety(work: Path, vm: str, dom: Any, fill_mib: int, raw: bool) -> ToolFigures:
     """surety's full, incremental and restore; with ``raw``, the disk as raw files
     before the change and after it (``before.img``, ``after.img``) for the peers."""
@@ -257,24 +293,25 @@ def run_surety(work: Path, vm: str, dom: Any, fill_mib: int, raw: bool) -> ToolF
     init_repository(env)
     fill(dom, fill_mib)
     empty = dir_bytes(repo)
-    full_s, _ = timed_surety(env, "backup", "vm", vm, "--consistency", "filesystem")
+    full, full_point = timed_surety(env, "backup", "vm", vm, "--consistency", "filesystem")
     stored_full = dir_bytes(repo) - empty
     if raw:
         raw_copy(vm, work / "before.img")
     changed = change(dom, disk_size(vm))
     expected = guest_hash(dom)
-    incremental_s, point = timed_surety(env, "backup", "vm", vm, "--consistency", "filesystem")
+    incremental, point = timed_surety(env, "backup", "vm", vm, "--consistency", "filesystem")
     stored_incremental = dir_bytes(repo) - empty - stored_full
     if raw:
         raw_copy(vm, work / "after.img")
     target = work / "surety" / "restored.raw"
-    restore_s, _ = timed_surety(env, "restore", "image", str(point["id"]), "--to", str(target))
+    restore, _ = timed_surety(env, "restore", "image", str(point["id"]), "--to", str(target))
+    read = [float(str(p["read_bytes"])) / 1e6 for p in (full_point, point)]
+    print(f"surety read {read[0]:.1f} MB for the full, {read[1]:.1f} MB for the incremental")
     verified = restored_hash(target, work / "surety") == expected
     target.unlink()
-    return ToolFigures(
-        full_s, incremental_s, restore_s, guest_mb(stored_full), guest_mb(stored_incremental),
-        guest_mb(changed), verified,
-    )  # fmt: skip
+    return figures_of(
+        (full, incremental, restore), (stored_full, stored_incremental), changed, verified
+    )
 
 
 def run_virtnbdbackup(work: Path, vm: str, dom: Any, fill_mib: int, raw: bool) -> ToolFigures:
@@ -288,28 +325,28 @@ def run_virtnbdbackup(work: Path, vm: str, dom: Any, fill_mib: int, raw: bool) -
     common = ["-d", vm, "-o", str(out), "-n", "-S", str(qemu_dir)]
     common += ["-f", str(qemu_dir / "virtnbdbackup.sock")]
     fill(dom, fill_mib)
-    full_s = timed(["virtnbdbackup", "-l", "full", *common])
+    full = timed(["virtnbdbackup", "-l", "full", *common])
     stored_full = dir_bytes(out, ".data")
     changed = change(dom, disk_size(vm))
     expected = guest_hash(dom)
-    incremental_s = timed(["virtnbdbackup", "-l", "inc", *common])
+    incremental = timed(["virtnbdbackup", "-l", "inc", *common])
     stored_incremental = dir_bytes(out, ".data") - stored_full
-    restore_s = timed(
+    restore = timed(
         ["virtnbdrestore", "-i", str(out), "-o", str(restored), "-n",
          "-L", str(base / "virtnbdrestore.log"), "-f", str(base / "restore.sock")]
     )  # fmt: skip
     images = sorted(restored.glob("vda*"))
     verified = len(images) == 1 and restored_hash(images[0], base) == expected
+    print(f"virtnbdbackup read {stored_full / 1e6:.1f} MB for the full (its .data files)")
     print(
         f"virtnbdbackup's directory holds {dir_bytes(out) / 1e6:.1f} MB in all "
         f"({(dir_bytes(out) - dir_bytes(out, '.data')) / 1e6:.1f} MB besides the disk data: "
         "configuration, kernel, initrd, checkpoints, logs)"
     )
     shutil.rmtree(restored)
-    return ToolFigures(
-        full_s, incremental_s, restore_s, guest_mb(stored_full), guest_mb(stored_incremental),
-        guest_mb(changed), verified,
-    )  # fmt: skip
+    return figures_of(
+        (full, incremental, restore), (stored_full, stored_incremental), changed, verified
+    )
 
 
 # --------------------------------------------------------------------------
@@ -346,12 +383,12 @@ def peers(work: Path, before: Path, after: Path) -> dict[str, dict[str, float]]:
         with open(image, "rb") as stdin:
             result["restic"][label] = timed(
                 ["restic", "backup", "--stdin", "--stdin-filename", "vda.img"], env, stdin=stdin
-            )
+            ).seconds
         result["borg"][label] = timed(
             ["borg", "create", "--compression", "zstd,1", f"::{label}", image.name],
             env,
             cwd=image.parent,
-        )
+        ).seconds
     return result
 
 
@@ -455,6 +492,8 @@ def main() -> int:
     context["cold_cache"] = drop_caches()
     print(f"\nload average before {context['load_before']}, after {context['load_after']}")
     print(table(tools))
+    for name, fig in tools.items():
+        print(cpu_line(name, fig))
     if args.json:
         args.json.write_text(json.dumps(document(tools, **context), indent=2) + "\n")
     return 0 if all(fig.verified for fig in tools.values()) else 1

@@ -85,3 +85,11 @@ def test_the_json_document_carries_figures_ratios_goals_and_context() -> None:
     assert doc["tools"]["virtnbdbackup"]["full_s"] == 50.0
     assert doc["ratios"]["full_s"] == pytest.approx(0.4)
     assert doc["goals"] == {"full_s": 0.5, "incremental_s": 1.0, "restore_s": 0.5}
+
+
+def test_the_cpu_line_names_each_step_or_says_it_was_not_measured() -> None:
+    fig = bench.ToolFigures(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, True, {"full": 12.34, "restore": 3.0})
+    assert bench.cpu_line("surety", fig) == (
+        "surety CPU (user+sys of its processes): full 12.3 s, restore 3.0 s"
+    )
+    assert bench.cpu_line("virtnbdbackup", figures()["virtnbdbackup"]).endswith("not measured")
