@@ -41,6 +41,8 @@ from surety.repo import codec
 from surety.repo.pack import chunk_kind
 from surety.repo.storage.wrapper import StorageWrapper
 from surety.restore.image import (
+    RUN_GAP,
+    RUN_GAP_OBJECT,
     _pwrite_all,
     _Run,
     _runs,
@@ -130,7 +132,8 @@ def main() -> int:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
         os.ftruncate(fd, image.size)
-        for item in _runs(image, index.get):
+        gap = RUN_GAP_OBJECT if repo.object_lock is not None else RUN_GAP  # as restore
+        for item in _runs(image, index.get, gap):
             if isinstance(item, int):
                 zero_bytes += image.chunk_length(item)
                 continue

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from surety.backup.pipeline import backup_disk
 from surety.core.errors import IntegrityError
 from surety.core.progress import NullProgress
 from surety.repo.format import CHUNK_SIZE_MIN
@@ -25,10 +26,11 @@ from surety.repo.repository import Repository
 from surety.repo.storage import RetryingStorage
 from surety.repo.storage.s3 import S3Storage
 from surety.repo.storage.wrapper import StorageWrapper
+from surety.repo.writer import ChunkWriter
 from surety.restore import image as restore_image
 from surety.restore.image import write_image_file
 from tests.s3.fixtures import S3Bucket
-from tests.unit.backup.test_pipeline import MemoryDisk, _backup
+from tests.unit.backup.test_pipeline import MemoryDisk
 from tests.unit.conftest import CHEAP_KDF, PASSPHRASE
 
 SIZE = 8 << 20
@@ -63,7 +65,13 @@ def backed_up(s3_bucket: S3Bucket) -> tuple[Repository, ImageIndex, bytes, S3Buc
     storage = RetryingStorage(S3Storage(s3_bucket.name, "repo", s3_bucket.client()))
     repo = Repository.init(storage, PASSPHRASE, chunk_size=CHUNK_SIZE_MIN, kdf=CHEAP_KDF)
     data = os.urandom(SIZE)
-    image = _backup(repo, MemoryDisk(data))
+    writer = ChunkWriter(repo)
+    # one backup thread: the packs hold the chunks in the image's order, so the runs' spans
+    # do not overlap and the bytes fetched ahead can be told from the chunks written
+    image, _stats = backup_disk(
+        repo, writer=writer, source=MemoryDisk(data), progress=NullProgress(), threads=1
+    )
+    writer.finish()
     return Repository.open(Probe(storage), PASSPHRASE), image, data, s3_bucket
 
 
