@@ -506,11 +506,13 @@ def _write_chunks(
 
 # Object storage (bench/s3.py, radosgw): with the reads made by the 3 writers, no GET was in
 # flight 46 % of the data phase (bench/restore_profile.py --timeline); GETs made ahead keep
-# the server busy while the writers decrypt. Memory: at most READ_AHEAD_BYTES of spans read
-# or being read and not yet written (+ one run, at most RUN_BYTES), whatever the image's
-# size: peak RSS +35 MiB on the bench's 1 GiB image (64 MiB: +76 MiB, no faster).
+# the server busy while the writers decrypt. Memory: at most READ_AHEAD_BYTES of spans being
+# read, read, or being written (+ one run, at most RUN_BYTES), whatever the image's size.
+# The spans on object storage are large (RUN_GAP_OBJECT: median 14 MiB on the bench's image),
+# and the writers hold one each: 64 MiB leaves a run or two read ahead of three writers
+# (32 MiB left none; peak RSS +76 MiB on the 1 GiB image, +35 MiB with 32).
 READ_AHEAD = 8  # GETs in flight at most (a pool of this many threads)
-READ_AHEAD_BYTES = 32 << 20  # span bytes read ahead of the writers at most
+READ_AHEAD_BYTES = 64 << 20  # span bytes held at most (being read, read, being written)
 
 
 class _ReadAhead:
