@@ -20,9 +20,10 @@ is what the shared machine cannot distort much; the wall column shows waits
 ``--timeline`` instead runs restore's real, threaded data path
 (``restore.image._write_chunks``) with every storage read timed, and prints the
 wall time of each phase (open, resolve, image, index, data, fsync), how many
-reads were in flight for how long (0 in flight: the network idle), the
-process's CPU seconds in the data phase (against its wall: the CPU idle), and
-the reads' sizes. Works on any repository, local or ``s3://``.
+reads were in flight for how long (0 in flight: the network idle), how long
+the writers waited for a read made ahead (object storage: the CPU waiting on
+the network), the process's CPU seconds in the data phase (against its wall:
+the CPU idle), and the reads' sizes. Works on any repository, local or ``s3://``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from surety.core.progress import NullProgress
 from surety.repo import codec
 from surety.repo.pack import chunk_kind
 from surety.repo.storage.wrapper import StorageWrapper
+from surety.restore import image as restore_image
 from surety.restore.image import (
     RUN_GAP,
     RUN_GAP_OBJECT,
@@ -195,8 +197,31 @@ def in_flight(gets: list[tuple[float, float, int]], start: float, end: float) ->
     return spent
 
 
+class WaitedReads:
+    """Wraps ``restore.image.iter_run``: the seconds writers waited for a read made ahead."""
+
+    def __init__(self) -> None:
+        self.waited = 0.0
+        self.original = restore_image.iter_run
+
+    def __call__(self, repo, chunks, fetch=None):  # type: ignore[no-untyped-def]
+        if fetch is None:
+            return self.original(repo, chunks, fetch)
+
+        def timed_fetch() -> bytes:
+            start = time.perf_counter()
+            try:
+                return fetch()
+            finally:
+                self.waited += time.perf_counter() - start  # += of floats: the GIL holds it
+
+        return self.original(repo, chunks, timed_fetch)
+
+
 def timeline(args: argparse.Namespace) -> int:
     marks = [("start", time.perf_counter(), time.process_time())]
+    waits = WaitedReads()
+    restore_image.iter_run = waits
 
     def mark(name: str) -> None:
         marks.append((name, time.perf_counter(), time.process_time()))
@@ -243,6 +268,8 @@ def timeline(args: argparse.Namespace) -> int:
     print(f"reads' own wall, summed: {busy:.2f} s over {wall:.2f} s ({busy / wall:.2f} in flight)")
     for level, seconds in sorted(in_flight(data, data_start, data_end).items()):
         print(f"  {level:>2} in flight: {seconds:6.2f} s ({seconds / wall:5.1%})")
+    if waits.waited or "s3://" in args.repository:
+        print(f"writers waited for reads made ahead: {waits.waited:.2f} s (summed over writers)")
     return 0
 
 
