@@ -142,3 +142,16 @@ def server_pids(started: Any) -> list[int]:
     return [
         int((Path(d["server_dir"]) / "server.pid").read_text().split()[0]) for d in started["disks"]
     ]
+
+
+@pytest.fixture(scope="session")
+def ad_lab(libvirt_conn: object) -> Iterator[Any]:
+    """DC1 + DC2 of LAB.TEST replicating both ways (``tests.guests.ad.AdPair``; ``make
+    test-ad``, marker ``ad``); removed at the end of the session."""
+    from tests.guests import ad  # noqa: PLC0415 -- only the AD tests need it
+
+    with ad.ad_pair(conn=libvirt_conn) as pair:
+        SUMMARY.append(
+            f"AD pair ({'from cache' if pair.from_cache else 'provisioned'}): {pair.timings}"
+        )
+        yield pair

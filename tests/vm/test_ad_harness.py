@@ -1,6 +1,6 @@
 """The two-DC Samba AD harness (tests/guests/ad.py) on real guests (issue 18).
 
-One pair per session (the ``ad_lab`` fixture; from the cache when present):
+One pair per session (the ``ad_lab`` fixture of conftest; from the cache when present):
 both DCs answer, replication works both ways, ``ldapcmp`` finds the domain
 and configuration NCs equal, no SID is used twice, ``drs showrepl`` is clean,
 and each DC's up-to-dateness vector holds the other's invocationId.
@@ -9,24 +9,12 @@ and each DC's up-to-dateness vector holds the other's invocationId.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 
 import pytest
 
 from tests.guests import ad
-from tests.vm.conftest import SUMMARY
 
 pytestmark = [pytest.mark.vm, pytest.mark.ad, pytest.mark.timeout(2700)]
-
-
-@pytest.fixture(scope="session")
-def ad_lab(libvirt_conn: object) -> Iterator[ad.AdPair]:
-    """DC1 + DC2 of LAB.TEST replicating both ways; removed at the end of the session."""
-    with ad.ad_pair(conn=libvirt_conn) as pair:
-        SUMMARY.append(
-            f"AD pair ({'from cache' if pair.from_cache else 'provisioned'}): {pair.timings}"
-        )
-        yield pair
 
 
 def test_pair_is_two_distinct_dcs(ad_lab: ad.AdPair) -> None:
