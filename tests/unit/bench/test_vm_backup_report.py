@@ -1,7 +1,7 @@
 """The pure parts of bench/vm_backup.py (arguments, ratios, the table), so it does not rot.
 
 The benchmark itself boots two guests and runs for many minutes: it is never
-part of the test suite (docs/storage.md, "Live-VM backup beside virtnbdbackup").
+part of the test suite (docs/storage.md, "surety beside virtnbdbackup").
 """
 
 from __future__ import annotations
