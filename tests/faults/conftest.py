@@ -209,6 +209,7 @@ def lock_document(
     refreshed: float | None = None,
     exclusive: bool = False,
     operation: str = "backup image ghost",
+    start_time: str = "1",
 ) -> bytes:
     """A valid version-2 lock (docs/format.md "Locks") of this host, written by hand."""
     now = time.time()
@@ -218,7 +219,7 @@ def lock_document(
         "boot_id": _boot_id(),
         "pid_ns": pid_ns if pid_ns is not None else _pid_ns(),
         "pid": pid,
-        "start_time": "1",
+        "start_time": start_time,
         "exclusive": exclusive,
         "operation": operation,
         "created": now,

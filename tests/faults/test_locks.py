@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from surety.core.processes import process_start_time, process_state
 from tests.cli import PASSPHRASE
 from tests.faults.conftest import (
     Cli,
@@ -110,3 +111,27 @@ def test_lock_of_a_dead_process_here_is_stale(initialized: Cli) -> None:
     assert pruned.returncode == 0, pruned.stderr
     assert "removed stale" in pruned.stderr
     assert not lock.exists()
+
+
+def test_lock_of_a_killed_holder_not_yet_reaped_is_stale(initialized: Cli) -> None:
+    """A holder killed and not yet reaped (a zombie: its pid and start time are still in /proc,
+    nothing of it runs) holds nothing. An instant VM's servers killed on a host whose init
+    reaps late left locks that every later locker judged live."""
+    holder = subprocess.Popen(["sleep", "600"])
+    try:
+        started = process_start_time(holder.pid)
+        holder.kill()
+        deadline = time.monotonic() + 10
+        while process_state(holder.pid) != "Z":
+            assert time.monotonic() < deadline, "the killed holder did not become a zombie"
+            time.sleep(0.01)
+        assert process_start_time(holder.pid) == started  # the start time alone cannot tell
+        lock = initialized.repo / "locks" / secrets.token_hex(16)
+        lock.parent.mkdir(exist_ok=True)
+        lock.write_bytes(lock_document(pid=holder.pid, start_time=started))
+        pruned = initialized.run("prune", check=False)
+        assert pruned.returncode == 0, pruned.stderr
+        assert "removed stale" in pruned.stderr
+        assert not lock.exists()
+    finally:
+        holder.wait()

@@ -11,7 +11,8 @@ raise ``RepositoryLocked``.
 namespace the host name too; a cloned host sharing the storage may share
 both. So a holder's pid is trusted only when its host name, boot id *and* PID
 namespace (the inode of ``/proc/self/ns/pid``) equal ours: then the lock is
-stale iff that process (pid + start time) is gone. Otherwise only the refresh
+stale iff that process (pid + start time) is gone, or is a zombie (killed, not
+yet reaped by its parent: nothing of it runs). Otherwise only the refresh
 age counts: a lock not refreshed for ``STALE_AFTER`` seconds is stale. A lock
 we cannot read is never stale (only ``surety unlock`` removes it); a lock
 written by format 1 (no boot id) is judged by its age.
@@ -57,7 +58,7 @@ from surety.core.errors import (
     StorageFull,
     StorageReadOnly,
 )
-from surety.core.processes import process_start_time
+from surety.core.processes import process_start_time, process_state
 from surety.repo.storage.base import Storage
 
 __all__ = ["HeldLock", "LockInfo", "hold_lock", "list_locks", "process_start_time"]
@@ -111,7 +112,8 @@ class LockInfo:
         if self.holder is None:
             return False
         if self.holder.pid_is_trusted():
-            return process_start_time(self.holder.pid) != self.holder.start_time
+            pid = self.holder.pid
+            return process_start_time(pid) != self.holder.start_time or process_state(pid) == "Z"
         return (now or time.time()) - self.refreshed > STALE_AFTER
 
 
