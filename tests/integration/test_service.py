@@ -202,7 +202,9 @@ def test_failed_backup_is_retried_then_given_up(svc: Svc) -> None:
 
 
 def test_timeout_fails_the_run_and_stops_its_worker(svc: Svc) -> None:
-    svc.write_config(timeout="2s", attempts=1)
+    # 15 s: the worker must have started and marked its run running before the timeout strikes
+    # (its imports alone took over 2 s at load 14; the run was then never seen running)
+    svc.write_config(timeout="15s", attempts=1)
     proc = svc.start(delay=60)
     svc.beating(proc.pid)
     svc.catalog.request_run("nightly:backup", vm="test")
@@ -214,7 +216,7 @@ def test_timeout_fails_the_run_and_stops_its_worker(svc: Svc) -> None:
 
     failed = wait_for("the timeout", failed_run)
     assert failed.result is not None
-    assert failed.result.error == "timed out after 2s"
+    assert failed.result.error == "timed out after 15s"
     wait_for("the worker's end", lambda: process_state(run.pid or 0) in ("", "Z"), timeout=10)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
