@@ -25,7 +25,7 @@ def test_a_command_name_with_parentheses_and_spaces(tmp_path: Path) -> None:
     odd.symlink_to(sleep)
     proc = subprocess.Popen([str(odd), "30"])
     try:
-        assert process_state(proc.pid) in {"R", "S"}
+        assert process_state(proc.pid) in {"R", "S", "D"}  # D: still exec-ing under heavy I/O
         assert int(process_start_time(proc.pid)) >= int(process_start_time(os.getpid()))
     finally:
         proc.kill()
