@@ -31,8 +31,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
+
+from bench.common import drop_caches
+from bench.restore_profile import Clock
 
 from surety.app.repository import create_repository
 from surety.repo import codec
@@ -43,27 +45,6 @@ from surety.repo.pack import PackBuilder, chunk_kind
 GIB = 1 << 30
 STAGES = ("read", "zero test", "hash", "dedup", "compress", "seal", "pack build", "pack store")
 PASSWORD = "bench-passphrase"
-
-
-class Clock:
-    """CPU and wall seconds per stage of this thread."""
-
-    def __init__(self) -> None:
-        self.cpu: dict[str, float] = defaultdict(float)
-        self.wall: dict[str, float] = defaultdict(float)
-
-    def time(self, stage: str, call, *args):  # type: ignore[no-untyped-def]
-        cpu, wall = time.thread_time(), time.perf_counter()
-        value = call(*args)
-        self.cpu[stage] += time.thread_time() - cpu
-        self.wall[stage] += time.perf_counter() - wall
-        return value
-
-
-def drop_caches(cold: bool) -> None:
-    if cold:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def profile(
@@ -141,7 +122,8 @@ def main() -> int:
 
 def run(args: argparse.Namespace) -> int:
     clock = Clock()
-    drop_caches(args.cold)
+    if args.cold:
+        drop_caches()
     done, cpu, wall = profile(
         args.image, args.workdir / "profile-repo", int(args.limit_gib * GIB), clock
     )
@@ -168,11 +150,13 @@ def run(args: argparse.Namespace) -> int:
     }
     surety = [sys.executable, "-m", "surety"]
     subprocess.run([*surety, "init"], env=env, check=True, capture_output=True)
-    drop_caches(args.cold)
+    if args.cold:
+        drop_caches()
     s_wall, s_cpu = measured(
         [*surety, "backup", "image", str(args.image), "--name", "p", "--disk", "d"], env
     )
-    drop_caches(args.cold)
+    if args.cold:
+        drop_caches()
     with open(os.devnull, "wb") as sink:
         z_wall, z_cpu = measured(
             ["zstd", "-1", "-T2", "-q", "-c", str(args.image)], dict(os.environ), sink.fileno()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["PASSWORD", "init_repository", "stat", "surety", "surety_env"]
+__all__ = ["PASSWORD", "drop_caches", "init_repository", "stat", "surety", "surety_env"]
 
 PASSWORD = "bench-passphrase"
 
@@ -36,6 +36,16 @@ def surety_env(repo: Path, **extra: str) -> dict[str, str]:
         "SURETY_PASSPHRASE": PASSWORD,
         **extra,
     }
+
+
+def drop_caches() -> bool:
+    """Drop the host's page cache (cold reads); False where the machine does not allow it."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
 
 
 def init_repository(env: dict[str, str]) -> None:

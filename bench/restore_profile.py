@@ -36,6 +36,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench.common import drop_caches
+
 from surety.app.repository import open_repository
 from surety.core.progress import NullProgress
 from surety.repo import codec
@@ -127,8 +129,7 @@ def main() -> int:
     image = repo.get_image(record.image)
     index = repo.index()
     if args.cold:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        drop_caches()
     clock, data_bytes, zero_bytes = Clock(), 0, 0
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     cpu0, wall0 = time.process_time(), time.perf_counter()

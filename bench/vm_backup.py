@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import PASSWORD, init_repository, stat, surety, surety_env
+from bench.common import PASSWORD, drop_caches, init_repository, stat, surety, surety_env
 from tests.guests import agent, testvm
 
 CHANGE_SCRIPT = r"""
@@ -155,16 +155,6 @@ def document(tools: Mapping[str, ToolFigures], **context: object) -> dict[str, A
 
 # --------------------------------------------------------------------------
 # running things
-
-
-def drop_caches() -> bool:
-    """Drop the host's page cache (cold reads); False where the machine does not allow it."""
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        return False
-    return True
 
 
 def children_cpu() -> float:
