@@ -114,6 +114,9 @@ def main() -> int:
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
+    # the in-process profile's index cache and catalog too: a bench leaves the host's alone
+    os.environ["SURETY_CACHE_DIR"] = str(args.workdir / "surety-cache")
+    os.environ["SURETY_CATALOG"] = str(args.workdir / "surety-catalog.sqlite")
     try:
         return run(args)
     finally:

@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -120,8 +122,17 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="drop the page cache first (root)")
     parser.add_argument("--timeline", action="store_true", help="the threaded path, timed")
     args = parser.parse_args()
-    if args.timeline:
-        return timeline(args)
+    # its own index cache and catalog unless the caller names them: the host's stay untouched
+    scratch = tempfile.mkdtemp(prefix="surety-profile-")
+    os.environ.setdefault("SURETY_CACHE_DIR", f"{scratch}/cache")
+    os.environ.setdefault("SURETY_CATALOG", f"{scratch}/catalog.sqlite")
+    try:
+        return timeline(args) if args.timeline else profile(args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def profile(args: argparse.Namespace) -> int:
     repo = open_repository(args.repository, os.environ["SURETY_PASSPHRASE"])
     point = repo.resolve(args.point)
     record = point.disk(pick_disk(point, args.disk))
