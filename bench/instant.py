@@ -2,7 +2,7 @@
 
 Usage (root; libvirt and the test guest as for ``make test-vm``)::
 
-    PYTHONPATH=. .venv/bin/python bench/instant.py [--runs 5] [--workdir DIR]
+    PYTHONPATH=. .venv/bin/python bench/instant.py [--runs 5] [--workdir DIR] [--json FILE]
 
 Boots a test VM running PostgreSQL, takes one backup, removes the VM (only
 the repository holds it), then ``--runs`` times, interleaved: a plain boot of
@@ -14,12 +14,13 @@ The first instant VM is finished (``finish --storage``, timed), the others
 aborted. Prints medians and maxima and issue 16's goal 6: the median agent
 answer of the instant VMs within the median plain boot + 5 s. Then the served
 disk is read sequentially once through a detached server (1 MiB requests, one
-connection).
+connection). ``--json FILE`` writes the seconds of every boot and the verdict.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -52,6 +53,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=testvm.VM_ROOT / "instant-bench")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures there")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     testvm.make_public_dir(args.workdir / "storage")
@@ -103,7 +105,19 @@ def main() -> int:
     pings = [float(r["seconds_to_ping"] or 0) for r in runs]  # type: ignore[arg-type]
     print(f"  each: plain {agent_seconds}, instant {pings}")
     print(goal_verdict(agent_seconds, pings))
-    print(f"  served sequential read: {served_read(args.workdir, point):.0f} MB/s")
+    read_mb_s = served_read(args.workdir, point)
+    print(f"  served sequential read: {read_mb_s:.0f} MB/s")
+    if args.json:
+        figures = {
+            "plain_seconds_to_agent": agent_seconds,
+            "instant_seconds_to_ping": pings,
+            "instant_seconds_to_start": [float(r["seconds_to_start"] or 0) for r in runs],  # type: ignore[arg-type]
+            "instant_seconds_to_ready": [float(r["seconds_to_ready"] or 0) for r in runs],  # type: ignore[arg-type]
+            "goal_slack_s": GOAL_SLACK,
+            "verdict": goal_verdict(agent_seconds, pings),
+            "served_read_mb_s": read_mb_s,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 
