@@ -3,7 +3,7 @@
 Usage::
 
     python bench/compare.py [--workdir /tmp/surety-bench] [--size 4G] [--change 0.03]
-                            [--tools surety,restic,borg,zstd] [--runs 1]
+                            [--tools surety,surety-64k,restic,borg,zstd] [--runs 1]
 
 Builds (or reuses) ``base.img`` and ``changed.img`` with ``bench/make_images.py``,
 then for each tool, in a fresh repository: full backup of base.img, second
@@ -15,12 +15,16 @@ ratios surety/peer; ``--json FILE`` also writes the raw figures.
 
 Everything is encrypted where the tool can: surety (AES-256-GCM), restic
 (always), borg (``repokey-blake2``); ``zstd -1 -T2`` is the no-dedup,
-no-crypto floor for compression speed.
+no-crypto floor for compression speed. ``surety-64k`` is surety with a repository
+made by ``surety init --chunk-size 64K`` (the default is 256 KiB): the chunk-size
+trade-off of issue 16's goal 5 (smaller incrementals against more chunks to
+handle) in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -28,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,8 +104,9 @@ def timed(result: Result, name: str, argv: list[str], env: dict[str, str], **kw:
     print(f"  {result.tool:<7} {name:<8} {result.steps[name].seconds:7.2f} s", flush=True)
 
 
-def bench_surety(work: Path, base: Path, changed: Path) -> Result:
-    result, repo, out = Result("surety"), work / "surety-repo", work / "surety-out.img"
+def bench_surety(work: Path, base: Path, changed: Path, chunk_size: str = "") -> Result:
+    tool = f"surety-{chunk_size.lower()}" if chunk_size else "surety"
+    result, repo, out = Result(tool), work / "surety-repo", work / "surety-out.img"
     env = {
         **os.environ,
         "SURETY_REPOSITORY": str(repo),
@@ -110,7 +116,7 @@ def bench_surety(work: Path, base: Path, changed: Path) -> Result:
         "SURETY_CATALOG": str(work / "surety-catalog.sqlite"),
     }
     surety = [sys.executable, "-m", "surety"]
-    run([*surety, "init"], env)
+    run([*surety, "init", *(["--chunk-size", chunk_size] if chunk_size else [])], env)
     timed(
         result, "full", [*surety, "backup", "image", str(base), "--name", "b", "--disk", "d"], env
     )
@@ -219,7 +225,13 @@ def changed_bytes(base: Path, changed: Path) -> int:
                 )
 
 
-TOOLS = {"surety": bench_surety, "restic": bench_restic, "borg": bench_borg, "zstd": bench_zstd}
+TOOLS: dict[str, Callable[[Path, Path, Path], Result]] = {
+    "surety": bench_surety,
+    "surety-64k": functools.partial(bench_surety, chunk_size="64K"),
+    "restic": bench_restic,
+    "borg": bench_borg,
+    "zstd": bench_zstd,
+}
 
 
 def median_result(runs: list[Result]) -> Result:
@@ -249,7 +261,7 @@ def report(results: list[Result], size: int, changed: int, cold: bool) -> dict[s
         "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     )
     head = (
-        f"{'tool':<8}{'full MB/s':>10}{'2nd s':>8}{'2nd added MB':>13}{'restore MB/s':>13}"
+        f"{'tool':<11}{'full MB/s':>10}{'2nd s':>8}{'2nd added MB':>13}{'restore MB/s':>13}"
         f"{'repo MB':>9}{'peak RSS MiB':>13}{'full CPU s':>11}{'rest. CPU s':>12}"
     )
     print(head)
@@ -268,16 +280,19 @@ def report(results: list[Result], size: int, changed: int, cold: bool) -> dict[s
         }
         rows[r.tool] = row
         print(
-            f"{r.tool:<8}{row['full_mb_s']:>10.0f}{row['second_s']:>8.2f}"
+            f"{r.tool:<11}{row['full_mb_s']:>10.0f}{row['second_s']:>8.2f}"
             f"{row['second_added_mb']:>13.1f}{row['restore_mb_s']:>13.0f}{row['repo_mb']:>9.0f}"
             f"{row['peak_rss_mib']:>13.0f}{row['full_cpu_s']:>11.2f}{row['restore_cpu_s']:>12.2f}"
         )
+    print()
+    for name, row in rows.items():
+        if name.startswith("surety"):
+            print(
+                f"{name} second backup stored {row['second_added_mb'] * mb / changed:.2f}x "
+                "the changed bytes (issue 16's goal 5: <= 1.2x)"
+            )
     if "surety" in rows:
         s = rows["surety"]
-        print(
-            f"\nsurety second backup stored {s['second_added_mb'] * mb / changed:.2f}x "
-            "the changed bytes (issue 16's goal 5: <= 1.2x)"
-        )
         for peer, p in rows.items():
             if peer == "surety":
                 continue
@@ -296,7 +311,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/surety-bench"))
     parser.add_argument("--size", default="4G")
     parser.add_argument("--change", default="0.03")
-    parser.add_argument("--tools", default="surety,restic,borg,zstd")
+    parser.add_argument("--tools", default="surety,surety-64k,restic,borg,zstd")
     parser.add_argument("--runs", type=int, default=1, help="median of this many runs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -315,7 +330,10 @@ def main() -> int:
     )
     base, changed = images / "base.img", images / "changed.img"
     tools = args.tools.split(",")
-    missing = [t for t in tools if t != "surety" and not shutil.which(t)]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        parser.error(f"unknown tool(s) {', '.join(unknown)} (choose from {', '.join(TOOLS)})")
+    missing = [t for t in tools if not t.startswith("surety") and not shutil.which(t)]
     if missing:
         raise SystemExit(
             f"missing tools: {', '.join(missing)} (apt install restic borgbackup zstd)"

@@ -6,6 +6,7 @@ and the test guest as for ``make test-vm``)::
     PYTHONPATH=. .venv/bin/python bench/goals.py [--workdir DIR] [--size 4G] [--runs 2]
         [--fill-mib 1536] [--instant-runs 5] [--entries 4000000]
         [--only vm,instant,compare,index,service] [--json FILE]
+    PYTHONPATH=. .venv/bin/python bench/goals.py --report FILE   # an earlier run's table again
 
 Runs each bench in a child process, one after the other, its own output streamed:
 
@@ -16,7 +17,7 @@ Runs each bench in a child process, one after the other, its own output streamed
    interleaved (goal 6);
 3. ``compare``: ``bench/compare.py --size SIZE --runs N``: surety, ``zstd -1 -T2``,
    restic and borg on the bench's image and its 3 %-changed copy (goals 1, 2, and the
-   stored half of 5);
+   stored half of 5), and surety on a 64 KiB-chunk repository (goal 5's trade-off);
 4. ``index``: ``bench/index_scale.py --entries N --image base.img``: a synthetic
    repository's index built, looked up, merged, checked and pruned, and a 4 GiB backup
    into it and into an empty repository (goal 4; ``docs/format.md`` has the 40-million
@@ -107,6 +108,19 @@ def verdicts(figures: Mapping[str, Any]) -> list[Verdict]:
                 f"({surety['second_added_mb']:.0f} MB for {compare['changed'] / 1e6:.0f} MB)",
             )
         )
+        small = tools.get("surety-64k")
+        if small:  # the chunk-size trade-off: a 64 KiB repository in the same run
+            lines.append(
+                _ratio_line(
+                    "5 incremental stored / changed bytes, 64 KiB chunks",
+                    small["second_added_mb"] * 1e6 / compare["changed"],
+                    1.2,
+                    True,
+                    f"({small['second_added_mb']:.0f} MB; its full backup "
+                    f"{small['full_s'] / surety['full_s']:.2f}x and restore "
+                    f"{surety['restore_mb_s'] / small['restore_mb_s']:.2f}x the time at 256 KiB)",
+                )
+            )
     else:
         lines.append(_missing("1, 2, 5 (stored)", "compare", figures))
     vm = figures.get("vm")
@@ -241,7 +255,17 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=4_000_000, help="index_scale.py's")
     parser.add_argument("--only", default=",".join(BENCHES), help=",".join(BENCHES))
     parser.add_argument("--json", type=Path, metavar="FILE")
+    parser.add_argument(
+        "--report", type=Path, metavar="FILE", help="print the table of an earlier run's --json"
+    )
     args = parser.parse_args()
+    if args.report:
+        figures = json.loads(args.report.read_text())
+        print(
+            f"issue 16's goals, one run (load {figures['load_before']} -> {figures['load_after']})"
+        )
+        print(table(verdicts(figures)))
+        return 0
     chosen = [name for name in args.only.split(",") if name]
     unknown = set(chosen) - set(BENCHES)
     if unknown:

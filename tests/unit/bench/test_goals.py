@@ -15,6 +15,7 @@ def _figures() -> dict[str, Any]:
             "tools": {
                 "surety": {"full_s": 10.0, "restore_mb_s": 600.0, "second_added_mb": 250.0},
                 "zstd": {"full_s": 5.0, "restore_mb_s": 1500.0, "second_added_mb": 0.0},
+                "surety-64k": {"full_s": 12.0, "restore_mb_s": 500.0, "second_added_mb": 110.0},
                 "restic": {"full_s": 20.0, "restore_mb_s": 300.0, "second_added_mb": 800.0},
             },
         },
@@ -53,6 +54,9 @@ def test_each_goal_is_judged_against_its_own_target() -> None:
     assert lines["full backup time / zstd -1 -T2"].measured.startswith("2.00x")
     assert lines["restore speed / restic"].met is True  # 2.0x >= 1.5x
     assert lines["incremental stored / changed bytes"].met is False  # 2.5x > 1.2x
+    small = lines["incremental stored / changed bytes, 64 KiB chunks"]
+    assert small.met is True  # 1.1x
+    assert "full backup 1.20x and restore 1.20x the time at 256 KiB" in small.measured
     assert lines["full time / virtnbdbackup"].met is False
     assert lines["incremental time / virtnbdbackup"].met is True
     assert lines["restore time / virtnbdbackup"].met is True
