@@ -260,11 +260,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.report:
-        figures = json.loads(args.report.read_text())
+        earlier = json.loads(args.report.read_text())
         print(
-            f"issue 16's goals, one run (load {figures['load_before']} -> {figures['load_after']})"
+            f"issue 16's goals, one run (load {earlier['load_before']} -> {earlier['load_after']})"
         )
-        print(table(verdicts(figures)))
+        print(table(verdicts(earlier)))
         return 0
     chosen = [name for name in args.only.split(",") if name]
     unknown = set(chosen) - set(BENCHES)
