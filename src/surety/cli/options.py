@@ -11,8 +11,6 @@ from typing import Any
 
 import click
 
-from surety.catalog import default_catalog_path
-from surety.config import default_config_path
 from surety.core.errors import UsageError
 
 __all__ = [
@@ -89,10 +87,25 @@ connect_option = click.option(
 json_option = click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 """``--json`` of every command that prints results: one JSON document on stdout."""
 
+
+# Imported when a command with --catalog or --config runs: every command imports this
+# module, and surety.config loads the whole configuration model.
+def _default_catalog_path() -> Path:
+    from surety.catalog import default_catalog_path  # noqa: PLC0415
+
+    return default_catalog_path()
+
+
+def _default_config_path() -> Path:
+    from surety.config import default_config_path  # noqa: PLC0415
+
+    return default_config_path()
+
+
 catalog_option = click.option(
     "--catalog",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=default_catalog_path,
+    default=_default_catalog_path,
     help="Catalog file [env SURETY_CATALOG; default /var/lib/surety/catalog.sqlite].",
 )
 """``--catalog FILE`` of every command that reads or records verifications."""
@@ -101,7 +114,7 @@ catalog_option = click.option(
 config_option = click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=default_config_path,
+    default=_default_config_path,
     help="Configuration file [env SURETY_CONFIG; default /etc/surety/surety.toml].",
 )
 """``--config FILE`` of every command that reads the configuration (``config check``,

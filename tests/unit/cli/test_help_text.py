@@ -13,7 +13,10 @@ from surety.cli.main import cli
 def _commands(group: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     yield path
     if isinstance(group, click.Group):
-        for name, command in sorted(group.commands.items()):
+        context = click.Context(group)
+        for name in group.list_commands(context):  # the top group loads its commands lazily
+            command = group.get_command(context, name)
+            assert command is not None
             yield from _commands(command, (*path, name))
 
 
