@@ -1,4 +1,5 @@
-"""`surety service` as a real process: the lock, SIGTERM, SIGHUP, kill -9, retries, timeouts.
+"""`surety service` as a real process: the lock, SIGTERM, SIGHUP, kill -9, retries, timeouts,
+and its spare worker (a run starts on it; it dies with the service, however it stops).
 
 The host is libvirt's built-in test driver (``test:///default``: a real client-side
 driver holding a running domain "test"). Backing it up fails (the test driver has
@@ -9,6 +10,7 @@ or kill its service.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,6 +47,33 @@ schedule = "yearly"
 timeout = "{timeout}"
 retries = {{ attempts = {attempts}, backoff = "1s" }}
 """
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (zombies included)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def ready_spare(service: int, but: int | None = None) -> int:
+    """The service's spare worker once it waits for its order (its stdout: /dev/null)."""
+
+    def ready() -> int | None:
+        for pid in children(service):
+            with contextlib.suppress(OSError):
+                if pid != but and os.readlink(f"/proc/{pid}/fd/1") == "/dev/null":
+                    return pid
+        return None
+
+    return wait_for("a ready spare worker", ready, timeout=60)
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
@@ -241,3 +270,40 @@ def test_once_runs_what_is_due_without_retries_and_exits(svc: Svc) -> None:
     assert (run.state, run.attempt) == ("failed", 1)  # --once queues no retry
     assert "run 1 ended: nightly:backup of test failed" in svc.log()
     assert svc.catalog.heartbeats() == []
+
+
+def test_a_run_starts_on_the_spare_which_dies_with_its_service(svc: Svc) -> None:
+    proc = svc.start()
+    svc.beating(proc.pid)
+    spare = ready_spare(proc.pid)
+    svc.catalog.request_run("nightly:backup", vm="test")
+    (run,) = wait_for("the run's end", lambda: [r for r in svc.runs() if r.result is not None])
+    assert run.pid == spare  # the spare ran it, and recorded its result
+    assert run.state == "failed"  # the test driver has no backup API
+    assert "Traceback" not in svc.log()
+    wait_for("its timings in the log", lambda: f"run {run.id} timings (s): order" in svc.log())
+    following = ready_spare(proc.pid, but=spare)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert process_state(following) == ""  # killed and reaped: no worker left
+    assert children(proc.pid) == []
+
+    again = svc.start()
+    svc.beating(again.pid)
+    spare = ready_spare(again.pid)
+    os.kill(again.pid, signal.SIGKILL)
+    again.wait()
+    wait_for("the spare's death", lambda: process_state(spare) in ("", "Z"), timeout=10)
+
+
+def test_the_environment_turns_the_spare_off(svc: Svc) -> None:
+    svc.cli.env["SURETY_WORKER_SPARE"] = "0"
+    proc = svc.start()
+    svc.beating(proc.pid)
+    time.sleep(3)
+    assert children(proc.pid) == []
+    svc.catalog.request_run("nightly:backup", vm="test")
+    (run,) = wait_for("the run's end", lambda: [r for r in svc.runs() if r.result is not None])
+    assert run.state == "failed"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0

@@ -14,6 +14,14 @@ the one repository a worker serves (``keep=True``): a verify job's NBD servers
 (child processes) reopen the repository from *their* environment, so there the
 process's environment becomes the repository's. ``AWS_EC2_METADATA_DISABLED``
 stays ``true``: never a metadata probe.
+
+``derive_configured_keys`` derives ahead, in a process that waits for work (the
+service's spare worker), the passphrase keys of every configured repository into
+the process's memo (``repo.crypto.remember_derived_keys``): the run's
+``open_configured_repository`` then skips argon2 when the passphrase and the key
+file are still the same. It opens nothing else and reports nothing: a failure
+(a missing passphrase file, an unreachable bucket) is met again by the run,
+which reports it.
 """
 
 from __future__ import annotations
@@ -22,13 +30,16 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from surety.app.repository import open_repository
+from surety.app.repository import open_repository, storage_for
 from surety.config.model import Config, RepositoryConfig
 from surety.core.errors import UsageError
+from surety.repo.crypto import remember_derived_keys
+from surety.repo.keyring import open_keys
 from surety.repo.repository import Repository
 
 __all__ = [
     "aws_environment",
+    "derive_configured_keys",
     "environment_changes",
     "open_configured_repository",
     "repository_passphrase",
@@ -103,6 +114,18 @@ def open_configured_repository(config: Config, name: str, *, keep: bool = False)
     passphrase = repository_passphrase(config, name)
     with aws_environment(environment_changes(repository), keep=keep):
         return open_repository(repository.location, passphrase)
+
+
+def derive_configured_keys(config: Config) -> None:
+    """Derive every configured repository's passphrase key into this process's memo."""
+    remember_derived_keys()
+    for name, repository in config.repositories.items():
+        try:
+            passphrase = repository_passphrase(config, name)
+            with aws_environment(environment_changes(repository)):
+                open_keys(storage_for(repository.location), passphrase)
+        except Exception:  # noqa: BLE001, S112 - ahead of need only: the run meets it and reports it
+            continue
 
 
 def _repository(config: Config, name: str) -> RepositoryConfig:

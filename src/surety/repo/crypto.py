@@ -14,6 +14,12 @@
   Version 2 adds ``check``, a SHA-256 of the other fields, so a damaged key
   file (``IntegrityError``) is told from a wrong passphrase (``WrongPassphrase``)
   before any key is derived. Version 1 files (no check) stay readable.
+* ``remember_derived_keys``: a long-lived process that opens the same
+  repositories again (the service's spare worker, ``surety.service.worker``)
+  keeps each passphrase-derived key in memory, keyed by exactly what argon2
+  takes (passphrase, salt, parameters): a second derivation of the same key
+  skips argon2; any other passphrase, salt or cost derives afresh. The memo is
+  never written anywhere and never logged; it is off unless a process asks.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ __all__ = [
     "KeyFile",
     "MasterKeys",
     "read_keyfile",
+    "remember_derived_keys",
     "unwrap_master",
     "wrap_master",
 ]
@@ -116,9 +123,26 @@ class MasterKeys:
         return memoryview(out)[:count]
 
 
+# (passphrase, salt, parameters) -> derived key; None: off (``remember_derived_keys``)
+_derived: dict[tuple[bytes, bytes, KdfParams], bytes] | None = None
+
+
+def remember_derived_keys(on: bool = True) -> None:
+    """Keep (``on``; what is kept stays) or stop keeping and forget the derived keys."""
+    global _derived  # noqa: PLW0603 - one memo per process, like the key material it holds
+    if not on:
+        _derived = None
+    elif _derived is None:
+        _derived = {}
+
+
 def _kek(passphrase: str, salt: bytes, params: KdfParams) -> AESGCM:
+    memo = _derived
+    secret = passphrase.encode()
+    if memo is not None and (found := memo.get((secret, salt, params))) is not None:
+        return AESGCM(found)
     raw = hash_secret_raw(
-        passphrase.encode(),
+        secret,
         salt,
         time_cost=params.time_cost,
         memory_cost=params.memory_kib,
@@ -126,6 +150,8 @@ def _kek(passphrase: str, salt: bytes, params: KdfParams) -> AESGCM:
         hash_len=32,
         type=Type.ID,
     )
+    if memo is not None:
+        memo[(secret, salt, params)] = raw
     return AESGCM(raw)
 
 

@@ -4,9 +4,10 @@ The order matters: the configuration is validated first (an invalid one starts
 nothing: ``ConfigError``, exit 2), then the host-wide lock is taken (a second
 service: ``ServiceRunning``, exit 7) before anything is written, then the
 catalog, the host (libvirt, connected at first use), the notifier and the
-process runner; then the web console when ``[web]`` asks for it (a child process,
-``web_child``; not with ``--once``), stopped after the loop. Logging goes to stderr,
-one line per event with a timestamp (and to ``log_file`` too when given).
+process runner (closed at the end: its spare worker is killed); then the web
+console when ``[web]`` asks for it (a child process, ``web_child``; not with
+``--once``), stopped after the loop. Logging goes to stderr, one line per event
+with a timestamp (and to ``log_file`` too when given).
 """
 
 from __future__ import annotations
@@ -83,12 +84,13 @@ def run_service(
             return []
         return gather_status(current, host=host, catalog=catalog, now=utc_now()).statuses
 
+    runner = ProcessRunner(config.path)
     try:
         service = Service(
             config=config,
             catalog=catalog,
             host=host,
-            runner=ProcessRunner(config.path),
+            runner=runner,
             notifier_factory=_notifier,
             config_loader=load,
             statuses=statuses,
@@ -98,6 +100,7 @@ def run_service(
             console.start()  # beside the loop; a crash of it never stops the scheduler
         return service.serve()
     finally:
+        runner.close()  # the spare worker
         if console is not None:
             console.stop()
         host.close()

@@ -15,6 +15,20 @@ traceback goes to stderr (the service's log), and the exit code is 1.
 
 Exit codes: 0 when a result was recorded, 1 for a bug, 2 for a bad order on stdin.
 
+The spare (``surety.service.runner``): a worker started ahead of need gets
+``SURETY_WORKER_PREPARE=CONFIG`` in its environment (taken out again, its children
+never see it). With its imports done it derives the passphrase keys of the
+repositories ``CONFIG`` names into its memory (``derive_configured_keys``; any
+failure is left to the run), writes ``ready`` on stdout (then points stdout at
+``/dev/null``) and waits for its order. At the order it loads the configuration
+afresh like any worker: only a derived key whose passphrase, salt and cost are
+unchanged is reused. A stop (SIGTERM) before the order ends it quietly (exit 0).
+
+Each run's timings go to the log (the service's) in one line: the order's wait
+(the worker's start and imports when it was started for it; ~0 for a spare),
+configuration and catalog, repository (key derivation included), libvirt
+connection, and each phase of the job (``bench/service_cost.py`` reads it).
+
 Test hook: ``SURETY_WORKER_TEST_DELAY`` (seconds, a float) makes the worker wait
 that long after marking the run running and before executing it, so tests can
 kill or stop a service while its worker is in flight. Nothing else reads it.
@@ -22,6 +36,7 @@ kill or stop a service while its worker is in flight. Nothing else reads it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +47,7 @@ from pathlib import Path
 from types import FrameType
 
 from surety.app.catalog import open_catalog
-from surety.app.configured import open_configured_repository
+from surety.app.configured import derive_configured_keys, open_configured_repository
 from surety.app.hypervisor import connect_host
 from surety.catalog import Catalog
 from surety.catalog.runs import RunResult
@@ -43,10 +58,14 @@ from surety.core.errors import SuretyError, UsageError
 from surety.jobs.execute import execute
 from surety.jobs.hints import hint_for
 from surety.jobs.spec import JobSpec
+from surety.repo.crypto import remember_derived_keys
 
-__all__ = ["CatalogProgress", "main", "run_one"]
+__all__ = ["CatalogProgress", "Stopwatch", "main", "run_one"]
 
 TEST_DELAY_ENV = "SURETY_WORKER_TEST_DELAY"
+PREPARE_ENV = "SURETY_WORKER_PREPARE"  # set by the runner for its spare: the configuration's path
+_STDOUT = 1
+READY = b"ready\n"  # the spare's word on stdout that it waits for its order, keys derived
 
 log = logging.getLogger("surety.service.worker")
 
@@ -62,8 +81,10 @@ class CatalogProgress:
         self.total: int | None = None
         self.done = 0
         self._written = 0.0
+        self.phases: list[tuple[str, float]] = []  # (name, time.monotonic() at its start)
 
     def phase(self, name: str, total: int | None = None) -> None:
+        self.phases.append((name, time.monotonic()))
         self.phase_name, self.total, self.done = name, total, 0
         self.catalog.append_log(self.run_id, f"phase {name}" + (f" ({total})" if total else ""))
         self._write(force=True)
@@ -82,8 +103,46 @@ class CatalogProgress:
             self.catalog.set_progress(self.run_id, self.phase_name, self.done, self.total)
 
 
-def run_one(spec: JobSpec, run_id: int, config: Config, catalog: Catalog) -> RunResult:
+class Stopwatch:
+    """A run's steps and their seconds, in order, for its timings line in the log."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float]] = []
+        self._last = time.monotonic()
+
+    def add(self, name: str, seconds: float) -> None:
+        self.steps.append((name, seconds))
+
+    def lap(self, name: str) -> None:
+        """The time since the last lap (or the start) is step ``name``'s."""
+        now = time.monotonic()
+        self.add(name, now - self._last)
+        self._last = now
+
+    def job(self, phases: list[tuple[str, float]]) -> None:
+        """The job's time, split at its phases: before the first one, then each phase."""
+        end = time.monotonic()
+        marks = [("job before its first phase", self._last)]
+        marks += [(f"phase {name}", at) for name, at in phases]
+        for (name, at), (_, following) in zip(marks, [*marks[1:], ("", end)], strict=True):
+            self.add(name, following - at)
+        self._last = end
+
+    def line(self) -> str:
+        """``name seconds; ...; total seconds``."""
+        steps = [*self.steps, ("total", sum(seconds for _, seconds in self.steps))]
+        return "; ".join(f"{name} {seconds:.3f}" for name, seconds in steps)
+
+
+def run_one(
+    spec: JobSpec,
+    run_id: int,
+    config: Config,
+    catalog: Catalog,
+    stopwatch: Stopwatch | None = None,
+) -> RunResult:
     """Execute one run and return its result (every ``SuretyError`` becomes a result)."""
+    watch = stopwatch or Stopwatch()
     progress = CatalogProgress(catalog, run_id)
     host = connect_host(config.service.libvirt_uri)
     try:
@@ -93,6 +152,7 @@ def run_one(spec: JobSpec, run_id: int, config: Config, catalog: Catalog) -> Run
         # the policy's repository's S3 settings become this worker's environment (its
         # NBD servers reopen it); a copy target's apply while it is opened
         repo = open_configured_repository(config, policy.repository, keep=True)
+        watch.lap("repository")
         return execute(
             spec,
             config,
@@ -111,6 +171,7 @@ def run_one(spec: JobSpec, run_id: int, config: Config, catalog: Catalog) -> Run
             hint="it runs again at its next slot",
         )
     finally:
+        watch.job(progress.phases)
         host.close()
 
 
@@ -124,28 +185,41 @@ def main() -> int:
     )
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    remember_derived_keys()  # a copy job may open its source's repository twice
     try:
-        order = json.loads(sys.stdin.read())
+        prepare = os.environ.pop(PREPARE_ENV, None)
+        if prepare is not None:
+            _prepare(Path(prepare))
+        text = sys.stdin.read()
+    except KeyboardInterrupt:  # a spare stopped before its order: nothing to record
+        return 0
+    watch = Stopwatch()
+    try:
+        order = json.loads(text)
         spec = JobSpec.from_json(order["spec"])
         run_id = int(order["run_id"])
         config_path = Path(order["config"])
+        sent = float(order.get("sent", time.time()))
     except (ValueError, KeyError, TypeError, SuretyError) as exc:
         log.error("bad order on stdin: %s", exc)
         return 2
+    watch.add("order", max(0.0, time.time() - sent))
     catalog: Catalog | None = None
     try:
         config = load_config(config_path)
         catalog = open_catalog(config.service.catalog)
         catalog.mark_running(run_id, os.getpid())
         catalog.append_log(run_id, f"worker pid {os.getpid()}: {spec.job} attempt {spec.attempt}")
+        watch.lap("configuration and catalog")
         delay = float(os.environ.get(TEST_DELAY_ENV, "0") or 0)
         if delay > 0:
             time.sleep(delay)
-        result = run_one(spec, run_id, config, catalog)
+        result = run_one(spec, run_id, config, catalog, watch)
         catalog.append_log(
             run_id, f"{result.status}" + (f": {result.error}" if result.error else "")
         )
         catalog.finish_run(run_id, result)
+        log.info("run %d timings (s): %s", run_id, watch.line())
     except KeyboardInterrupt:
         if catalog is not None:
             catalog.finish_run(
@@ -171,6 +245,16 @@ def main() -> int:
             )
         return 1
     return 0
+
+
+def _prepare(config_path: Path) -> None:
+    """The spare's wait: keys derived ahead (failures left to the run), then ``ready``."""
+    with contextlib.suppress(SuretyError):  # the run loads the configuration again, reports it
+        derive_configured_keys(load_config(config_path))
+    os.write(_STDOUT, READY)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, _STDOUT)  # nothing the run prints may fill the runner's pipe
+    os.close(devnull)
 
 
 if __name__ == "__main__":
