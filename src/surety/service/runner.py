@@ -24,19 +24,23 @@ sees its job's pipe close, so it thaws the guest and ends the libvirt backup job
 (``surety.hypervisor.guardian``). Workers' stderr is the service's stderr.
 
 The spare: a small run's fixed cost is mostly the worker's start (the
-interpreter and surety's imports, ~0.5 CPU-s) and the passphrase key (argon2,
-~0.2 s). So the runner keeps one worker started ahead of need, in the same
+interpreter and surety's imports, 0.3-0.5 s) and the passphrase key (argon2,
+0.2-0.6 s). So the runner keeps one worker started ahead of need, in the same
 isolation (own process group, parent-death SIGKILL), told
 ``SURETY_WORKER_PREPARE=CONFIG``: it imports everything, derives the configured
 repositories' keys and says ``ready`` on its stdout, then waits for an order on
 stdin. ``start`` hands the order to a ready spare (a spare not ready yet stays
-the spare, and the run gets a fresh worker as without one), then starts the next
-spare. The spare is not a run: ``poll`` never reports it; one that died before
-its order (crash, OOM) is reaped and replaced (not sooner than ``SPARE_RETRY``
-seconds after it was started: a worker that cannot start does not loop), and
-its death never fails a run; ``kill_all`` and ``close`` kill it, and it dies
-with the service. ``SURETY_WORKER_SPARE=0`` in the service's environment turns
-the spare off.
+the spare, and the run gets a fresh worker as without one). The next spare
+starts once no run is in flight, or ``SPARE_DELAY`` seconds after the last run
+started: its start (~0.5 CPU-s, argon2 on two threads) would otherwise compete
+with the small run just handed over (on 2 cores a check's phase took 0.95 s
+instead of 0.55 s, ``bench/service_cost.py``), and a long run still gets the
+next run's spare ready. The spare is not a run: ``poll`` never reports it; one
+that died before its order (crash, OOM) is reaped and replaced (not sooner than
+``SPARE_RETRY`` seconds after it was started: a worker that cannot start does
+not loop), and its death never fails a run; ``kill_all`` and ``close`` kill it,
+and it dies with the service. ``SURETY_WORKER_SPARE=0`` in the service's
+environment turns the spare off.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ SPARE_ENV = "SURETY_WORKER_SPARE"  # "0": no spare worker
 PREPARE_ENV = "SURETY_WORKER_PREPARE"  # the spare's environment: the configuration's path
 READY = b"ready\n"  # what a spare writes on its stdout once it waits for its order
 SPARE_RETRY = 5.0  # seconds between the starts of spares that die unused
+SPARE_DELAY = 5.0  # seconds after a run's start before the next spare starts beside it
 
 _PR_SET_PDEATHSIG = 1
 
@@ -143,6 +148,7 @@ class ProcessRunner:
         self._handles: list[RunHandle] = []
         self._spare: _Spare | None = None
         self._retry_at = 0.0  # time.monotonic() from which a spare may start
+        self._last_start = 0.0  # time.monotonic() of the last start()
         self._closed = False
 
     def start(self, spec: JobSpec, run_id: int) -> RunHandle:
@@ -151,7 +157,7 @@ class ProcessRunner:
         proc = self._take_spare(order) or self._spawn(order)
         handle = RunHandle(run_id, spec, proc.pid, time.monotonic(), proc=proc)
         self._handles.append(handle)
-        self._keep_spare()
+        self._last_start = handle.started
         return handle
 
     def poll(self) -> list[RunHandle]:
@@ -214,7 +220,8 @@ class ProcessRunner:
         return None
 
     def _keep_spare(self) -> None:
-        """Reap a spare that died unused; start one if there is none (and may be)."""
+        """Reap a spare that died unused; start one if there is none and it may start now
+        (no run in flight, or the last one started ``SPARE_DELAY`` ago)."""
         spare = self._spare
         if spare is not None and spare.proc.poll() is not None:
             log.warning(
@@ -224,7 +231,9 @@ class ProcessRunner:
             )
             self._drop_spare()
             self._retry_at = spare.born + SPARE_RETRY
-        wanted = self.spare_enabled and not self._closed and time.monotonic() >= self._retry_at
+        now = time.monotonic()
+        quiet = not self._handles or now >= self._last_start + SPARE_DELAY
+        wanted = self.spare_enabled and not self._closed and now >= self._retry_at and quiet
         if self._spare is None and wanted:
             self._spare = _Spare(self._spawn(None), time.monotonic())
 

@@ -211,7 +211,27 @@ def test_a_spare_not_ready_yet_stays_and_the_run_gets_its_own_worker(
     assert ready_spare(r, out) == spare
 
 
-def test_kill_all_and_close_leave_no_worker(spared: tuple[ProcessRunner, Path]) -> None:
+def test_no_spare_starts_beside_a_fresh_run_before_the_delay(
+    spared: tuple[ProcessRunner, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "SPARE_DELAY", 1.0)
+    r, out = spared
+    r.env = {**os.environ, "NAP": "60"}
+    ready_spare(r, out)
+    r.start(SPEC, 9)  # on the spare
+    started = time.monotonic()
+    assert r.spare_pid is None
+    while time.monotonic() - started < 0.8:
+        r.poll()
+        assert r.spare_pid is None  # the run just handed over has the CPU to itself
+        time.sleep(0.05)
+    ready_spare(r, out)  # the delay is over: the next spare starts beside the run
+
+
+def test_kill_all_and_close_leave_no_worker(
+    spared: tuple[ProcessRunner, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "SPARE_DELAY", 0.0)
     r, out = spared
     r.env = {**os.environ, "NAP": "60"}
     ready_spare(r, out)
