@@ -36,6 +36,7 @@ import json
 import secrets
 import socket
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,12 @@ from surety.repo.storage.memory import MemoryStorage
 __all__ = ["RepoConfig", "Repository"]
 
 T = TypeVar("T")
+
+# Manifests read at once by ``points`` (every command that resolves a restore point reads
+# them all): on object storage each is a request. 100 points on the local radosgw: 0.36 s
+# one after another, 0.22 s with 8 at once (the client's CPU is then the limit; a distant
+# endpoint's latency is not).
+MANIFEST_READS = 8
 
 
 @dataclass(frozen=True)
@@ -561,15 +568,31 @@ class Repository:
 
     def points(self) -> list[Manifest]:
         """Every readable restore point; damaged manifests are named in notes and skipped."""
+        point_ids = [name[7:] for name, _ in self.storage.list("points/")]
         found = []
-        for name, _ in self.storage.list("points/"):
-            try:
-                found.append(self.points_get(name[7:]))
-            except IntegrityError as exc:
-                if name[7:] not in self.damaged_points:
-                    self.damaged_points[name[7:]] = str(exc)
-                    self.notes.append(f"{exc}; skipped (drop it with `surety forget {name[7:19]}`)")
+        for point_id, read in zip(point_ids, self._read_manifests(point_ids), strict=True):
+            if isinstance(read, Manifest):
+                found.append(read)
+            elif point_id not in self.damaged_points:
+                self.damaged_points[point_id] = str(read)
+                self.notes.append(f"{read}; skipped (drop it with `surety forget {point_id[:12]}`)")
         return sorted(found, key=lambda m: (m.finished, m.id))
+
+    def _read_manifests(self, point_ids: list[str]) -> list[Manifest | IntegrityError]:
+        """``points_get`` of each id, in order, ``MANIFEST_READS`` at a time; a manifest
+        that does not authenticate gives its error (other errors are raised)."""
+
+        def read(point_id: str) -> Manifest | IntegrityError:
+            try:
+                return self.points_get(point_id)
+            except IntegrityError as exc:
+                return exc
+
+        if len(point_ids) < 2:
+            return [read(point_id) for point_id in point_ids]
+        workers = min(MANIFEST_READS, len(point_ids))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="surety-points") as pool:
+            return list(pool.map(read, point_ids))
 
     def resolve(self, ref: str) -> Manifest:
         """A restore point by id, unique id prefix, or ``NAME@latest``."""

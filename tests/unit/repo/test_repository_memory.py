@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from surety.repo.repository import Repository
 from surety.repo.retention import RetentionPolicy
 from surety.repo.storage import MemoryStorage, Storage
 from surety.repo.storage.faulty import FaultyStorage
+from surety.repo.storage.wrapper import StorageWrapper
 from surety.repo.writer import ChunkWriter, prepare_chunk
 from tests.unit.conftest import CHEAP_KDF, PASSPHRASE, make_manifest
 
@@ -275,6 +278,72 @@ def test_commit_and_points(repo: Repository) -> None:
     assert [p.id for p in points] == [earlier_id, later_id]
     assert points[1].finished == later.finished
     assert repo.points_get(later_id).id == later_id
+
+
+class _OverlapCounter(StorageWrapper):
+    """Counts the GETs of manifests in flight at once (each takes a little while)."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.guard = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if not name.startswith("points/"):
+            return super().get(name, offset, length)
+        with self.guard:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.01)
+            return super().get(name, offset, length)
+        finally:
+            with self.guard:
+                self.in_flight -= 1
+
+
+def test_points_reads_the_manifests_at_once_and_skips_damaged_ones(
+    repo: Repository, storage: MemoryStorage
+) -> None:
+    ids = [repo.commit(make_manifest("web01", BASE + timedelta(hours=h))) for h in range(20)]
+    for point_id in (ids[3], ids[11]):
+        sealed = bytearray(storage.get(f"points/{point_id}"))
+        sealed[-1] ^= 1
+        storage.put(f"points/{point_id}", bytes(sealed))
+    counter = _OverlapCounter(storage)
+    opened = Repository.open(counter, PASSPHRASE)
+    points = opened.points()
+    assert [p.id for p in points] == [i for i in ids if i not in (ids[3], ids[11])]
+    assert counter.most_in_flight > 1
+    assert set(opened.damaged_points) == {ids[3], ids[11]}
+    damaged = {ids[3], ids[11]}
+    listed = [n[7:] for n, _ in storage.list("points/") if n[7:] in damaged]  # notes' order
+    assert [note.split(":")[0] for note in opened.notes] == [f"points/{i[:12]}" for i in listed]
+    assert all(f"surety forget {i[:12]}" in n for i, n in zip(listed, opened.notes, strict=True))
+    assert len(opened.points()) == 18
+    assert len(opened.notes) == 2  # a damaged manifest is named once
+
+
+def test_points_raises_a_storage_error_of_any_manifest(
+    repo: Repository, storage: MemoryStorage
+) -> None:
+    ids = [repo.commit(make_manifest("web01", BASE + timedelta(hours=h))) for h in range(5)]
+    storage.delete(f"points/{ids[2]}")
+    lister = _ListsStale(storage, f"points/{ids[2]}")
+    with pytest.raises(ObjectNotFound):
+        Repository.open(lister, PASSPHRASE).points()
+
+
+class _ListsStale(StorageWrapper):
+    """Lists one more name than it holds (a manifest forgotten since the listing)."""
+
+    def __init__(self, inner: Storage, stale: str) -> None:
+        super().__init__(inner)
+        self.stale = stale
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        names = sorted([*super().list(prefix), *([(self.stale, 1)] if prefix == "points/" else [])])
+        yield from names
 
 
 def test_resolve_by_full_id_and_prefix(repo: Repository) -> None:
