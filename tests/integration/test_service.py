@@ -296,6 +296,20 @@ def test_a_run_starts_on_the_spare_which_dies_with_its_service(svc: Svc) -> None
     wait_for("the spare's death", lambda: process_state(spare) in ("", "Z"), timeout=10)
 
 
+def test_the_spare_reads_the_passphrase_again_at_its_order(svc: Svc) -> None:
+    proc = svc.start()
+    svc.beating(proc.pid)
+    spare = ready_spare(proc.pid)  # its key derived from the passphrase then
+    (svc.tmp / "passphrase").write_text("another passphrase\n")
+    svc.catalog.request_run("nightly:backup", vm="test")
+    (run,) = wait_for("the run's end", lambda: [r for r in svc.runs() if r.result is not None])
+    assert run.pid == spare
+    assert run.result is not None
+    assert "wrong passphrase" in (run.result.error or "")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
 def test_the_environment_turns_the_spare_off(svc: Svc) -> None:
     svc.cli.env["SURETY_WORKER_SPARE"] = "0"
     proc = svc.start()
