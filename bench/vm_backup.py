@@ -96,6 +96,12 @@ class ToolFigures:
     verified: bool
     cpu_s: dict[str, float] = field(default_factory=dict)
     """user+sys seconds of the tool's own processes per step (not QEMU's NBD serving)."""
+    qemu_cpu_s: dict[str, float] = field(default_factory=dict)
+    """user+sys seconds of the guest's QEMU process per backup step (its NBD export, the
+    TCG guest): where the rest of a backup's CPU goes."""
+    host_busy_s: dict[str, float] = field(default_factory=dict)
+    """core-seconds the whole host was busy per step (``/proc/stat``; 2 cores: at most
+    2 x the step's seconds): how near the step ran to the machine's limit."""
 
 
 # --------------------------------------------------------------------------
@@ -131,9 +137,22 @@ def table(tools: Mapping[str, ToolFigures]) -> str:
 
 
 def cpu_line(name: str, fig: ToolFigures) -> str:
-    """The user+sys seconds of a tool's own processes per step (where the wall time goes)."""
+    """The user+sys seconds of a tool's own processes per step (where the wall time goes),
+    with QEMU's and the whole host's when they were measured."""
     steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in fig.cpu_s.items())
-    return f"{name} CPU (user+sys of its processes): {steps or 'not measured'}"
+    line = f"{name} CPU (user+sys of its processes): {steps or 'not measured'}"
+    if fig.qemu_cpu_s:
+        line += "; the guest's QEMU: " + ", ".join(
+            f"{step} {seconds:.1f} s" for step, seconds in fig.qemu_cpu_s.items()
+        )
+    if fig.host_busy_s:
+        walls = {"full": fig.full_s, "incremental": fig.incremental_s, "restore": fig.restore_s}
+        line += "; host busy: " + ", ".join(
+            f"{step} {busy:.1f} core-s ({busy / walls[step]:.2f} of {os.cpu_count()} cores)"
+            for step, busy in fig.host_busy_s.items()
+            if walls.get(step)
+        )
+    return line
 
 
 def verdict(ratio: float | None, goal: float) -> str:
@@ -165,31 +184,73 @@ def children_cpu() -> float:
 
 @dataclass(frozen=True)
 class Step:
-    """One timed command: wall seconds and the user+sys seconds of its processes."""
+    """One timed command: wall seconds and the user+sys seconds of its processes, of the
+    guest's QEMU (when a VM is named) and of the whole host (busy core-seconds)."""
 
     seconds: float
     cpu: float
+    qemu_cpu: float = 0.0
+    host_busy: float = 0.0
 
 
-def timed(argv: list[str], env: Mapping[str, str] | None = None, **kw: Any) -> Step:
+def host_busy() -> float:
+    """Core-seconds the host has been busy since boot (``/proc/stat``: all but idle, iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def qemu_cpu(vm: str | None) -> float:
+    """user+sys seconds of the VM's QEMU process so far (0 when there is none)."""
+    if vm is None:
+        return 0.0
+    try:
+        pid = Path(f"/run/libvirt/qemu/{vm}.pid").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Meter:
+    """The CPU counters at a step's start; ``step()`` makes its ``Step``."""
+
+    def __init__(self, vm: str | None) -> None:
+        drop_caches()
+        self.vm = vm
+        self.cpu, self.qemu, self.host = children_cpu(), qemu_cpu(vm), host_busy()
+        self.start = time.perf_counter()
+
+    def step(self) -> Step:
+        seconds = time.perf_counter() - self.start
+        return Step(
+            seconds,
+            round(children_cpu() - self.cpu, 2),
+            round(qemu_cpu(self.vm) - self.qemu, 2),
+            round(host_busy() - self.host, 2),
+        )
+
+
+def timed(
+    argv: list[str], env: Mapping[str, str] | None = None, vm: str | None = None, **kw: Any
+) -> Step:
     """``argv`` run after dropping the page cache; exits with its stderr if it fails."""
-    drop_caches()
-    cpu, start = children_cpu(), time.perf_counter()
+    meter = _Meter(vm)
     proc = subprocess.run(argv, env=env, capture_output=True, check=False, **kw)
-    seconds = time.perf_counter() - start
+    step = meter.step()
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace")[-3000:]
         raise SystemExit(f"{' '.join(argv)} -> exit {proc.returncode}\n{tail}")
-    return Step(seconds, round(children_cpu() - cpu, 2))
+    return step
 
 
-def timed_surety(env: dict[str, str], *args: str) -> tuple[Step, dict[str, object]]:
+def timed_surety(
+    env: dict[str, str], *args: str, vm: str | None = None
+) -> tuple[Step, dict[str, object]]:
     """``surety ARGS`` timed as ``timed`` does (process start included) and its JSON."""
-    drop_caches()
-    cpu, start = children_cpu(), time.perf_counter()
+    meter = _Meter(vm)
     result = surety(env, *args)
-    seconds = time.perf_counter() - start
-    return Step(seconds, round(children_cpu() - cpu, 2)), result
+    return meter.step(), result
 
 
 def dir_bytes(path: Path, suffix: str = "") -> int:
@@ -267,10 +328,13 @@ def figures_of(
 ) -> ToolFigures:
     """A tool's figures from its (full, incremental, restore) steps and stored bytes."""
     full, incremental, restore = steps
+    named = {"full": full, "incremental": incremental, "restore": restore}
     return ToolFigures(
         full.seconds, incremental.seconds, restore.seconds, mb(stored[0]), mb(stored[1]),
         mb(changed), verified,
-        {"full": full.cpu, "incremental": incremental.cpu, "restore": restore.cpu},
+        {name: step.cpu for name, step in named.items()},
+        {name: step.qemu_cpu for name, step in named.items() if name != "restore"},
+        {name: step.host_busy for name, step in named.items()},
     )  # fmt: skip
 
 
@@ -283,13 +347,13 @@ def run_surety(work: Path, vm: str, dom: Any, fill_mib: int, raw: bool) -> ToolF
     init_repository(env)
     fill(dom, fill_mib)
     empty = dir_bytes(repo)
-    full, full_point = timed_surety(env, "backup", "vm", vm, "--consistency", "filesystem")
+    full, full_point = timed_surety(env, "backup", "vm", vm, "--consistency", "filesystem", vm=vm)
     stored_full = dir_bytes(repo) - empty
     if raw:
         raw_copy(vm, work / "before.img")
     changed = change(dom, disk_size(vm))
     expected = guest_hash(dom)
-    incremental, point = timed_surety(env, "backup", "vm", vm, "--consistency", "filesystem")
+    incremental, point = timed_surety(env, "backup", "vm", vm, "--consistency", "filesystem", vm=vm)
     stored_incremental = dir_bytes(repo) - empty - stored_full
     if raw:
         raw_copy(vm, work / "after.img")
@@ -315,11 +379,11 @@ def run_virtnbdbackup(work: Path, vm: str, dom: Any, fill_mib: int, raw: bool) -
     common = ["-d", vm, "-o", str(out), "-n", "-S", str(qemu_dir)]
     common += ["-f", str(qemu_dir / "virtnbdbackup.sock")]
     fill(dom, fill_mib)
-    full = timed(["virtnbdbackup", "-l", "full", *common])
+    full = timed(["virtnbdbackup", "-l", "full", *common], vm=vm)
     stored_full = dir_bytes(out, ".data")
     changed = change(dom, disk_size(vm))
     expected = guest_hash(dom)
-    incremental = timed(["virtnbdbackup", "-l", "inc", *common])
+    incremental = timed(["virtnbdbackup", "-l", "inc", *common], vm=vm)
     stored_incremental = dir_bytes(out, ".data") - stored_full
     restore = timed(
         ["virtnbdrestore", "-i", str(out), "-o", str(restored), "-n",

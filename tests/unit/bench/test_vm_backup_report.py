@@ -7,6 +7,7 @@ part of the test suite (docs/storage.md, "surety beside virtnbdbackup").
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,22 @@ def test_the_cpu_line_names_each_step_or_says_it_was_not_measured() -> None:
         "surety CPU (user+sys of its processes): full 12.3 s, restore 3.0 s"
     )
     assert bench.cpu_line("virtnbdbackup", figures()["virtnbdbackup"]).endswith("not measured")
+
+
+def test_the_cpu_line_adds_qemu_and_the_host_when_measured() -> None:
+    fig = bench.ToolFigures(
+        10.0, 2.0, 4.0, 1.0, 1.0, 1.0, True, {"full": 6.0},
+        qemu_cpu_s={"full": 9.5}, host_busy_s={"full": 18.0, "restore": 4.0},
+    )  # fmt: skip
+    line = bench.cpu_line("surety", fig)
+    assert "the guest's QEMU: full 9.5 s" in line
+    assert f"full 18.0 core-s (1.80 of {os.cpu_count()} cores)" in line
+    assert "restore 4.0 core-s (1.00 of" in line
+
+
+def test_qemu_cpu_of_no_vm_is_zero_and_the_host_counter_grows() -> None:
+    assert bench.qemu_cpu(None) == 0.0
+    assert bench.qemu_cpu("no-such-vm-surety-test") == 0.0
+    before = bench.host_busy()
+    sum(range(2_000_000))
+    assert bench.host_busy() >= before > 0
