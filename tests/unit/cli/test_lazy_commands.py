@@ -67,7 +67,7 @@ def test_help_and_version_import_no_command_module() -> None:
         "import sys\n"
         "from click.testing import CliRunner\n"
         "from surety.cli.main import cli\n"
-        "for args in (['--help'], ['--version'], ['restore', '--help']):\n"
+        "for args in (['--help'], ['--version'], ['restore', 'image', '--help']):\n"
         "    assert CliRunner().invoke(cli, args).exit_code == 0, args\n"
         "    if args[0] == 'restore':\n"
         "        break\n"
@@ -75,5 +75,9 @@ def test_help_and_version_import_no_command_module() -> None:
         "    assert loaded == [], (args, loaded)\n"
         "loaded = sorted(m for m in sys.modules if m.endswith('_cmds'))\n"
         "assert loaded == ['surety.cli.restore_cmds'], loaded\n"
+        # restore image needs neither the configuration nor restore vm's use cases
+        "unneeded = ('surety.config', 'surety.restore.mode', 'surety.restore.vm',\n"
+        "            'surety.app.hypervisor', 'surety.catalog')\n"
+        "assert [m for m in unneeded if m in sys.modules] == []\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True)
