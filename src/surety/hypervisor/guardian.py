@@ -27,6 +27,14 @@ window), so they release their applications without the guardian.
 
 It prints one JSON line per action to stdout (the job reads it afterwards when
 it is still alive) and logs to stderr, which the job points at a log file.
+
+A guardian started ahead (``start_waiting``; the service's spare worker does it
+while it waits for its run): ``python -m surety.hypervisor.guardian --wait``
+imports what it needs and waits for its first line, ``{"arm": [URI, DOMAIN,
+WINDOW]}``; from there it is the guardian above. The next ``Guardian`` of the
+process arms it instead of starting one (~0.07 s saved on a backup's set-up);
+one that is gone is replaced by a fresh start, so it never fails a backup. It
+exits when its stdin closes before the arm (the waiting process ended).
 """
 
 from __future__ import annotations
@@ -43,22 +51,76 @@ from typing import IO
 from surety.core.errors import SuretyError
 from surety.hypervisor.port import BackupSource, GuestAgent, HypervisorDomain
 
-__all__ = ["Guardian"]
+__all__ = ["Guardian", "start_waiting"]
+
+_WAIT = "--wait"
+_waiting: subprocess.Popen[bytes] | None = None  # started ahead by ``start_waiting``
+
+
+def start_waiting() -> None:
+    """Start a guardian ahead of need; the next ``Guardian`` without a log arms it."""
+    global _waiting  # noqa: PLW0603 - one per process, like the process's own children
+    if _waiting is None or _waiting.poll() is not None:
+        _waiting = _spawn([_WAIT], None)
+
+
+def _spawn(args: list[str], log: IO[bytes] | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "surety.hypervisor.guardian", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log or subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _armed(proc: subprocess.Popen[bytes]) -> bytes:
+    """The guardian's first line (``{"armed": ...}`` once connected); b"" if it died."""
+    assert proc.stdout is not None
+    return proc.stdout.readline()
+
+
+def _arm_waiting(uri: str, domain: str, window: float) -> subprocess.Popen[bytes] | None:
+    """The guardian started ahead, armed for ``domain``; None if there is none (or it is gone)."""
+    global _waiting
+    proc, _waiting = _waiting, None
+    if proc is None:
+        return None
+    assert proc.stdin is not None
+    try:
+        if proc.poll() is None:
+            proc.stdin.write(json.dumps({"arm": [uri, domain, window]}).encode() + b"\n")
+            proc.stdin.flush()
+            return proc
+    except OSError:
+        pass
+    _discard(proc)
+    return None
+
+
+def _discard(proc: subprocess.Popen[bytes]) -> None:
+    """Kill and reap a guardian that will not serve; its pipes closed."""
+    proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with suppress(OSError):
+                pipe.close()
 
 
 class Guardian:
     """The job's side: start the guardian, tell it what was done."""
 
     def __init__(self, uri: str, domain: str, window: float, log: IO[bytes] | None = None):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "surety.hypervisor.guardian", uri, domain, str(window)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log or subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        ready = self.proc.stdout.readline()  # the guardian is connected and armed
+        waiting = _arm_waiting(uri, domain, window) if log is None else None
+        if waiting is not None:
+            ready = _armed(waiting)
+            if ready.startswith(b'{"armed"'):
+                self.proc = waiting
+                return
+            _discard(waiting)  # gone since: a guardian of its own, as without one waiting
+        self.proc = _spawn([uri, domain, str(window)], log)
+        ready = _armed(self.proc)  # the guardian is connected and armed
         if not ready.startswith(b'{"armed"'):
             self.proc.kill()
             raise SuretyError(f"the thaw guardian did not start ({ready!r})")
@@ -110,10 +172,28 @@ def _wait_line(deadline: float | None) -> str | None:
     return line.decode()
 
 
+def _arguments(argv: list[str]) -> tuple[str, str, float] | None:
+    """URI, domain and window: from ``argv``, or (``--wait``) from the arm line (None: EOF)."""
+    if argv != [_WAIT]:
+        return argv[0], argv[1], float(argv[2])
+    line = _wait_line(None)
+    if not line:
+        return None
+    uri, name, window = json.loads(line)["arm"]
+    return str(uri), str(name), float(window)
+
+
 def main(argv: list[str]) -> int:
     from surety.hypervisor.libvirt_host import connect  # noqa: PLC0415 - keep import lazy
 
-    uri, name, window = argv[0], argv[1], float(argv[2])
+    try:
+        arguments = _arguments(argv)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        sys.stderr.write(f"guardian: bad arguments: {exc!r}\n")
+        return 2
+    if arguments is None:  # started ahead, and the process that started it ended first
+        return 0
+    uri, name, window = arguments
     domain = connect(uri).domain(name)
     deadline: float | None = None
     holding = False  # the job started the VM paused and has not powered it off yet

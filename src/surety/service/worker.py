@@ -19,7 +19,9 @@ The spare (``surety.service.runner``): a worker started ahead of need gets
 ``SURETY_WORKER_PREPARE=CONFIG`` in its environment (taken out again, its children
 never see it). With its imports done it derives the passphrase keys of the
 repositories ``CONFIG`` names into its memory (``derive_configured_keys``; any
-failure is left to the run), writes ``ready`` on stdout (then points stdout at
+failure is left to the run), starts a backup's thaw guardian ahead
+(``hypervisor.guardian.start_waiting``: it exits with the worker if no backup
+arms it), writes ``ready`` on stdout (then points stdout at
 ``/dev/null``) and waits for its order. At the order it loads the configuration
 afresh like any worker: only a derived key whose passphrase, salt and cost are
 unchanged is reused. A stop (SIGTERM) before the order ends it quietly (exit 0).
@@ -55,6 +57,7 @@ from surety.config import load_config
 from surety.config.model import Config
 from surety.core import interrupts
 from surety.core.errors import SuretyError, UsageError
+from surety.hypervisor.guardian import start_waiting
 from surety.jobs.execute import execute
 from surety.jobs.hints import hint_for
 from surety.jobs.spec import JobSpec
@@ -251,6 +254,8 @@ def _prepare(config_path: Path) -> None:
     """The spare's wait: keys derived ahead (failures left to the run), then ``ready``."""
     with contextlib.suppress(SuretyError):  # the run loads the configuration again, reports it
         derive_configured_keys(load_config(config_path))
+    with contextlib.suppress(OSError):  # a backup starts its own guardian then
+        start_waiting()  # the backup's thaw guardian, imports done (hypervisor.guardian)
     os.write(_STDOUT, READY)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, _STDOUT)  # nothing the run prints may fill the runner's pipe
