@@ -210,8 +210,7 @@ class Bench:
             for _ in range(runs):
                 if spare:
                     self._wait_spare(catalog, proc.pid)
-                else:
-                    time.sleep(1.0)  # the same pause between runs
+                time.sleep(1.0)  # the same pause between runs (a spare's guardian settles)
                 timings.append(self._one(catalog, log))
         failed = [r for r in catalog.runs() if r.state not in ("succeeded", "warning")]
         if failed:
