@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -122,6 +123,8 @@ def main() -> int:
 
 
 def served_read(workdir: Path, point: str) -> float:
+    # opened in this process: its index cache in the work dir, not the host's /var/cache/surety
+    os.environ["SURETY_CACHE_DIR"] = str(workdir / "surety-cache")
     repo = open_repository(str(workdir / "repo"), PASSWORD)
     server = start_detached_server(repo, point, "vda", workdir=workdir / "read-server")
     try:
