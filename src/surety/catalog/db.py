@@ -36,6 +36,7 @@ Invariants:
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -209,7 +210,7 @@ class Store:
     def _prepare(self, conn: sqlite3.Connection) -> None:
         try:
             if self._version(conn) < SCHEMA_VERSION:
-                conn.execute("PRAGMA journal_mode=WAL")
+                _wal(conn)
                 self._migrate(conn)
             self._version(conn)  # a newer surety may have written it meanwhile
         except sqlite3.Error as exc:
@@ -237,3 +238,25 @@ class Store:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+WAL_WAIT = 30.0
+"""Seconds a catalog being created waits for another process's lock (as ``timeout`` does)."""
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch a new catalog to WAL, waiting out another process's lock.
+
+    SQLite answers ``PRAGMA journal_mode=WAL`` with "database is locked" at once, without
+    its busy handler, while another connection holds a lock: two processes that create
+    the catalog at the same moment (the service and a command) would see one fail.
+    """
+    deadline = time.monotonic() + WAL_WAIT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)

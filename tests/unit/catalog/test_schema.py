@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,36 @@ def test_two_processes_write_at_once_and_no_write_is_lost(tmp_path: Path) -> Non
     assert {r.state for r in runs} == {"succeeded"}
     assert sorted(r.vm or "" for r in runs).count("a") == count
     assert all(len(catalog.run_log(r.id)) == 1 for r in runs)
+
+
+def test_a_catalog_created_while_another_process_holds_its_lock_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    # SQLite refuses PRAGMA journal_mode=WAL at once while another connection holds a
+    # lock (no busy handler): the catalog's creation must wait, not fail
+    path = tmp_path / "catalog.sqlite"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        catalog = Catalog(path)
+        run = catalog.create_run(job="p:backup", kind="backup", policy="p", vm="a", host="h")
+        assert holder.wait(timeout=30) == 0
+    assert time.monotonic() - started >= 0.5  # it waited for the holder's commit
+    assert [r.id for r in catalog.runs(limit=10)] == [run]
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("CREATE TABLE early (x)")
+    print("locked", flush=True)
+    time.sleep(1.0)
+    conn.execute("DROP TABLE early")
+    conn.execute("COMMIT")
+    """
+)
