@@ -274,7 +274,9 @@ def main() -> int:
     chosen = [name for name in args.only.split(",") if name]
     unknown = set(chosen) - set(BENCHES)
     if unknown:
-        parser.error(f"unknown bench(es) {', '.join(sorted(unknown))} (choose from {args.only})")
+        parser.error(
+            f"unknown bench(es) {', '.join(sorted(unknown))} (choose from {', '.join(BENCHES)})"
+        )
     if "index" in chosen and "compare" not in chosen:
         parser.error("index backs up compare's image: run compare too")
     work = args.workdir
