@@ -300,7 +300,9 @@ def restored_hash(image: Path, scratch: Path) -> str:
     raw = image
     if image.suffix == ".qcow2":
         raw = scratch / "restored.raw"
-        subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+        # -U: virtnbdrestore's qemu-nbd may still hold the image's lock as it exits (a run
+        # failed on "Failed to get shared write lock"); the hash below checks the content
+        subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", str(image), str(raw)], check=True)
     out = scratch / "fill.bin"
     subprocess.run(
         ["debugfs", "-R", f"dump {FILL_PATH} {out}", str(raw)], check=True, capture_output=True
