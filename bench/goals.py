@@ -265,7 +265,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.report:
-        earlier = json.loads(args.report.read_text())
+        try:
+            earlier = json.loads(args.report.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--report {args.report}: not a goals.py --json file ({exc})")
         print(
             f"issue 16's goals, one run (load {earlier['load_before']} -> {earlier['load_after']})"
         )
