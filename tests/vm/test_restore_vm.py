@@ -118,12 +118,18 @@ def _listing(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+# CI's replication lane runs beside this module and defines and drops its own guests and
+# networks meanwhile: "nothing left behind" compares only the names this module's restores
+# can create (domains rv-*, networks rvn-*).
+OURS = "rv"
+
+
 def _domain_names(conn: libvirt.virConnect) -> set[str]:
-    return {d.name() for d in conn.listAllDomains()}
+    return {d.name() for d in conn.listAllDomains() if d.name().startswith(OURS)}
 
 
 def _network_names(conn: libvirt.virConnect) -> set[str]:
-    return {n.name() for n in conn.listAllNetworks()}
+    return {n.name() for n in conn.listAllNetworks() if n.name().startswith(OURS)}
 
 
 @pytest.fixture

@@ -42,10 +42,12 @@ def _host_ipv4() -> list[str]:
     return [a for a in found if not a.startswith("127.")]
 
 
-def _lab_domains() -> list[str]:
+def _lab_domains(vm: str = "") -> list[str]:
+    """Lab VMs on the host; with ``vm``, only the labs' copies of that VM."""
     host = connect("qemu:///system")
     try:
-        return [n for n in host.domain_names() if n.startswith("surety-lab-")]
+        names = [n for n in host.domain_names() if n.startswith("surety-lab-")]
+        return [n for n in names if not vm or n.endswith(f"-{vm}")]
     finally:
         host.close()
 
@@ -125,9 +127,12 @@ def test_good_point_passes_isolated_and_a_killed_run_is_reaped(
                  "--proofs", str(tmp_path / "killed")],
                 env=lab_points.cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            # (other tests' labs may run beside this one: only labs made here are asserted on)
+            # (other tests' labs, and CI's replication lane, may run beside this one: only lab
+            # VMs of this source, made here, are asserted on)
             deadline = time.monotonic() + 120
-            while not (left := _new(_lab_domains(), before)) and time.monotonic() < deadline:
+            while not (left := _new(_lab_domains(lab_points.source), before)) and (
+                time.monotonic() < deadline
+            ):
                 time.sleep(0.5)
             assert left, "the killed verification never started its VM"
             os.kill(killed.pid, signal.SIGKILL)
