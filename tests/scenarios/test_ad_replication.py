@@ -55,6 +55,10 @@ POINTS: dict[str, dict[str, Any]] = {}
 """The points the rows made (``DC1``, ``DC2``), for the lab group."""
 ADDRESSES: dict[str, str] = {}
 TIMINGS: dict[str, float] = {}
+LOST_SIDS: dict[str, str] = {}
+"""The SID ``lost-u1`` had on DC1 when DC1's point was taken (it cannot come back)."""
+RESTORED: dict[str, ad.DC] = {}
+"""DC1 after the app-aware restore, for the item-level step."""
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +130,9 @@ def story(ad_cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         lost_users = ad.create_users(pair.dc1, "lost-u", 1)
         assert not lost.failed, lost
         assert not lost_users.failed, lost_users
+        LOST_SIDS.update(
+            {name: sid for sid, name in ad.sids(pair.dc1).items() if name == "lost-u1"}
+        )
         POINTS["DC1"] = _backup(ad_cli, pair.dc1)
         ad.start_samba(pair.dc2)
         # after the backup: RIDs from DC1's pool, objects on both, replicated both ways
@@ -271,6 +278,47 @@ def test_aware_restore_of_a_dc_is_functional(ad_cli: Cli, story: dict[str, Any])
     ROWS.append(row)
     assert functional, evidence + "\n" + ldapcmp[-3000:]
     assert lost_listed == ["CN=lost-c1", "CN=lost-c2", "CN=lost-u1"], only
+    RESTORED["DC1"] = dc1
+
+
+def test_objects_only_in_the_point_come_back_with_items(
+    ad_cli: Cli, story: dict[str, Any], tmp_path: Path
+) -> None:
+    """The admin's next step after the aware restore: what only the point held, added back
+    on a live DC (``surety items samba-ad``), replicates to the rejoined DC1."""
+    pair: ad.AdPair = story["pair"]
+    assert "DC1" in RESTORED, "the app-aware row did not run"
+    dc1, dc2 = RESTORED["DC1"], pair.dc2
+    user_dn, contact_dn = f"CN=lost-u1,CN=Users,{ad.BASE_DN}", f"CN=lost-c1,{ad.BASE_DN}"
+    assert ad.users_on(dc2, "lost-u") == []
+    assert ad.contacts_on(dc2, "lost-c") == []
+    target = tmp_path / "back.ldif"
+    args = [
+        "items", "samba-ad", POINTS["DC1"]["id"], "--dn", user_dn, "--dn", contact_dn,
+        "--to", target, "--apply-to", dc2.name,
+    ]  # fmt: skip
+    start = time.monotonic()
+    doc = json.loads(ad_cli.run(*args, "--json", timeout=1800).stdout)
+    TIMINGS["items"] = round(time.monotonic() - start, 1)
+    assert doc["applied_to"] == dc2.name, doc
+    assert {o["dn"] for o in doc["objects"]} == {user_dn, contact_dn}, doc["objects"]
+    assert target.read_text().count("changetype: add") == 2
+    (old_sid,) = LOST_SIDS.values()
+    new_sid = {o["dn"]: o.get("new_sid") for o in doc["objects"]}[user_dn]
+    assert new_sid, doc["objects"]
+    assert new_sid != old_sid, doc["objects"]
+    assert any(old_sid in note for o in doc["objects"] for note in o["cannot_come_back"])
+    assert ad.users_on(dc2, "lost-u") == ["lost-u1"]
+    assert ad.contacts_on(dc2, "lost-c") == ["lost-c1"]
+    ad.drs_replicate(dc1, dc2)  # the adds replicate to the rejoined DC like any change
+    assert ad.users_on(dc1, "lost-u") == ["lost-u1"]
+    assert ad.contacts_on(dc1, "lost-c") == ["lost-c1"]
+    assert ad.sids(dc1).get(new_sid) == "lost-u1"
+    again = ad_cli.run(*args, "--force", check=False, timeout=1800)  # --force: the file only
+    assert again.returncode != 0
+    assert "already exists on" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
+    ad.log(f"items: {doc.get('seconds')}; {TIMINGS['items']} s")
 
 
 def test_both_dcs_verify_in_order_in_the_lab(
