@@ -319,6 +319,13 @@ def test_objects_only_in_the_point_come_back_with_items(
     assert "already exists on" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr
     ad.log(f"items: {doc.get('seconds')}; {TIMINGS['items']} s")
+    ROWS.append(
+        Row("samba-ad", "lost-u1, lost-c1", "items samba-ad from DC1's point, --apply-to DC2",
+            "functional", "functional",
+            f"re-created on DC2, replicated to DC1; lost-u1's SID {old_sid} -> {new_sid} (a SID "
+            f"cannot come back); a second run refused; steps {doc.get('seconds')}",
+            TIMINGS["items"])
+    )  # fmt: skip
 
 
 def test_both_dcs_verify_in_order_in_the_lab(
