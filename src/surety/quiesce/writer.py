@@ -52,7 +52,10 @@ class QuiesceJob:
 
     token: str  # unique per job: the marker rows' key, also in the restore point
     window: float = 10.0  # longest time anything stays frozen (seconds)
-    prepare_timeout: float = 120.0
+    # prepare runs before the window opens (the application keeps serving): a busy cluster's
+    # CHECKPOINT then pg_backup_start on a loaded host took over 120 s under TCG, and the
+    # guest scripts allow each such statement 300 s.
+    prepare_timeout: float = 300.0
     pre_freeze: str | None = None  # the `script` writer's commands (guest shell)
     post_thaw: str | None = None
     after_commit: str | None = None
