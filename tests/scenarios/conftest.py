@@ -48,6 +48,13 @@ def scenario_cli(tmp_path: Path, scenario_host: None) -> Cli:
     return cli
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Samba AD part runs last. In CI this lane runs beside stage 2 (tests/vm): its
+    first half then loads the host as the PostgreSQL and MariaDB pairs always did, and
+    the two DCs (the heaviest guests) overlap only stage 2's end."""
+    items.sort(key=lambda item: item.path.name == "test_ad_replication.py")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not ROWS:
         return
