@@ -5,10 +5,12 @@
 * ``seal``/``unseal``: ``version(1) || nonce(12) || ciphertext||tag(16)``.
   The associated data binds the blob to its *kind* (and a chunk to its id),
   so a blob cannot be swapped for another one unnoticed. ``unseal_view`` is
-  the same check without copies (restore's data path): it decrypts straight
-  from the caller's buffer into one new buffer and hands it out only after the
-  tag verified. (cryptography 38's ``AESGCM.decrypt`` copies a chunk five
-  times: ~5x slower on 256 KiB chunks.)
+  the same check without copies of the input (restore's data path): one
+  ``AESGCM.decrypt`` reads the caller's buffer and returns the plaintext only
+  after the tag verified. cryptography >= 50 does it in one call that releases
+  the GIL, with an OpenSSL whose AES-GCM runs ~9.5 GB/s per core here
+  (cryptography 38 with Debian 12's OpenSSL: ~3.4 GB/s through a cipher
+  context, 14 us of Python per call, eight GIL round trips per chunk).
 * Key files wrap the master keys under a key derived from the passphrase
   with argon2id (memory-hard); their parameters live in the key file.
   Version 2 adds ``check``, a SHA-256 of the other fields, so a damaged key
@@ -36,7 +38,6 @@ import blake3
 from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from surety.core.errors import IntegrityError, WrongPassphrase
@@ -79,7 +80,6 @@ class MasterKeys:
             raise ValueError("master key material must be 64 bytes")
         self.material = material
         self._aead = AESGCM(material[:32])
-        self._aes = algorithms.AES(material[:32])
         self._id_key = material[32:]
 
     @classmethod
@@ -95,32 +95,22 @@ class MasterKeys:
 
     def seal(self, kind: bytes, plaintext: bytes | memoryview) -> bytes:
         nonce = os.urandom(_NONCE)
-        return bytes([SEAL_VERSION]) + nonce + self._aead.encrypt(nonce, bytes(plaintext), kind)
+        return bytes([SEAL_VERSION]) + nonce + self._aead.encrypt(nonce, plaintext, kind)
 
     def unseal(self, kind: bytes, sealed: bytes | memoryview, what: str) -> bytes:
-        return bytes(self.unseal_view(kind, sealed, what))
-
-    def unseal_view(self, kind: bytes, sealed: bytes | memoryview, what: str) -> memoryview:
-        """The plaintext of ``sealed``, authenticated; no copy of ``sealed`` is made.
-
-        GCM decrypts into a new buffer before its tag is checked at ``finalize``:
-        the buffer is returned only when the tag matched, never otherwise.
-        """
+        """The plaintext of ``sealed``, returned only when its tag matched; no copy of
+        ``sealed`` is made (a view of a larger buffer is read in place)."""
         view = memoryview(sealed)
         if len(view) < _OVERHEAD or view[0] != SEAL_VERSION:
             raise IntegrityError(f"{what}: not a sealed object (damaged or foreign)")
-        nonce, tag = bytes(view[1 : 1 + _NONCE]), bytes(view[-_TAG:])
-        body = view[1 + _NONCE : -_TAG]
-        decryptor = Cipher(self._aes, modes.GCM(nonce, tag)).decryptor()
-        decryptor.authenticate_additional_data(kind)
-        out = bytearray(len(body) + 15)  # update_into wants a block - 1 of room
-        # cryptography 38 types these as bytes; it takes any buffer (cffi from_buffer)
-        count = decryptor.update_into(body, out)  # type: ignore[arg-type]
         try:
-            decryptor.finalize()
+            return self._aead.decrypt(bytes(view[1 : 1 + _NONCE]), view[1 + _NONCE :], kind)
         except InvalidTag as exc:
             raise IntegrityError(f"{what}: authentication failed (data is damaged)") from exc
-        return memoryview(out)[:count]
+
+    def unseal_view(self, kind: bytes, sealed: bytes | memoryview, what: str) -> memoryview:
+        """``unseal`` as a view (restore's data path slices the payload without a copy)."""
+        return memoryview(self.unseal(kind, sealed, what))
 
 
 # (passphrase, salt, parameters) -> derived key; None: off (``remember_derived_keys``)
