@@ -10,9 +10,11 @@ Usage::
 the default 1G takes a few minutes. Builds (or reuses) ``base.img`` and
 ``changed.img`` with ``bench/make_images.py``, then, for each tool in its own
 fresh bucket of ONE radosgw: a full backup of base.img, a second backup of
-changed.img, a full restore of the second (``cmp`` byte-exact). ``--runs N``
-restores N times (each byte-exact, page caches dropped before each): the
-table shows the median restore, every run is printed and kept in the JSON.
+changed.img; then the full restores of the second (``cmp`` byte-exact), in
+rounds: ``--runs N`` makes N rounds, each restoring once with every tool in
+turn (page caches dropped before each), so what drifts on the shared machine
+(the server's state, other load) falls on every tool alike. The table shows
+the median restore; every run is printed and kept in the JSON.
 
 The tools:
 
@@ -59,7 +61,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,10 +405,10 @@ class Bench:
     """One run: the server, the input, the figures of every tool."""
 
     def __init__(
-        self, server: Server, work: Path, base: Path, changed: Path, *, cold: bool, runs: int = 1
+        self, server: Server, work: Path, base: Path, changed: Path, *, cold: bool
     ) -> None:
         self.server, self.work, self.base, self.changed = server, work, base, changed
-        self.cold, self.runs = cold, runs
+        self.cold = cold
         self.s3 = client(server.env)
         self.env = {**os.environ, **server.env, "AWS_EC2_METADATA_DISABLED": "true"}
         self.buckets: list[str] = []
@@ -451,7 +453,7 @@ class Bench:
     def transfer(self, *args: str) -> list[str]:
         return [sys.executable, str(Path(__file__).resolve()), "_transfer", *args]
 
-    def surety(self) -> Result:
+    def surety(self) -> tuple[Result, Callable[[], None]]:
         result = Result("surety", self.bucket("surety"))
         env = {
             **self.env,
@@ -472,12 +474,14 @@ class Bench:
         self.after_backups(result, full)
         out = self.work / "surety-out.img"
         restore = [*surety, "restore", "image", "b@latest", "--to", str(out)]
-        for _ in range(self.runs):
+
+        def restore_once() -> None:
             self.timed(result, "restore", [restore], env=env)
             verify_same(self.changed, out)
-        return result
 
-    def raw(self) -> Result:
+        return result, restore_once
+
+    def raw(self) -> tuple[Result, Callable[[], None]]:
         result = Result("raw", self.bucket("raw"))
         self.timed(result, "full", [self.transfer("put", result.bucket, "base", str(self.base))])
         full = self.stored_mib(result.bucket)
@@ -485,13 +489,15 @@ class Bench:
         self.timed(result, "second", [put])
         self.after_backups(result, full)
         out = self.work / "raw-out.img"
-        for _ in range(self.runs):
-            get = self.transfer("get", result.bucket, "changed", str(out))
+        get = self.transfer("get", result.bucket, "changed", str(out))
+
+        def restore_once() -> None:
             self.timed(result, "restore", [get])
             verify_same(self.changed, out)
-        return result
 
-    def zstd(self) -> Result:
+        return result, restore_once
+
+    def zstd(self) -> tuple[Result, Callable[[], None]]:
         result = Result("zstd", self.bucket("zstd"))
         pack = ["zstd", "-1", "-T2", "-q", "-c"]
         put = self.transfer("put", result.bucket, "base.zst", "-")
@@ -503,12 +509,14 @@ class Bench:
         out = self.work / "zstd-out.img"
         get = self.transfer("get", result.bucket, "changed.zst", "-")
         unpack = ["zstd", "-d", "-q", "-f", "--sparse", "-o", str(out)]
-        for _ in range(self.runs):
+
+        def restore_once() -> None:
             self.timed(result, "restore", [get, unpack])
             verify_same(self.changed, out)
-        return result
 
-    def restic(self) -> Result:
+        return result, restore_once
+
+    def restic(self) -> tuple[Result, Callable[[], None]]:
         result = Result("restic", self.bucket("restic"))
         endpoint = self.server.env["AWS_ENDPOINT_URL"].rstrip("/")
         env = {
@@ -525,10 +533,12 @@ class Bench:
         self.after_backups(result, full)
         out = self.work / "restic-out"
         restore = ["restic", "restore", "latest", "--target", str(out)]
-        for _ in range(self.runs):
+
+        def restore_once() -> None:
             self.timed(result, "restore", [restore], env=env)
             verify_same(self.changed, out / "disk.img")
-        return result
+
+        return result, restore_once
 
     def remove_buckets(self) -> None:
         """Empty and remove this run's buckets (on a server that is not ours)."""
@@ -613,10 +623,16 @@ def main(argv: list[str] | None = None) -> int:
     load_before = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     results = []
     with s3_server(args.workdir, args.s3_env, args.keep_s3) as server:
-        bench = Bench(server, work, base, changed, cold=not args.warm, runs=args.runs)
+        bench = Bench(server, work, base, changed, cold=not args.warm)
         try:
-            for tool in args.tools:
-                results.append(getattr(bench, tool)())
+            restores = []
+            for tool in args.tools:  # every tool's two backups first
+                result, restore_once = getattr(bench, tool)()
+                results.append(result)
+                restores.append(restore_once)
+            for _ in range(args.runs):  # then the restores in rounds, one per tool each
+                for restore_once in restores:
+                    restore_once()
         finally:
             if not server.started:
                 bench.remove_buckets()
