@@ -348,7 +348,8 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 # 45) for the same bytes fetched. A worker holds one span: memory stays bounded.
 # Twice the pack target: a pack passes its target by up to one chunk, and a run of 16 MiB
 # cut a full pack in two, the second read a few KiB (bench/s3.py, 4 GiB: 170 GETs -> 119 for
-# the same 1.46 GiB; restore 5.13 -> 4.90 s, interleaved). A span never exceeds its pack.
+# the same 1.46 GiB; a GET costs ~1 ms of client and ~2 ms of server CPU). A span never
+# exceeds its pack.
 RUN_BYTES = 2 * PACK_SIZE_TARGET  # at most this span of a pack fetched by one read
 RUN_GAP = 256 << 10  # stored bytes of other chunks one read may step over
 # Object storage: a request costs more than 1 MiB read (bench/s3.py's changed image from
