@@ -450,6 +450,17 @@ class Bench:
         result.stored_full_mib = full_mib
         result.added_second_mib = self.stored_mib(result.bucket) - full_mib
 
+    def restorer(
+        self, result: Result, commands: list[list[str]], restored: Path, **kw: Any
+    ) -> Callable[[], None]:
+        """One timed restore of the changed image by ``commands``, checked byte-exact."""
+
+        def restore_once() -> None:
+            self.timed(result, "restore", commands, **kw)
+            verify_same(self.changed, restored)
+
+        return restore_once
+
     def transfer(self, *args: str) -> list[str]:
         return [sys.executable, str(Path(__file__).resolve()), "_transfer", *args]
 
@@ -474,12 +485,7 @@ class Bench:
         self.after_backups(result, full)
         out = self.work / "surety-out.img"
         restore = [*surety, "restore", "image", "b@latest", "--to", str(out)]
-
-        def restore_once() -> None:
-            self.timed(result, "restore", [restore], env=env)
-            verify_same(self.changed, out)
-
-        return result, restore_once
+        return result, self.restorer(result, [restore], out, env=env)
 
     def raw(self) -> tuple[Result, Callable[[], None]]:
         result = Result("raw", self.bucket("raw"))
@@ -490,12 +496,7 @@ class Bench:
         self.after_backups(result, full)
         out = self.work / "raw-out.img"
         get = self.transfer("get", result.bucket, "changed", str(out))
-
-        def restore_once() -> None:
-            self.timed(result, "restore", [get])
-            verify_same(self.changed, out)
-
-        return result, restore_once
+        return result, self.restorer(result, [get], out)
 
     def zstd(self) -> tuple[Result, Callable[[], None]]:
         result = Result("zstd", self.bucket("zstd"))
@@ -509,12 +510,7 @@ class Bench:
         out = self.work / "zstd-out.img"
         get = self.transfer("get", result.bucket, "changed.zst", "-")
         unpack = ["zstd", "-d", "-q", "-f", "--sparse", "-o", str(out)]
-
-        def restore_once() -> None:
-            self.timed(result, "restore", [get, unpack])
-            verify_same(self.changed, out)
-
-        return result, restore_once
+        return result, self.restorer(result, [get, unpack], out)
 
     def restic(self) -> tuple[Result, Callable[[], None]]:
         result = Result("restic", self.bucket("restic"))
@@ -533,12 +529,7 @@ class Bench:
         self.after_backups(result, full)
         out = self.work / "restic-out"
         restore = ["restic", "restore", "latest", "--target", str(out)]
-
-        def restore_once() -> None:
-            self.timed(result, "restore", [restore], env=env)
-            verify_same(self.changed, out / "disk.img")
-
-        return result, restore_once
+        return result, self.restorer(result, [restore], out / "disk.img", env=env)
 
     def remove_buckets(self) -> None:
         """Empty and remove this run's buckets (on a server that is not ours)."""
