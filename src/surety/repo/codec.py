@@ -5,6 +5,7 @@ or already-compressed data is stored as is, so it costs no decompression).
 Compressor objects are per thread: zstandard's are not thread-safe.
 ``decode_view`` hands a raw payload's body out as a view of the payload (no
 copy); zstd allocates its output once, and releases the GIL while it runs.
+``decode_into`` decompresses into a buffer the caller reuses (restore's threads).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import zstandard
 from surety.core.errors import IntegrityError
 from surety.repo.format import CODEC_RAW, CODEC_ZSTD
 
-__all__ = ["decode", "decode_view", "encode"]
+__all__ = ["decode", "decode_into", "decode_view", "encode"]
 
 _local = threading.local()
 
@@ -66,3 +67,34 @@ def decode_view(payload: bytes | memoryview, raw_length: int, what: str) -> byte
     if len(data) != raw_length:
         raise IntegrityError(f"{what}: length {len(data)} != recorded {raw_length}")
     return data
+
+
+def decode_into(
+    payload: bytes | memoryview, raw_length: int, out: memoryview, what: str
+) -> memoryview:
+    """``decode_view`` with a zstd body decompressed into ``out`` (at least ``raw_length``
+    long) instead of a new buffer; a raw payload's body is still returned as a view of
+    ``payload``. zstd decodes a frame that records its size in one pass straight into
+    ``out``, as fast as into its own buffer, and releases the GIL while it runs."""
+    if not payload:
+        raise IntegrityError(f"{what}: empty payload")
+    codec, body = payload[0], memoryview(payload)[1:]
+    if codec == CODEC_RAW:
+        if len(body) != raw_length:
+            raise IntegrityError(f"{what}: length {len(body)} != recorded {raw_length}")
+        return body
+    if codec != CODEC_ZSTD:
+        raise IntegrityError(f"{what}: unknown codec {codec}")
+    target = out[:raw_length]
+    try:
+        with _decompressor().stream_reader(body) as reader:
+            length = 0
+            while length < raw_length and (count := reader.readinto(target[length:])):
+                length += count
+            beyond = reader.read(1)  # the frame must end here: more is a wrong length too
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{what}: cannot decompress ({exc})") from exc
+    if length != raw_length or beyond:
+        shown = f"more than {raw_length}" if beyond else str(length)
+        raise IntegrityError(f"{what}: length {shown} != recorded {raw_length}")
+    return target

@@ -112,6 +112,24 @@ class MasterKeys:
         """``unseal`` as a view (restore's data path slices the payload without a copy)."""
         return memoryview(self.unseal(kind, sealed, what))
 
+    def unseal_into(
+        self, kind: bytes, sealed: bytes | memoryview, out: memoryview, what: str
+    ) -> memoryview:
+        """``unseal`` into ``out`` (a writable buffer at least ``plain_length(sealed)`` long):
+        the plaintext as a view of ``out``, returned only when its tag matched. On a failed
+        tag ``out`` holds garbage and ``IntegrityError`` is raised."""
+        view = memoryview(sealed)
+        if len(view) < _OVERHEAD or view[0] != SEAL_VERSION:
+            raise IntegrityError(f"{what}: not a sealed object (damaged or foreign)")
+        if len(view) - _OVERHEAD > len(out):
+            raise IntegrityError(f"{what}: stored length {len(view)} is more than a chunk's")
+        plain = out[: len(view) - _OVERHEAD]
+        try:
+            self._aead.decrypt_into(bytes(view[1 : 1 + _NONCE]), view[1 + _NONCE :], kind, plain)
+        except InvalidTag as exc:
+            raise IntegrityError(f"{what}: authentication failed (data is damaged)") from exc
+        return plain
+
 
 # (passphrase, salt, parameters) -> derived key; None: off (``remember_derived_keys``)
 _derived: dict[tuple[bytes, bytes, KdfParams], bytes] | None = None

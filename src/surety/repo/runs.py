@@ -15,6 +15,10 @@ on object storage restore keeps several GETs in flight while earlier runs are
 decrypted, and the checks and the fallback below are the same for a span read
 ahead as for one read here (a read-ahead's error is the read's error).
 
+Given a ``Scratch`` (one per thread), a chunk is opened into its buffers instead
+(``MasterKeys.unseal_into``, ``codec.decode_into``): nothing is allocated per
+chunk; what is yielded stays valid until the next chunk is asked for.
+
 Failures take ``read_run``'s path: when the shared read meets a missing pack
 or a chunk fails a check, the chunks not yet yielded come from
 ``Repository.read_run``, which names the damage, relocates from a stale cache
@@ -33,7 +37,7 @@ from surety.repo.index import Location
 from surety.repo.pack import chunk_kind
 from surety.repo.repository import Repository
 
-__all__ = ["Span", "iter_run", "read_span", "span_of"]
+__all__ = ["Scratch", "Span", "iter_run", "read_span", "span_of"]
 
 Run = Sequence[tuple[bytes, Location | None]]
 
@@ -45,6 +49,26 @@ class Span:
     pack: str
     offset: int
     length: int
+
+
+class Scratch:
+    """The two buffers one thread opens chunk after chunk into: ``payload`` takes a
+    decrypted payload, ``plain`` a decompressed chunk. Reused, they cost no allocation
+    (and no page faults) per chunk: zstd decodes straight into ``plain``."""
+
+    def __init__(self, chunk_size: int) -> None:
+        self.payload = memoryview(bytearray(chunk_size + 1))  # the codec's byte + the body
+        self.plain = memoryview(bytearray(chunk_size))
+
+    def open(
+        self, repo: Repository, chunk_id: bytes, sealed: memoryview, loc: Location, what: str
+    ) -> memoryview:
+        """The chunk's plaintext, unchecked (``iter_run`` checks its hash), as a view of a
+        buffer of this scratch."""
+        if loc.raw_length > len(self.plain):
+            raise IntegrityError(f"{what}: length {loc.raw_length} is more than a chunk's")
+        payload = repo.keys.unseal_into(chunk_kind(chunk_id), sealed, self.payload, what)
+        return codec.decode_into(payload, loc.raw_length, self.plain, what)
 
 
 def span_of(run: Run) -> Span | None:
@@ -66,7 +90,10 @@ def read_span(repo: Repository, span: Span) -> bytes:
 
 
 def iter_run(
-    repo: Repository, run: Run, fetch: Callable[[], bytes] | None = None
+    repo: Repository,
+    run: Run,
+    fetch: Callable[[], bytes] | None = None,
+    scratch: Scratch | None = None,
 ) -> Iterator[bytes | memoryview]:
     """The plaintexts of ``run`` (chunks of one pack, see ``read_run``) in its order, each
     checked before it is yielded.
@@ -76,7 +103,8 @@ def iter_run(
     fails, the run is read again through ``Repository.read_run`` and the chunks not yet
     yielded come from there (or its error is raised). ``fetch``: the bytes of
     ``span_of(run)`` read ahead by the caller (``read_span`` in another thread); what it
-    raises is taken as the read's own error."""
+    raises is taken as the read's own error. ``scratch``: open each chunk into it (a
+    chunk yielded from there is overwritten by the next)."""
     span = span_of(run)
     if span is None:
         yield from repo.read_run(run)
@@ -88,7 +116,13 @@ def iter_run(
             assert loc is not None
             start = loc.offset - span.offset
             what = f"chunk {chunk_id.hex()[:12]} in pack {loc.pack[:12]}"
-            data = _open(repo, chunk_id, view[start : start + loc.length], loc, what)
+            sealed = view[start : start + loc.length]
+            if scratch is not None:
+                data = _checked(
+                    repo, chunk_id, scratch.open(repo, chunk_id, sealed, loc, what), what
+                )
+            else:
+                data = _open(repo, chunk_id, sealed, loc, what)
             repo.collect_warnings()
             yield data
             done += 1
@@ -102,7 +136,12 @@ def _open(
     repo: Repository, chunk_id: bytes, sealed: memoryview, loc: Location, what: str
 ) -> bytes | memoryview:
     payload = repo.keys.unseal_view(chunk_kind(chunk_id), sealed, what)
-    data = codec.decode_view(payload, loc.raw_length, what)
+    return _checked(repo, chunk_id, codec.decode_view(payload, loc.raw_length, what), what)
+
+
+def _checked(
+    repo: Repository, chunk_id: bytes, data: bytes | memoryview, what: str
+) -> bytes | memoryview:
     if repo.keys.chunk_id(data) != chunk_id:
         raise IntegrityError(f"{what}: content does not match its hash")
     return data

@@ -43,7 +43,7 @@ from surety.repo.image import ImageIndex
 from surety.repo.index import Location
 from surety.repo.manifest import Manifest
 from surety.repo.repository import Repository
-from surety.repo.runs import iter_run, read_span, span_of
+from surety.repo.runs import Scratch, iter_run, read_span, span_of
 
 __all__ = [
     "PARTIAL_PREFIX",
@@ -457,10 +457,15 @@ def _write_chunks(
     zero = bytes(image.chunk_size)
     window: dict[Future[int], int] = {}  # write -> the span bytes it holds
     written = 0
+    scratches = threading.local()
 
     def fetch_and_write(run: _Run, fetch: Callable[[], bytes] | None) -> int:
+        scratch: Scratch | None = getattr(scratches, "scratch", None)
+        if scratch is None:
+            scratch = scratches.scratch = Scratch(image.chunk_size)
         total = 0
-        for data, offset in zip(iter_run(repo, run.chunks, fetch), run.offsets, strict=True):
+        chunks = iter_run(repo, run.chunks, fetch, scratch)
+        for data, offset in zip(chunks, run.offsets, strict=True):
             _pwrite_all(fd, data, offset)
             total += len(data)
         _start_writeback(fd, min(run.offsets), max(run.offsets) + image.chunk_size)

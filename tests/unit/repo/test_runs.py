@@ -1,11 +1,13 @@
 """Restore's zero-copy data path keeps every check of the bytes path.
 
-``MasterKeys.unseal_view`` decrypts through cryptography's ``Cipher`` API into
-one buffer and hands it out only after GCM's tag matched; ``codec.decode_view``
-returns a raw payload as a view; ``runs.iter_run`` yields a run's chunks one at
-a time, each authenticated and re-hashed, and on damage takes ``read_run``'s
-path, which names the chunk. Each test can fail: a flipped bit, a swapped
-kind or a chunk sealed over other content must raise, never yield bytes.
+``MasterKeys.unseal_view`` hands a plaintext out only after GCM's tag matched,
+``unseal_into`` the same into a buffer it is given; ``codec.decode_view`` returns
+a raw payload as a view, ``decode_into`` decompresses into a given buffer and
+checks the frame's length both ways; ``runs.iter_run`` yields a run's chunks one
+at a time (into a thread's ``Scratch`` or not), each authenticated and
+re-hashed, and on damage takes ``read_run``'s path, which names the chunk. Each
+test can fail: a flipped bit, a swapped kind or a chunk sealed over other content
+must raise, never yield bytes.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import pytest
 from surety.core.errors import IntegrityError
 from surety.repo import codec
 from surety.repo.crypto import MasterKeys
-from surety.repo.format import CODEC_RAW, ZERO_ID
+from surety.repo.format import CODEC_RAW, CODEC_ZSTD, ZERO_ID
 from surety.repo.index import Location
 from surety.repo.pack import chunk_kind
 from surety.repo.repository import Repository
-from surety.repo.runs import Span, iter_run, read_span, span_of
+from surety.repo.runs import Scratch, Span, iter_run, read_span, span_of
 from surety.repo.storage import MemoryStorage
 from surety.repo.storage.retry import TransientStorageError
 from tests.unit.backup.test_pipeline import CHUNK, MemoryDisk, _backup
@@ -74,9 +76,70 @@ def test_decode_view_decompresses_zstd_and_refuses_a_wrong_length() -> None:
         codec.decode_view(payload, len(raw) - 1, "chunk")
 
 
-def _stored(repo: Repository) -> tuple[list[tuple[bytes, Location | None]], list[bytes]]:
-    """A run: every chunk of a backed-up disk that lies in its first pack, in pack order."""
+@pytest.mark.parametrize("size", [0, 1, 4096, 256 << 10])
+def test_unseal_into_opens_what_seal_made_into_the_buffer_given(
+    keys: MasterKeys, size: int
+) -> None:
+    plaintext = os.urandom(size)
+    out = memoryview(bytearray(size + 100))
+    view = keys.unseal_into(b"chunk", memoryview(keys.seal(b"chunk", plaintext)), out, "blob")
+    assert view.obj is out.obj  # no buffer of its own
+    assert bytes(view) == plaintext
+
+
+@pytest.mark.parametrize("where", [0, 1, 12, 13, -17, -1])  # version, nonce, body, tag
+def test_unseal_into_refuses_any_flipped_byte_and_a_buffer_too_small(
+    keys: MasterKeys, where: int
+) -> None:
+    sealed = bytearray(keys.seal(b"chunk", os.urandom(1000)))
+    with pytest.raises(IntegrityError, match=r"blob: stored length .* more than a chunk's"):
+        keys.unseal_into(b"chunk", sealed, memoryview(bytearray(999)), "blob")
+    sealed[where] ^= 0x01
+    with pytest.raises(IntegrityError, match="blob: "):
+        keys.unseal_into(b"chunk", sealed, memoryview(bytearray(1000)), "blob")
+
+
+def test_decode_into_decompresses_into_the_buffer_and_checks_the_length_both_ways() -> None:
+    raw = b"surety " * 1000
+    payload = memoryview(codec.encode(raw, 3))
+    assert payload[0] == CODEC_ZSTD
+    out = memoryview(bytearray(len(raw) + 10))
+    data = codec.decode_into(payload, len(raw), out, "chunk")
+    assert data.obj is out.obj
+    assert bytes(data) == raw
+    with pytest.raises(IntegrityError, match="chunk: length more than 6999 != recorded 6999"):
+        codec.decode_into(payload, len(raw) - 1, out, "chunk")
+    with pytest.raises(IntegrityError, match="chunk: length 7000 != recorded 7001"):
+        codec.decode_into(payload, len(raw) + 1, out, "chunk")
+    with pytest.raises(IntegrityError, match="chunk: "):  # a frame cut short
+        codec.decode_into(payload[: len(payload) // 2], len(raw), out, "chunk")
+    with pytest.raises(IntegrityError, match="unknown codec 7"):
+        codec.decode_into(b"\x07abc", 3, out, "chunk")
+
+
+def test_decode_into_returns_a_raw_body_as_a_view_of_the_payload() -> None:
+    payload = bytearray([CODEC_RAW]) + bytearray(os.urandom(100))
+    out = memoryview(bytearray(200))
+    data = codec.decode_into(payload, 100, out, "chunk")
+    assert data.obj is payload
+    assert bytes(data) == bytes(payload[1:])
+    with pytest.raises(IntegrityError, match="length 100 != recorded 99"):
+        codec.decode_into(payload, 99, out, "chunk")
+
+
+@pytest.fixture(params=["new buffers", "scratch"])
+def scratch(request: pytest.FixtureRequest) -> Scratch | None:
+    return Scratch(CHUNK) if request.param == "scratch" else None
+
+
+def _stored(
+    repo: Repository, compressible: bool = False
+) -> tuple[list[tuple[bytes, Location | None]], list[bytes]]:
+    """A run: every chunk of a backed-up disk that lies in its first pack, in pack order;
+    random (stored raw) or ``compressible`` (stored with zstd)."""
     data = os.urandom(CHUNKS * CHUNK)
+    if compressible:
+        data = b"".join(os.urandom(64).hex().encode() * (CHUNK // 128) for _ in range(CHUNKS))
     image = _backup(repo, MemoryDisk(data))
     index = repo.index()
     located = []
@@ -91,13 +154,16 @@ def _stored(repo: Repository) -> tuple[list[tuple[bytes, Location | None]], list
     return [(cid, loc) for loc, cid, _ in run], [plain for _, _, plain in run]
 
 
-def test_iter_run_yields_every_chunk_checked(repo: Repository) -> None:
-    run, plaintexts = _stored(repo)
-    assert [bytes(chunk) for chunk in iter_run(repo, run)] == plaintexts
+@pytest.mark.parametrize("compressible", [False, True])
+def test_iter_run_yields_every_chunk_checked(
+    repo: Repository, scratch: Scratch | None, compressible: bool
+) -> None:
+    run, plaintexts = _stored(repo, compressible)
+    assert [bytes(chunk) for chunk in iter_run(repo, run, scratch=scratch)] == plaintexts
 
 
 def test_iter_run_names_a_chunk_sealed_over_other_content(
-    repo: Repository, storage: MemoryStorage
+    repo: Repository, storage: MemoryStorage, scratch: Scratch | None
 ) -> None:
     """Authentic ciphertext of the wrong plaintext: only the keyed hash can catch it."""
     run, plaintexts = _stored(repo)
@@ -110,7 +176,7 @@ def test_iter_run_names_a_chunk_sealed_over_other_content(
     forged_run = [*run[:2], (victim, Location(loc.pack, loc.offset, len(forged), CHUNK))]
     got = []
     with pytest.raises(IntegrityError, match=f"{victim.hex()[:12]}.*does not match its hash"):
-        got.extend(bytes(chunk) for chunk in iter_run(repo, forged_run))
+        got.extend(bytes(chunk) for chunk in iter_run(repo, forged_run, scratch=scratch))
     assert got == plaintexts[:2]  # chunks before the damage were good and were yielded
     damaged = {record.chunk for record in repo.damage_records()}
     assert damaged == {victim.hex()}
@@ -139,15 +205,18 @@ def test_a_span_read_ahead_is_checked_like_one_read_here(
     assert [bytes(chunk) for chunk in iter_run(repo, run, lambda: ahead)] == plaintexts
 
 
-def test_a_flipped_byte_in_a_span_read_ahead_is_named(repo: Repository) -> None:
-    run, plaintexts = _stored(repo)
+@pytest.mark.parametrize("compressible", [False, True])
+def test_a_flipped_byte_in_a_span_read_ahead_is_named(
+    repo: Repository, scratch: Scratch | None, compressible: bool
+) -> None:
+    run, plaintexts = _stored(repo, compressible)
     span = span_of(run)
     assert span is not None
     ahead = bytearray(read_span(repo, span))
     _victim, loc = run[1]
     assert loc is not None
     ahead[loc.offset - span.offset + 20] ^= 0x01  # damaged on the way, not in storage
-    got = [bytes(chunk) for chunk in iter_run(repo, run, lambda: bytes(ahead))]
+    got = [bytes(chunk) for chunk in iter_run(repo, run, lambda: bytes(ahead), scratch)]
     assert got == plaintexts  # read_run's path read the chunks again, from the good pack
     assert repo.damage_records() == []
 
