@@ -450,8 +450,9 @@ def _write_chunks(
 
     Chunks stored close together in one pack are fetched together (``_runs``), each
     still hash-checked; runs are decoded and written by a pool of threads, a bounded
-    window of them in flight, each thread into its own reused buffers (``Scratch``). On object storage the reads are made ahead by their own
-    pool (``_ReadAhead``): the network is kept busy while the writers decrypt."""
+    window of them in flight, each thread into its own reused buffers (``Scratch``). On
+    object storage the reads are made ahead by their own pool (``_ReadAhead``): the
+    network is kept busy while the writers decrypt."""
     index = repo.index()
     workers = threads or (os.cpu_count() or 2) + 1
     zero = bytes(image.chunk_size)
