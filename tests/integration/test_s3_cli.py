@@ -10,6 +10,7 @@ is reported as damage, and every restored byte is right.
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -67,7 +68,7 @@ def test_init_backup_restore_check_on_s3(
     cli = _cli(s3_environ, f"s3://{bucket}/hosts/a", tmp_path)
     image = image_factory(size=40 << 20)  # > 2 packs of 16 MiB
     _round_trip(cli, image, tmp_path / "restored.img")
-    again = cli.run("init", "--chunk-size", "64K", check=False)
+    again = cli.run("init", f"s3://{bucket}/hosts/a", "--chunk-size", "64K", check=False)
     assert again.returncode == 3
     assert "already a surety repository" in again.stderr
     assert "Traceback" not in again.stderr
@@ -75,6 +76,13 @@ def test_init_backup_restore_check_on_s3(
     assert "hosts/a/config" in keys
     assert any(k.startswith("hosts/a/data/") for k in keys)
     assert all(k.startswith("hosts/a/") for k in _keys(s3_environ, bucket, ""))
+    # as a new user types it: the location after init, no SURETY_REPOSITORY
+    fresh = Cli(tmp_path, {k: v for k, v in cli.env.items() if k != "SURETY_REPOSITORY"})
+    made = fresh.run("init", f"s3://{bucket}/hosts/b")
+    assert "created repository" in made.stdout
+    assert "hosts/b/config" in _keys(s3_environ, bucket, "hosts/b/")
+    listed = fresh.run("--repo", f"s3://{bucket}/hosts/b", "points", "--json").stdout
+    assert json.loads(listed) == []
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import click
+from click.core import ParameterSource
 from rich.markup import escape
 
 from surety.app.repository import create_repository, require_maintenance
@@ -38,13 +39,21 @@ __all__ = ["COMMANDS"]
     "must have Object Lock; only the maintenance identity forgets or prunes, and only "
     "what expired.",
 )
+@click.argument("location", required=False)
 @click.pass_context
-def init(ctx: click.Context, chunk_size: str, immutable_days: int | None) -> None:
-    """Create a new, empty, encrypted repository."""
+def init(
+    ctx: click.Context, location: str | None, chunk_size: str, immutable_days: int | None
+) -> None:
+    """Create a new, empty, encrypted repository.
+
+    LOCATION is a directory or s3://BUCKET/PREFIX; without it, --repo or
+    SURETY_REPOSITORY names it.
+    """
     options: GlobalOptions = ctx.obj
+    location = _init_location(ctx, location)
     size = parse_size(chunk_size)
     passphrase = read_passphrase(options, confirm=True)
-    repo = create_repository(options.repo, passphrase, size, immutable_days=immutable_days or 0)
+    repo = create_repository(location, passphrase, size, immutable_days=immutable_days or 0)
     locked = f", restore points locked {immutable_days} day(s)" if immutable_days else ""
     out_console.print(
         f"created repository {repo.config.id[:12]} at {repo.storage.describe()} "
@@ -52,6 +61,33 @@ def init(ctx: click.Context, chunk_size: str, immutable_days: int | None) -> Non
         highlight=False,
     )
     out_console.print("keep the passphrase safe: without it the data cannot be read")
+    if options.repo and options.repo != location:
+        err_console.print(
+            f"note: SURETY_REPOSITORY names {escape(options.repo)}: the next commands use "
+            f"that one unless given --repo {escape(location or '')}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _init_location(ctx: click.Context, location: str | None) -> str | None:
+    """``init``'s LOCATION, else --repo / SURETY_REPOSITORY; two different ones given on
+    the command line are refused (which one was meant?)."""
+    repo: str | None = ctx.obj.repo
+    if location is None:
+        if not repo:
+            raise UsageError(
+                "no repository given: surety init LOCATION (a directory or s3://BUCKET/PREFIX), "
+                "or --repo / SURETY_REPOSITORY"
+            )
+        return repo
+    parent = ctx.parent
+    given = (
+        parent is not None and parent.get_parameter_source("repo") is ParameterSource.COMMANDLINE
+    )
+    if given and repo != location:
+        raise UsageError(f"two repository locations given: --repo {repo} and {location}")
+    return location
 
 
 @click.command()
