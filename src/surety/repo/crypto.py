@@ -115,9 +115,10 @@ class MasterKeys:
     def unseal_into(
         self, kind: bytes, sealed: bytes | memoryview, out: memoryview, what: str
     ) -> memoryview:
-        """``unseal`` into ``out`` (a writable buffer at least ``plain_length(sealed)`` long):
-        the plaintext as a view of ``out``, returned only when its tag matched. On a failed
-        tag ``out`` holds garbage and ``IntegrityError`` is raised."""
+        """``unseal`` into ``out``, a writable buffer at least as long as the plaintext
+        (``sealed`` less its version, nonce and tag): the plaintext as a view of ``out``,
+        returned only when its tag matched. On a failed tag ``out`` holds garbage and
+        ``IntegrityError`` is raised."""
         view = memoryview(sealed)
         if len(view) < _OVERHEAD or view[0] != SEAL_VERSION:
             raise IntegrityError(f"{what}: not a sealed object (damaged or foreign)")
