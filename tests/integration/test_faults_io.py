@@ -57,6 +57,21 @@ def _wait_for(what: Callable[[], list[Path]], proc: subprocess.Popen[str]) -> li
     raise AssertionError("nothing appeared")
 
 
+def _held(path: Path) -> bool:
+    """Whether another process holds ``path``'s ``flock`` (a live restore writing it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock this probe may have taken
+    return False
+
+
 @pytest.fixture(scope="module")
 def big_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """512 MiB of incompressible data: its restore takes seconds."""
@@ -173,7 +188,9 @@ def test_two_restores_into_one_directory_leave_each_other_alone(
     out = tmp_path / "out"
     out.mkdir()
     first = initialized.popen("restore", "image", "big@latest", "--to", out / "big.img")
-    (partial,) = _wait_for(lambda: list(out.glob(PARTIAL)), first)
+    # stopped only once it holds the partial's flock: a restore stopped between creating
+    # the file and locking it would rightly lose it to the sweeper (then makes a new one)
+    (partial,) = _wait_for(lambda: [p for p in out.glob(PARTIAL) if _held(p)], first)
     first.send_signal(signal.SIGSTOP)  # held mid-write (its flock too) while the second runs
     try:
         assert first.poll() is None, "the big restore finished too early for this test"
