@@ -49,11 +49,16 @@ def decode(payload: bytes | memoryview, raw_length: int, what: str) -> bytes:
     return bytes(decode_view(payload, raw_length, what))  # zstd's bytes: not copied again
 
 
-def decode_view(payload: bytes | memoryview, raw_length: int, what: str) -> bytes | memoryview:
-    """``decode`` without a copy of a raw payload: its body is returned as a view."""
+def _split(payload: bytes | memoryview, what: str) -> tuple[int, memoryview]:
+    """The codec's byte and a view of the body."""
     if not payload:
         raise IntegrityError(f"{what}: empty payload")
-    codec, body = payload[0], memoryview(payload)[1:]
+    return payload[0], memoryview(payload)[1:]
+
+
+def decode_view(payload: bytes | memoryview, raw_length: int, what: str) -> bytes | memoryview:
+    """``decode`` without a copy of a raw payload: its body is returned as a view."""
+    codec, body = _split(payload, what)
     data: bytes | memoryview
     if codec == CODEC_RAW:
         data = body
@@ -76,9 +81,7 @@ def decode_into(
     long) instead of a new buffer; a raw payload's body is still returned as a view of
     ``payload``. zstd decodes a frame that records its size in one pass straight into
     ``out``, as fast as into its own buffer, and releases the GIL while it runs."""
-    if not payload:
-        raise IntegrityError(f"{what}: empty payload")
-    codec, body = payload[0], memoryview(payload)[1:]
+    codec, body = _split(payload, what)
     if codec == CODEC_RAW:
         if len(body) != raw_length:
             raise IntegrityError(f"{what}: length {len(body)} != recorded {raw_length}")

@@ -100,11 +100,9 @@ class MasterKeys:
     def unseal(self, kind: bytes, sealed: bytes | memoryview, what: str) -> bytes:
         """The plaintext of ``sealed``, returned only when its tag matched; no copy of
         ``sealed`` is made (a view of a larger buffer is read in place)."""
-        view = memoryview(sealed)
-        if len(view) < _OVERHEAD or view[0] != SEAL_VERSION:
-            raise IntegrityError(f"{what}: not a sealed object (damaged or foreign)")
+        nonce, body = _opened(sealed, what)
         try:
-            return self._aead.decrypt(bytes(view[1 : 1 + _NONCE]), view[1 + _NONCE :], kind)
+            return self._aead.decrypt(nonce, body, kind)
         except InvalidTag as exc:
             raise IntegrityError(f"{what}: authentication failed (data is damaged)") from exc
 
@@ -119,17 +117,23 @@ class MasterKeys:
         (``sealed`` less its version, nonce and tag): the plaintext as a view of ``out``,
         returned only when its tag matched. On a failed tag ``out`` holds garbage and
         ``IntegrityError`` is raised."""
-        view = memoryview(sealed)
-        if len(view) < _OVERHEAD or view[0] != SEAL_VERSION:
-            raise IntegrityError(f"{what}: not a sealed object (damaged or foreign)")
-        if len(view) - _OVERHEAD > len(out):
-            raise IntegrityError(f"{what}: stored length {len(view)} is more than a chunk's")
-        plain = out[: len(view) - _OVERHEAD]
+        nonce, body = _opened(sealed, what)
+        if len(body) - _TAG > len(out):
+            raise IntegrityError(f"{what}: stored length {len(sealed)} is more than a chunk's")
+        plain = out[: len(body) - _TAG]
         try:
-            self._aead.decrypt_into(bytes(view[1 : 1 + _NONCE]), view[1 + _NONCE :], kind, plain)
+            self._aead.decrypt_into(nonce, body, kind, plain)
         except InvalidTag as exc:
             raise IntegrityError(f"{what}: authentication failed (data is damaged)") from exc
         return plain
+
+
+def _opened(sealed: bytes | memoryview, what: str) -> tuple[bytes, memoryview]:
+    """A sealed blob's nonce and its ciphertext with the tag (a view, not a copy)."""
+    view = memoryview(sealed)
+    if len(view) < _OVERHEAD or view[0] != SEAL_VERSION:
+        raise IntegrityError(f"{what}: not a sealed object (damaged or foreign)")
+    return bytes(view[1 : 1 + _NONCE]), view[1 + _NONCE :]
 
 
 # (passphrase, salt, parameters) -> derived key; None: off (``remember_derived_keys``)
