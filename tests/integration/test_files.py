@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -28,6 +29,8 @@ _missing = fskit.missing_requirements()
 require(_missing is None, str(_missing))
 
 BARE = ("ext4", "xfs")
+# the name a file is copied under until it is complete (not the target's write probe)
+PARTIAL = re.compile(r"\.surety-[0-9a-f]{12}")
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +265,7 @@ def test_a_damaged_chunk_fails_with_integrity_error(
 def _wait_for_partial_file(proc: subprocess.Popen[str], target: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if target.is_dir() and any(p.name.startswith(".surety-") for p in target.iterdir()):
+        if target.is_dir() and any(PARTIAL.fullmatch(p.name) for p in target.iterdir()):
             return
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.005)

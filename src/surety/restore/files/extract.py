@@ -108,9 +108,10 @@ def _prepare_target(target: Path) -> None:
             target.mkdir(mode=0o755)
         if not target.is_dir():
             raise TargetError(f"{target} is not a directory")
-        fd, probe = tempfile.mkstemp(dir=target, prefix=".surety-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        # O_TMPFILE where the file system has it: the probe never has a name, so
+        # nothing can be left behind if the process dies here.
+        with tempfile.TemporaryFile(dir=target, prefix=".surety-probe-"):
+            pass
     except OSError as exc:
         raise TargetError(f"{target}: cannot write there ({exc.strerror})") from exc
 
