@@ -145,9 +145,14 @@ def step_figures(
     server_cpu: float | None,
     *,
     client_cpu: float | None = None,
+    exit_seconds: float | None = None,
 ) -> dict[str, float | None]:
+    """``seconds`` is the step's time to its result on disk; ``exit_seconds`` (restores)
+    the time until the tool's processes exited, before the flush of what they left in
+    the page cache."""
     return {
         "seconds": seconds,
+        "exit_seconds": exit_seconds,
         "mib_s": size / MIB / seconds,
         "requests": requests,
         "requests_per_gib": None if requests is None else requests / (size / GIB),
@@ -204,7 +209,22 @@ def run_lines(tools: Mapping[str, Any]) -> list[str]:
             if len(runs) > 1:
                 times = ", ".join(f"{r['seconds']:.2f}" for r in runs)
                 lines.append(f"{tool} {step} runs: {times} s (median {figures['seconds']:.2f})")
+            exited = _exit_median(figures)
+            if exited is not None:
+                times = ", ".join(f"{r['exit_seconds']:.2f}" for r in runs or [figures])
+                lines.append(f"{tool} {step} until it exited: {times} s (median {exited:.2f})")
     return lines
+
+
+def _exit_median(step: Mapping[str, Any] | None) -> float | None:
+    """The median time to exit over a step's runs, None when not recorded."""
+    if step is None:
+        return None
+    exits = [r.get("exit_seconds") for r in step.get("runs", [step])]
+    if not exits or None in exits:
+        return None
+    ordered = sorted(exits)
+    return float(ordered[(len(ordered) - 1) // 2])
 
 
 def ratio_lines(tools: Mapping[str, Any]) -> list[str]:
@@ -221,6 +241,12 @@ def ratio_lines(tools: Mapping[str, Any]) -> list[str]:
             if step in ours and step in theirs
         ]
         lines.append(f"surety/{peer} speed: " + ", ".join(parts))
+        mine, its = _exit_median(ours.get("restore")), _exit_median(theirs.get("restore"))
+        if mine and its:
+            lines.append(
+                f"surety/{peer} restore until each tool exited (its data not flushed "
+                f"unless it syncs): {its / mine:.2f}x"
+            )
     goals = [("raw", "full", 0.8, "backup >= 0.8x the raw upload"), ("restic", "restore", 1.5,
              "restore >= 1.5x restic")]  # fmt: skip
     for peer, step, goal, text in goals:
@@ -353,6 +379,17 @@ def drop_caches(allowed: bool) -> bool:
     return True
 
 
+def flush(path: Path) -> float:
+    """Seconds an fsync of ``path`` takes: what the page cache still held of it."""
+    start = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - start
+
+
 def run(
     commands: list[list[str]],
     env: Mapping[str, str],
@@ -423,18 +460,33 @@ class Bench:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
         return sum(o["Size"] for page in pages for o in page.get("Contents", [])) / MIB
 
-    def timed(self, result: Result, step: str, commands: list[list[str]], **kw: Any) -> None:
+    def timed(
+        self,
+        result: Result,
+        step: str,
+        commands: list[list[str]],
+        durable: Path | None = None,
+        **kw: Any,
+    ) -> None:
+        """Run one step. With ``durable`` (a restored file) the step ends when that file is
+        on disk: the tools that do not fsync what they wrote are timed to their exit plus
+        an fsync of the file (surety fsyncs before it exits, so its flush finds little)."""
         requests = RequestLog(self.server, self.s3, result.bucket)
         drop_caches(self.cold)
         before, cpu = requests.mark(), self.server.cpu_seconds()
         seconds, rss, ours = run(commands, kw.pop("env", self.env), self.work / "stderr.log", **kw)
+        exited = None
+        if durable is not None:
+            exited, seconds = seconds, seconds + flush(durable)
         after, cpu_after = requests.mark(), self.server.cpu_seconds()
         counted = requests.between(before, after)
         server_cpu = None if cpu is None or cpu_after is None else cpu_after - cpu
         size = self.base.stat().st_size
         total = None if counted is None else sum(counted.values())
         figures = {
-            **step_figures(size, seconds, rss, total, server_cpu, client_cpu=ours),
+            **step_figures(
+                size, seconds, rss, total, server_cpu, client_cpu=ours, exit_seconds=exited
+            ),
             "by_method": dict(counted or {}),
         }
         runs = result.steps.get(step, {}).get("runs", [])
@@ -442,6 +494,7 @@ class Bench:
         result.steps[step] = {**median_step(runs), "runs": runs}
         print(
             f"  {result.tool:<7} {step:<8} {seconds:7.2f} s"
+            + ("" if exited is None else f" ({exited:.2f} s to exit)")
             + ("" if total is None else f", {total} requests"),
             flush=True,
         )
@@ -456,7 +509,7 @@ class Bench:
         """One timed restore of the changed image by ``commands``, checked byte-exact."""
 
         def restore_once() -> None:
-            self.timed(result, "restore", commands, **kw)
+            self.timed(result, "restore", commands, durable=restored, **kw)
             verify_same(self.changed, restored)
 
         return restore_once

@@ -147,3 +147,30 @@ def test_without_surety_there_are_no_ratios() -> None:
     data = figures()
     del data["tools"]["surety"]
     assert "surety/" not in bench.format_report(data)
+
+
+def test_restores_are_timed_to_disk_and_the_time_to_exit_is_reported_beside() -> None:
+    def restore(durable: float, exited: float) -> dict[str, Any]:
+        step = bench.step_figures(GIB, durable, 1024, 10, None, exit_seconds=exited)
+        return {**step, "runs": [step]}
+
+    data = figures()
+    data["tools"]["surety"]["steps"]["restore"] = restore(5.0, 4.9)
+    data["tools"]["restic"]["steps"]["restore"] = restore(8.0, 6.0)
+    lines = bench.format_report(data).splitlines()
+    assert "goal restore >= 1.5x restic: 1.60x, met" in lines  # the ratio of times to disk
+    assert "surety restore until it exited: 4.90 s (median 4.90)" in lines
+    assert "restic restore until it exited: 6.00 s (median 6.00)" in lines
+    assert any(
+        line.startswith("surety/restic restore until each tool exited") and line.endswith(": 1.22x")
+        for line in lines
+    )
+    assert not any(line.startswith("surety/raw restore until") for line in lines)  # not recorded
+
+
+def test_flush_fsyncs_the_file_and_times_it(tmp_path: Path) -> None:
+    out = tmp_path / "restored.img"
+    out.write_bytes(b"x" * 65536)
+    assert 0 <= bench.flush(out) < 10
+    with pytest.raises(FileNotFoundError):
+        bench.flush(tmp_path / "missing")
