@@ -143,5 +143,16 @@ def test_dry_run_copies_nothing_and_mistakes_are_one_line(tmp_path: Path) -> Non
     wrong = dict(cli.env, SURETY_TO_PASSPHRASE="wrong")
     proc = cli.run("copy", "--all", "--to", target, check=False, env=wrong)
     assert proc.returncode == 4, proc.stderr
+    # two repositories, two passphrases: the message says which one was refused, and why
+    assert proc.stderr.strip().splitlines() == [
+        f"surety: error: the copy's target {target}: wrong passphrase for this repository "
+        "(its passphrase: SURETY_TO_PASSPHRASE)"
+    ]
+    proc = cli.run(
+        "copy", "--all", "--to", target, check=False, env=dict(wrong, SURETY_PASSPHRASE="x")
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert f"the copy's source {source}: wrong passphrase" in proc.stderr
+    assert "(its passphrase: SURETY_PASSPHRASE)" in proc.stderr
     limited = cli.json("copy", "--all", "--to", target, "--limit-upload", "64M/s")
     assert limited["copied"] == 2

@@ -97,3 +97,20 @@ def test_copy_by_policy_uses_the_repositorys_own_s3_settings(
     assert bad.returncode == 2
     assert "repository.offsite.profile: no profile 'nobody' in" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+    (tmp_path / "wrong-passphrase").write_text("not the target's\n")
+    config.write_text(
+        config.read_text()
+        .replace('"nobody"', '"surety-offsite"')
+        .replace(
+            'passphrase_file = "passphrase"\nendpoint',
+            'passphrase_file = "wrong-passphrase"\nendpoint',
+        )
+    )
+    bad = here.run("copy", "--policy", "nightly", "--config", config, check=False)
+    assert bad.returncode == 4, bad.stderr
+    (line,) = bad.stderr.strip().splitlines()
+    assert line.startswith(
+        "surety: error: the copy's target [repository.offsite]: wrong passphrase"
+    )
+    assert line.endswith("wrong-passphrase)")  # where that passphrase came from

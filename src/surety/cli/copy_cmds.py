@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from surety.cli.options import catalog_option, config_option, json_option
 from surety.cli.render import emit_json, out_console, progress_for
 from surety.config import load_config
 from surety.config.model import Config, Policy
-from surety.core.errors import UsageError
+from surety.core.errors import UsageError, WrongPassphrase
 from surety.core.units import format_size, parse_size
 from surety.jobs.copy import apply_target_retention, policy_points
 from surety.repo.copy import CopyReport, copy_points
@@ -103,10 +105,18 @@ def copy(
             raise UsageError("name restore points to copy, or use --all (or --policy NAME)")
         if to is None:
             raise UsageError("give the target with --to LOCATION (or use --policy NAME)")
-        source, policy = open_repo(ctx), None
-        target = Repository.open(
-            _limited(storage_for(to), rate), _target_passphrase(to_passphrase_file)
+        source_from = (
+            "--passphrase-file" if ctx.obj.passphrase_file is not None else "SURETY_PASSPHRASE"
         )
+        with _naming("source", ctx.obj.repo or os.environ.get("SURETY_REPOSITORY"), source_from):
+            source, policy = open_repo(ctx), None
+        target_from = (
+            "--to-passphrase-file" if to_passphrase_file is not None else "SURETY_TO_PASSPHRASE"
+        )
+        with _naming("target", to, target_from):
+            target = Repository.open(
+                _limited(storage_for(to), rate), _target_passphrase(to_passphrase_file)
+            )
     with source.lock(exclusive=False, operation="copy (source)", read_only=True):
         if refs or all_points:
             points = source.points() if all_points else [source.resolve(ref) for ref in refs]
@@ -159,13 +169,34 @@ def _open_by_policy(
 ) -> tuple[Repository, Repository, Policy]:
     policy = settings.policies[name]
     assert policy.copy_to is not None
-    source = open_configured_repository(settings, policy.repository)
-    target = open_configured_repository(settings, policy.copy_to)
+    with _naming("source", *_configured(settings, policy.repository)):
+        source = open_configured_repository(settings, policy.repository)
+    with _naming("target", *_configured(settings, policy.copy_to)):
+        target = open_configured_repository(settings, policy.copy_to)
     if rate is not None:
         target = Repository.open(
             _limited(target.storage, rate), repository_passphrase(settings, policy.copy_to)
         )
     return source, target, policy
+
+
+def _configured(settings: Config, name: str) -> tuple[str, str]:
+    """``[repository.NAME]`` and where its passphrase comes from (``repository_passphrase``)."""
+    repository = settings.repositories.get(name)
+    passphrase_file = None if repository is None else repository.passphrase_file
+    return f"[repository.{name}]", str(passphrase_file or "SURETY_PASSPHRASE")
+
+
+@contextmanager
+def _naming(role: str, location: str | None, given_by: str) -> Iterator[None]:
+    """A wrong passphrase says which of the copy's two repositories refused it, and where
+    that passphrase came from."""
+    try:
+        yield
+    except WrongPassphrase as exc:
+        raise WrongPassphrase(
+            f"the copy's {role} {location}: {exc} (its passphrase: {given_by})"
+        ) from exc
 
 
 def _limited(storage: Storage, rate: float | None) -> Storage:
