@@ -154,5 +154,10 @@ def test_dry_run_copies_nothing_and_mistakes_are_one_line(tmp_path: Path) -> Non
     assert proc.returncode == 4, proc.stderr
     assert f"the copy's source {source}: wrong passphrase" in proc.stderr
     assert "(its passphrase: SURETY_PASSPHRASE)" in proc.stderr
+    given = tmp_path / "target-passphrase"
+    given.write_text("wrong\n")
+    proc = cli.run("copy", "--all", "--to", target, "--to-passphrase-file", given, check=False)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.strip().endswith(f"(its passphrase: {given})")
     limited = cli.json("copy", "--all", "--to", target, "--limit-upload", "64M/s")
     assert limited["copied"] == 2

@@ -105,15 +105,10 @@ def copy(
             raise UsageError("name restore points to copy, or use --all (or --policy NAME)")
         if to is None:
             raise UsageError("give the target with --to LOCATION (or use --policy NAME)")
-        source_from = (
-            "--passphrase-file" if ctx.obj.passphrase_file is not None else "SURETY_PASSPHRASE"
-        )
-        with _naming("source", ctx.obj.repo or os.environ.get("SURETY_REPOSITORY"), source_from):
+        source_from = _given_by(ctx.obj.passphrase_file, "SURETY_PASSPHRASE")
+        with _naming("source", ctx.obj.repo, source_from):
             source, policy = open_repo(ctx), None
-        target_from = (
-            "--to-passphrase-file" if to_passphrase_file is not None else "SURETY_TO_PASSPHRASE"
-        )
-        with _naming("target", to, target_from):
+        with _naming("target", to, _given_by(to_passphrase_file, "SURETY_TO_PASSPHRASE")):
             target = Repository.open(
                 _limited(storage_for(to), rate), _target_passphrase(to_passphrase_file)
             )
@@ -185,6 +180,14 @@ def _configured(settings: Config, name: str) -> tuple[str, str]:
     repository = settings.repositories.get(name)
     passphrase_file = None if repository is None else repository.passphrase_file
     return f"[repository.{name}]", str(passphrase_file or "SURETY_PASSPHRASE")
+
+
+def _given_by(path: Path | None, variable: str) -> str:
+    """Where a passphrase was read: its file, else ``variable``, else the prompt (the order
+    of ``read_passphrase`` and ``_target_passphrase``)."""
+    if path is not None:
+        return str(path)
+    return variable if os.environ.get(variable) else "typed at the prompt"
 
 
 @contextmanager
